@@ -1,0 +1,18 @@
+//! The pure core of subvol: everything that can be decided without touching
+//! the operating system. Names, sizes, the metadata encoding, extent maps and
+//! the parsing of kernel tables live here so they can be property-tested
+//! without root.
+#![forbid(unsafe_code)]
+
+pub mod extent;
+pub mod fstype;
+pub mod meta;
+pub mod mountinfo;
+pub mod name;
+pub mod size;
+
+pub use extent::{Extent, ExtentFlags, ExtentMap};
+pub use fstype::{FsKind, HostFs};
+pub use meta::{MetaError, ObjectKind, PoolMeta, SubvolumeMeta};
+pub use name::{NameError, ObjectName};
+pub use size::{format_size, parse_size, SizeError};

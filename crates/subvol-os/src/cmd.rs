@@ -1,0 +1,75 @@
+//! Running the external filesystem tools (mkfs, xfs_growfs, resize2fs...)
+//! with errors that name the missing package.
+
+use crate::error::{OsError, OsResult};
+use std::ffi::OsStr;
+use std::process::{Command, Stdio};
+
+/// Runs `tool args...`, capturing output. A missing binary becomes
+/// `MissingTool` naming `package`; a non-zero exit becomes `ToolFailed` with
+/// the last line of stderr.
+pub fn run<I, S>(tool: &str, package: &str, args: I) -> OsResult<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = Command::new(resolve(tool))
+        .args(args)
+        .stdin(Stdio::null())
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                OsError::MissingTool {
+                    tool: tool.to_string(),
+                    package: package.to_string(),
+                }
+            } else {
+                OsError::sys("exec", Some(std::path::Path::new(tool)), e)
+            }
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let msg = stderr
+            .lines()
+            .chain(stdout.lines())
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .last()
+            .unwrap_or("")
+            .to_string();
+        return Err(OsError::ToolFailed {
+            tool: tool.to_string(),
+            status: out.status.to_string(),
+            stderr: msg,
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether `tool` can be found on PATH (or as an absolute path).
+pub fn have(tool: &str) -> bool {
+    if tool.contains('/') {
+        return std::path::Path::new(tool).exists();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|d| d.join(tool).is_file())
+}
+
+/// Finds `tool` on PATH, falling back to the sbin directories that a
+/// non-login root shell may lack.
+fn resolve(tool: &str) -> std::path::PathBuf {
+    if have(tool) || tool.contains('/') {
+        return tool.into();
+    }
+    for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        let p = std::path::Path::new(dir).join(tool);
+        if p.is_file() {
+            return p;
+        }
+    }
+    tool.into()
+}

@@ -1,0 +1,55 @@
+//! mount(2) and umount2(2), and reading the kernel's mount table.
+
+use crate::error::{Context, OsError, OsResult};
+use rustix::mount::{MountFlags, UnmountFlags};
+use std::path::Path;
+use subvol_core::mountinfo::{self, MountEntry};
+
+/// `mount(source, target, fstype, flags, data)`.
+pub fn mount(
+    source: &Path,
+    target: &Path,
+    fstype: &str,
+    read_only: bool,
+    data: &str,
+) -> OsResult<()> {
+    let mut flags = MountFlags::empty();
+    if read_only {
+        flags |= MountFlags::RDONLY;
+    }
+    let data = std::ffi::CString::new(data)
+        .map_err(|_| OsError::Unexpected("mount options contain NUL".into()))?;
+    rustix::mount::mount(source, target, fstype, flags, Some(data.as_c_str())).ctx("mount", target)
+}
+
+/// `umount2(target, 0)`: EBUSY while files are open under it.
+pub fn umount(target: &Path) -> OsResult<()> {
+    rustix::mount::unmount(target, UnmountFlags::empty()).ctx("umount", target)
+}
+
+/// `umount2(target, MNT_DETACH)`: lazy unmount, for cleanup paths.
+pub fn umount_lazy(target: &Path) -> OsResult<()> {
+    rustix::mount::unmount(target, UnmountFlags::DETACH).ctx("umount", target)
+}
+
+/// The current mount table of this process's mount namespace.
+pub fn mountinfo() -> OsResult<Vec<MountEntry>> {
+    let p = Path::new("/proc/self/mountinfo");
+    let text = std::fs::read_to_string(p).ctx("read", p)?;
+    Ok(mountinfo::parse(&text))
+}
+
+/// Mounts of the block device `major:minor`.
+pub fn mounts_of_device(major: u32, minor: u32) -> OsResult<Vec<MountEntry>> {
+    Ok(mountinfo()?
+        .into_iter()
+        .filter(|m| m.major == major && m.minor == minor)
+        .collect())
+}
+
+/// Whether `path` is itself a mount point.
+pub fn is_mount_point(path: &Path) -> OsResult<bool> {
+    let canon =
+        std::fs::canonicalize(path).map_err(|e| OsError::sys("canonicalize", Some(path), e))?;
+    Ok(mountinfo()?.iter().any(|m| m.mount_point == canon))
+}

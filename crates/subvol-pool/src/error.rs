@@ -1,0 +1,128 @@
+//! Errors of the pool layer: a stable kind that the CLI maps to an exit code,
+//! and a one-line message that says what to do.
+
+use std::fmt;
+use subvol_os::OsError;
+
+/// What went wrong, stable for scripts (see docs/CLI exit codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    Busy,
+    NoSpace,
+    Unsupported,
+    Corrupt,
+    PermissionDenied,
+    MissingTool,
+    NotInitialised,
+    Io,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// Wraps an OS error with what we were doing, choosing the kind from
+    /// the errno.
+    pub fn os(what: impl fmt::Display, e: OsError) -> Self {
+        let kind = match &e {
+            OsError::MissingTool { .. } => ErrorKind::MissingTool,
+            OsError::ToolFailed { .. } | OsError::Unexpected(_) => ErrorKind::Io,
+            OsError::Sys { .. } => match e.errno() {
+                Some(libc_errno::ENOENT) => ErrorKind::NotFound,
+                Some(libc_errno::EEXIST) => ErrorKind::AlreadyExists,
+                Some(libc_errno::EBUSY) => ErrorKind::Busy,
+                Some(libc_errno::ENOSPC) | Some(libc_errno::EDQUOT) => ErrorKind::NoSpace,
+                Some(libc_errno::EPERM) | Some(libc_errno::EACCES) => ErrorKind::PermissionDenied,
+                Some(libc_errno::EOPNOTSUPP)
+                | Some(libc_errno::ENOTTY)
+                | Some(libc_errno::EXDEV) => ErrorKind::Unsupported,
+                _ => ErrorKind::Io,
+            },
+        };
+        let hint = match kind {
+            ErrorKind::NoSpace => "; free space on the host (delete snapshots or grow the pool)",
+            ErrorKind::PermissionDenied if !subvol_os::is_root() => "; run as root",
+            _ => "",
+        };
+        Error {
+            kind,
+            message: format!("{what}: {e}{hint}"),
+        }
+    }
+
+    pub fn io(what: impl fmt::Display, e: std::io::Error) -> Self {
+        Self::os(
+            what,
+            OsError::Sys {
+                op: "io",
+                path: None,
+                source: e,
+            },
+        )
+    }
+}
+
+/// errno values used for classification (Linux numbering).
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const EACCES: i32 = 13;
+    pub const EBUSY: i32 = 16;
+    pub const EEXIST: i32 = 17;
+    pub const EXDEV: i32 = 18;
+    pub const ENOTTY: i32 = 25;
+    pub const ENOSPC: i32 = 28;
+    pub const EOPNOTSUPP: i32 = 95;
+    pub const EDQUOT: i32 = 122;
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<subvol_core::NameError> for Error {
+    fn from(e: subvol_core::NameError) -> Self {
+        Error::invalid(e.to_string())
+    }
+}
+
+impl From<subvol_core::SizeError> for Error {
+    fn from(e: subvol_core::SizeError) -> Self {
+        Error::invalid(e.to_string())
+    }
+}
+
+/// Refuses with a clear error unless running as root.
+pub fn require_root(what: &str) -> Result<()> {
+    if subvol_os::is_root() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!("{what} needs root (loop devices and mounts); run it with sudo"),
+        ))
+    }
+}

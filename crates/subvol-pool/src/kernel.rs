@@ -1,0 +1,68 @@
+//! The kernel's view of which images are attached to loop devices and where
+//! those are mounted. Read fresh for every command: there is no state file
+//! that could go stale after a crash or a manual umount.
+
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use subvol_core::mountinfo::MountEntry;
+use subvol_os::loopdev::{self, LoopStatus};
+
+/// One loop device backed by an image, and its mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    pub loop_device: PathBuf,
+    #[serde(skip)]
+    pub loop_number: u32,
+    #[serde(skip)]
+    pub major: u32,
+    #[serde(skip)]
+    pub minor: u32,
+    pub direct_io: bool,
+    pub read_only: bool,
+    pub mount_points: Vec<PathBuf>,
+}
+
+/// A snapshot of the loop and mount tables.
+pub struct KernelView {
+    loops: Vec<LoopStatus>,
+    mounts: Vec<MountEntry>,
+}
+
+impl KernelView {
+    pub fn read() -> Result<Self> {
+        let mounts = subvol_os::mount::mountinfo()
+            .map_err(|e| Error::os("cannot read the mount table", e))?;
+        Ok(KernelView {
+            loops: loopdev::list(),
+            mounts,
+        })
+    }
+
+    /// Loop devices backed by `image` (a canonical path) and their mounts.
+    pub fn attachments(&self, image: &Path) -> Vec<Attachment> {
+        self.loops
+            .iter()
+            .filter(|l| !l.backing_deleted && l.backing_file == image)
+            .map(|l| Attachment {
+                loop_device: l.path.clone(),
+                loop_number: l.number,
+                major: l.major,
+                minor: l.minor,
+                direct_io: l.direct_io,
+                read_only: l.read_only,
+                mount_points: self
+                    .mounts
+                    .iter()
+                    .filter(|m| m.major == l.major && m.minor == l.minor)
+                    .map(|m| m.mount_point.clone())
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The mount entry at exactly `path`, if any.
+    pub fn mount_at(&self, path: &Path) -> Option<&MountEntry> {
+        self.mounts.iter().rev().find(|m| m.mount_point == path)
+    }
+}

@@ -1,0 +1,75 @@
+//! Where things live inside a pool directory (docs/FORMAT.md is the public
+//! description of this layout).
+
+use std::path::{Path, PathBuf};
+
+/// Directory of pool-private files.
+pub const META_DIR: &str = ".subvol";
+/// The pool metadata record.
+pub const POOL_META: &str = ".subvol/pool.meta";
+/// The file locked (flock) by every mutating command.
+pub const LOCK_FILE: &str = ".subvol/lock";
+/// In-progress images; anything here when no command runs is debris.
+pub const TMP_DIR: &str = ".subvol/tmp";
+/// Subvolume images, `NAME.img`.
+pub const SUBVOLUMES_DIR: &str = "subvolumes";
+/// Default parent of mount points.
+pub const MOUNT_DIR: &str = "mnt";
+/// Extension of every image file.
+pub const IMAGE_EXT: &str = "img";
+/// The xattr holding an image's metadata.
+pub const META_XATTR: &str = "user.subvol.meta";
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: PathBuf) -> Self {
+        Layout { root }
+    }
+
+    pub fn pool_meta(&self) -> PathBuf {
+        self.root.join(POOL_META)
+    }
+
+    pub fn meta_dir(&self) -> PathBuf {
+        self.root.join(META_DIR)
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join(TMP_DIR)
+    }
+
+    pub fn subvolumes_dir(&self) -> PathBuf {
+        self.root.join(SUBVOLUMES_DIR)
+    }
+
+    pub fn subvolume_image(&self, name: &str) -> PathBuf {
+        self.subvolumes_dir().join(format!("{name}.{IMAGE_EXT}"))
+    }
+
+    pub fn default_mount_base(&self) -> PathBuf {
+        self.root.join(MOUNT_DIR)
+    }
+
+    /// A fresh temp path in the pool's tmp dir, for an image being built.
+    pub fn tmp_image(&self, purpose: &str, name: &str) -> PathBuf {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        self.tmp_dir()
+            .join(format!("{purpose}.{name}.{}.{IMAGE_EXT}", &nonce[..12]))
+    }
+}
+
+/// The subvolume name of an image file name (`NAME.img` → `NAME`).
+pub fn name_of_image(file_name: &Path) -> Option<String> {
+    let s = file_name.to_str()?;
+    let stem = s.strip_suffix(&format!(".{IMAGE_EXT}"))?;
+    subvol_core::name::validate_part(stem).ok()?;
+    Some(stem.to_string())
+}

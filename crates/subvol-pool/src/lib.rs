@@ -1,0 +1,22 @@
+//! The pool layer of subvol: a pool directory holding subvolume images and
+//! their metadata, and every operation on them. It reaches the kernel only
+//! through `subvol-os` and keeps no state that the kernel already knows (what
+//! is attached and mounted is read from sysfs and mountinfo each time).
+
+mod backing;
+mod error;
+mod kernel;
+mod layout;
+mod lock;
+mod mounting;
+mod pool;
+mod probe;
+mod recovery;
+mod subvolume;
+
+pub use error::{Error, ErrorKind, Result};
+pub use kernel::Attachment;
+pub use lock::PoolLock;
+pub use mounting::{MountOptions, MountOutcome};
+pub use pool::{InitOptions, Pool, PoolStatus};
+pub use subvolume::{CreateOptions, SubvolumeInfo};

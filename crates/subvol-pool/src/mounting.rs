@@ -1,0 +1,224 @@
+//! Mounting: attach an image to a loop device (direct I/O, autoclear) and
+//! mount its filesystem; unmount it again. Autoclear ties the loop device's
+//! life to the mount, so an unmount (or a crash before the mount) never leaks
+//! a loop device.
+
+use crate::error::{require_root, Error, ErrorKind, Result};
+use crate::kernel::KernelView;
+use crate::pool::Pool;
+use crate::subvolume::{open_image, read_meta};
+use serde::Serialize;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use subvol_core::{FsKind, ObjectName};
+use subvol_os::loopdev::{self, LoopOptions};
+
+/// Options of `mount`.
+#[derive(Debug, Clone, Default)]
+pub struct MountOptions {
+    /// Where to mount (default: `<mount base>/NAME`).
+    pub path: Option<PathBuf>,
+    pub read_only: bool,
+    /// Filesystem options passed to mount(2) as data (`-o`).
+    pub options: Option<String>,
+}
+
+/// What `mount` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MountOutcome {
+    pub name: String,
+    pub mount_point: PathBuf,
+    pub loop_device: PathBuf,
+    pub already_mounted: bool,
+    pub direct_io: bool,
+}
+
+impl Pool {
+    /// Mounts a subvolume. Mounting a mounted subvolume reports where it is.
+    pub fn mount(&self, name: &str, opts: &MountOptions) -> Result<MountOutcome> {
+        let name = ObjectName::parse_subvolume(name)?.subvolume;
+        require_root("mount")?;
+        let _lock = self.lock()?;
+        let image = self.existing_image(&name)?;
+        let kernel = KernelView::read()?;
+        for a in kernel.attachments(&image) {
+            if let Some(mp) = a.mount_points.first() {
+                return Ok(MountOutcome {
+                    name,
+                    mount_point: mp.clone(),
+                    loop_device: a.loop_device,
+                    already_mounted: true,
+                    direct_io: a.direct_io,
+                });
+            }
+        }
+        let file = open_image(&image, false)
+            .map_err(|e| Error::io(format!("cannot open {}", image.display()), e))?;
+        let meta = read_meta(&file)
+            .map_err(|e| Error::new(ErrorKind::Corrupt, format!("subvolume {name:?}: {e}")))?;
+        drop(file);
+        if meta.fs == FsKind::Raw {
+            return Err(Error::invalid(format!(
+                "{name} is a raw image without a filesystem; give its image {} to a VM instead of mounting it",
+                image.display()
+            )));
+        }
+        let target = match &opts.path {
+            Some(p) => crate::pool::absolute(p)?,
+            None => self.mount_base().join(&name),
+        };
+        if let Some(m) = kernel.mount_at(&target) {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "{} is already a mount point (of {}); choose another path",
+                    target.display(),
+                    m.source
+                ),
+            ));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&target)
+            .map_err(|e| Error::io(format!("cannot create mount point {}", target.display()), e))?;
+        let dev = loopdev::loop_configure(
+            &image,
+            LoopOptions {
+                read_only: opts.read_only,
+                ..LoopOptions::default()
+            },
+        )
+        .map_err(|e| Error::os(format!("cannot attach {name} to a loop device"), e))?;
+        let data = opts.options.clone().unwrap_or_default();
+        subvol_os::mount::mount(&dev.path, &target, meta.fs.as_str(), opts.read_only, &data)
+            .map_err(|e| Error::os(format!("cannot mount {name} at {}", target.display()), e))?;
+        let direct_io = loopdev::list()
+            .into_iter()
+            .find(|l| l.number == dev.number)
+            .map(|l| l.direct_io)
+            .unwrap_or(false);
+        // Our handle goes; the mount now holds the device, and autoclear
+        // detaches it when the mount goes.
+        let loop_device = dev.path.clone();
+        drop(dev);
+        Ok(MountOutcome {
+            name,
+            mount_point: target,
+            loop_device,
+            already_mounted: false,
+            direct_io,
+        })
+    }
+
+    /// Unmounts a subvolume (every mount of it) and waits for its loop
+    /// device to detach.
+    pub fn umount(&self, name: &str) -> Result<Vec<PathBuf>> {
+        let name = ObjectName::parse_subvolume(name)?.subvolume;
+        require_root("umount")?;
+        let _lock = self.lock()?;
+        self.existing_image(&name)?;
+        let done = self.umount_locked(&name)?;
+        if done.is_empty() {
+            return Err(Error::invalid(format!("{name} is not mounted")));
+        }
+        Ok(done)
+    }
+
+    /// `umount` for callers that already hold the pool lock.
+    pub(crate) fn umount_locked(&self, name: &str) -> Result<Vec<PathBuf>> {
+        let image = self.existing_image(name)?;
+        let kernel = KernelView::read()?;
+        let mut done = Vec::new();
+        let attachments = kernel.attachments(&image);
+        for a in &attachments {
+            for mp in a.mount_points.iter().rev() {
+                subvol_os::mount::umount(mp).map_err(|e| {
+                    let base = Error::os(format!("cannot unmount {name} from {}", mp.display()), e);
+                    if base.kind == ErrorKind::Busy {
+                        Error::new(ErrorKind::Busy, format!("{name} is busy at {}: files are open there; close them (see `fuser -vm {}`) and retry", mp.display(), mp.display()))
+                    } else {
+                        base
+                    }
+                })?;
+                done.push(mp.clone());
+                if mp.starts_with(self.mount_base()) {
+                    let _ = std::fs::remove_dir(mp);
+                }
+            }
+            if a.mount_points.is_empty() {
+                // Attached without a mount (e.g. left by a crash of an older
+                // tool): detach it.
+                if let Ok(dev) = loopdev::open(a.loop_number) {
+                    let _ = dev.detach();
+                }
+            }
+        }
+        wait_detached(&image, Duration::from_secs(5));
+        Ok(done)
+    }
+
+    /// Runs `f` with the image mounted on a private temporary mount point,
+    /// unmounting on every path.
+    pub(crate) fn with_temp_mount(
+        &self,
+        name: &str,
+        image: &Path,
+        fs: FsKind,
+        f: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        require_root("a temporary mount")?;
+        let dir = self
+            .layout
+            .tmp_dir()
+            .join(format!("mnt.{name}.{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        let guard = TempMount {
+            dir: dir.clone(),
+            mounted: false,
+        };
+        let dev = loopdev::loop_configure(image, LoopOptions::default())
+            .map_err(|e| Error::os(format!("cannot attach {name}"), e))?;
+        let data = if fs == FsKind::Xfs { "nouuid" } else { "" };
+        subvol_os::mount::mount(&dev.path, &dir, fs.as_str(), false, data)
+            .map_err(|e| Error::os(format!("cannot mount {name}"), e))?;
+        drop(dev);
+        let mut guard = guard;
+        guard.mounted = true;
+        let r = f(&dir);
+        drop(guard);
+        wait_detached(image, Duration::from_secs(5));
+        r
+    }
+}
+
+/// A temporary mount that unmounts and removes its directory on drop.
+struct TempMount {
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl Drop for TempMount {
+    fn drop(&mut self) {
+        if self.mounted && subvol_os::mount::umount(&self.dir).is_err() {
+            let _ = subvol_os::mount::umount_lazy(&self.dir);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Autoclear detaches a loop device when its last user goes; wait until the
+/// kernel shows it gone so the next command sees a settled state.
+fn wait_detached(image: &Path, timeout: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if loopdev::find_by_backing_file(image).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,418 @@
+//! Subvolumes: sparse image files with a filesystem inside, and their
+//! lifecycle (create, list, info, resize, rename, delete).
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::{Attachment, KernelView};
+use crate::layout::{self, META_XATTR};
+use crate::pool::Pool;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use subvol_core::meta::Origin;
+use subvol_core::{format_size, FsKind, ObjectKind, ObjectName, SubvolumeMeta};
+
+/// Options of `create`.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub size_bytes: u64,
+    pub fs: FsKind,
+    /// Extra mkfs arguments, passed through as given.
+    pub mkfs_opts: Vec<String>,
+}
+
+/// Everything `list` and `info` show about one subvolume.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubvolumeInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ObjectKind,
+    pub fs: FsKind,
+    pub guid: String,
+    pub virtual_size_bytes: u64,
+    pub allocated_bytes: u64,
+    pub created: String,
+    pub image: PathBuf,
+    pub mount_point: Option<PathBuf>,
+    pub loop_device: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+    /// Set when the image's metadata could not be read (see `pool check`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// Image sizes are whole 4 KiB blocks so every host and loop block size fits.
+pub const SIZE_ALIGN: u64 = 4096;
+
+fn align_up(n: u64) -> Result<u64> {
+    n.checked_add(SIZE_ALIGN - 1)
+        .map(|v| v / SIZE_ALIGN * SIZE_ALIGN)
+        .ok_or_else(|| Error::invalid("size is too large"))
+}
+
+/// Opens an image without following symlinks and checks it is a regular file.
+pub(crate) fn open_image(path: &Path, write: bool) -> std::io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
+pub(crate) fn read_meta(file: &File) -> std::result::Result<SubvolumeMeta, String> {
+    match subvol_os::xattr::fget(file, META_XATTR) {
+        Ok(Some(bytes)) => SubvolumeMeta::decode(&bytes).map_err(|e| e.to_string()),
+        Ok(None) => Err("image has no subvol metadata".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Pool {
+    fn not_found(&self, name: &str) -> Error {
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "no subvolume {name:?} in pool {}; see `subvol list`",
+                self.root().display()
+            ),
+        )
+    }
+
+    /// The image path of an existing subvolume, or NotFound.
+    pub(crate) fn existing_image(&self, name: &str) -> Result<PathBuf> {
+        let path = self.layout.subvolume_image(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => Ok(path),
+            Ok(_) => Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{} is not a regular file; remove it (see `subvol pool check`)",
+                    path.display()
+                ),
+            )),
+            Err(_) => Err(self.not_found(name)),
+        }
+    }
+
+    /// Creates a subvolume: a sparse image of `size_bytes` with a fresh
+    /// filesystem, built in the tmp dir and renamed into place with its
+    /// metadata, so it appears whole or not at all.
+    pub fn create(&self, name: &str, opts: &CreateOptions) -> Result<SubvolumeInfo> {
+        let name = ObjectName::parse_subvolume(name)?.subvolume;
+        let size = align_up(opts.size_bytes)?;
+        let min = opts.fs.min_size_bytes();
+        if size < min {
+            return Err(Error::invalid(format!(
+                "{} is too small for {}; the minimum is {}",
+                format_size(size),
+                opts.fs,
+                format_size(min)
+            )));
+        }
+        if size > (1u64 << 62) {
+            return Err(Error::invalid(format!(
+                "{} is too large; the largest subvolume is 4E",
+                format_size(size)
+            )));
+        }
+        if let Some((tool, package)) = opts.fs.mkfs_tool() {
+            if !subvol_os::cmd::have(tool) {
+                return Err(Error::new(
+                    ErrorKind::MissingTool,
+                    format!("{tool} not found; install the {package} package"),
+                ));
+            }
+        }
+        let _lock = self.lock()?;
+        let dst = self.layout.subvolume_image(&name);
+        if std::fs::symlink_metadata(&dst).is_ok() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("subvolume {name:?} already exists; pick another name or delete it first"),
+            ));
+        }
+        let tmp = self.layout.tmp_image("create", &name);
+        let result = self.build_image(&tmp, size, opts).and_then(|meta| {
+            subvol_os::fsync::fsync_dir(&self.layout.tmp_dir())
+                .map_err(|e| Error::os("sync", e))?;
+            rename_noreplace(&tmp, &dst)
+                .map_err(|e| Error::os(format!("cannot create subvolume {name:?}"), e))?;
+            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
+                .map_err(|e| Error::os("sync", e))?;
+            Ok(meta)
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result?;
+        self.info(&name)
+    }
+
+    fn build_image(&self, tmp: &Path, size: u64, opts: &CreateOptions) -> Result<SubvolumeMeta> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp)
+            .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+        file.set_len(size)
+            .map_err(|e| Error::io("cannot size the image", e))?;
+        if let Some((tool, package)) = opts.fs.mkfs_tool() {
+            let mut args: Vec<String> = match opts.fs {
+                FsKind::Xfs => vec!["-q".into()],
+                FsKind::Ext4 => vec!["-q".into(), "-F".into(), "-b".into(), "4096".into()],
+                FsKind::Raw => vec![],
+            };
+            args.extend(opts.mkfs_opts.iter().cloned());
+            args.push(tmp.to_string_lossy().into_owned());
+            subvol_os::cmd::run(tool, package, &args)
+                .map_err(|e| Error::os(format!("cannot make {} in the image", opts.fs), e))?;
+        } else if !opts.mkfs_opts.is_empty() {
+            return Err(Error::invalid("--mkfs-opt makes no sense with --fs raw"));
+        }
+        let meta = SubvolumeMeta::new_subvolume(opts.fs, Utc::now());
+        subvol_os::xattr::fset(&file, META_XATTR, &meta.encode())
+            .map_err(|e| Error::os("cannot write subvolume metadata", e))?;
+        file.sync_all()
+            .map_err(|e| Error::io("cannot sync the image", e))?;
+        Ok(meta)
+    }
+
+    /// All subvolumes, sorted by name.
+    pub fn list(&self) -> Result<Vec<SubvolumeInfo>> {
+        let kernel = KernelView::read()?;
+        let dir = self.layout.subvolumes_dir();
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Some(name) = layout::name_of_image(Path::new(&entry.file_name())) else {
+                continue;
+            };
+            out.push(self.describe(&name, &entry.path(), &kernel));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// One subvolume.
+    pub fn info(&self, name: &str) -> Result<SubvolumeInfo> {
+        let name = ObjectName::parse_subvolume(name)?.subvolume;
+        let path = self.existing_image(&name)?;
+        let kernel = KernelView::read()?;
+        Ok(self.describe(&name, &path, &kernel))
+    }
+
+    fn describe(&self, name: &str, path: &Path, kernel: &KernelView) -> SubvolumeInfo {
+        let attachments = kernel.attachments(path);
+        let mut info = SubvolumeInfo {
+            name: name.to_string(),
+            kind: ObjectKind::Subvolume,
+            fs: FsKind::Raw,
+            guid: String::new(),
+            virtual_size_bytes: 0,
+            allocated_bytes: 0,
+            created: String::new(),
+            image: path.to_path_buf(),
+            mount_point: attachments
+                .iter()
+                .flat_map(|a| a.mount_points.first())
+                .next()
+                .cloned(),
+            loop_device: attachments.first().map(|a| a.loop_device.clone()),
+            attachments,
+            origin: None,
+            properties: BTreeMap::new(),
+            problem: None,
+        };
+        let file = match open_image(path, false) {
+            Ok(f) => f,
+            Err(e) => {
+                info.problem = Some(format!("cannot open image: {e}"));
+                return info;
+            }
+        };
+        if let Ok(st) = file.metadata() {
+            info.virtual_size_bytes = st.len();
+            info.allocated_bytes = st.blocks() * 512;
+        }
+        match read_meta(&file) {
+            Ok(meta) => {
+                info.kind = meta.kind;
+                info.fs = meta.fs;
+                info.guid = meta.guid.to_string();
+                info.created = rfc3339(meta.created);
+                info.origin = meta.origin;
+                info.properties = meta.properties;
+            }
+            Err(e) => info.problem = Some(e),
+        }
+        info
+    }
+
+    /// Grows a subvolume and its filesystem (online if mounted). Shrinking is
+    /// refused. Idempotent: repeating a grow to the same size finishes a grow
+    /// that was interrupted after the image was extended.
+    pub fn resize(&self, name: &str, new_size: u64) -> Result<SubvolumeInfo> {
+        let name = ObjectName::parse_subvolume(name)?.subvolume;
+        let new_size = align_up(new_size)?;
+        let _lock = self.lock()?;
+        let path = self.existing_image(&name)?;
+        let file = open_image(&path, true)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let meta = read_meta(&file)
+            .map_err(|e| Error::new(ErrorKind::Corrupt, format!("subvolume {name:?}: {e}")))?;
+        let old = file.metadata().map_err(|e| Error::io("stat", e))?.len();
+        if new_size < old {
+            return Err(Error::invalid(format!(
+                "{name} is {} and cannot shrink to {} (shrinking would destroy data); give a size of at least {}",
+                format_size(old),
+                format_size(new_size),
+                format_size(old)
+            )));
+        }
+        let kernel = KernelView::read()?;
+        let attachments = kernel.attachments(&path);
+        if meta.fs != FsKind::Raw || !attachments.is_empty() {
+            crate::error::require_root("resize")?;
+        }
+        let ext4_mounted =
+            meta.fs == FsKind::Ext4 && attachments.iter().any(|a| !a.mount_points.is_empty());
+        if ext4_mounted && !subvol_os::has_capability(subvol_os::CAP_SYS_RESOURCE) {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!("growing a mounted ext4 needs CAP_SYS_RESOURCE, which this process lacks; `subvol umount {name}` and resize it offline"),
+            ));
+        }
+        file.set_len(new_size)
+            .map_err(|e| Error::io("cannot grow the image", e))?;
+        file.sync_all()
+            .map_err(|e| Error::io("cannot sync the image", e))?;
+        drop(file);
+        for a in &attachments {
+            let dev = subvol_os::loopdev::open(a.loop_number)
+                .map_err(|e| Error::os("cannot open loop device", e))?;
+            dev.set_capacity()
+                .map_err(|e| Error::os("cannot grow the loop device", e))?;
+        }
+        let mounted = attachments
+            .iter()
+            .find_map(|a| a.mount_points.first().map(|m| (a, m)));
+        match (meta.fs, mounted) {
+            (FsKind::Raw, _) => {}
+            (FsKind::Xfs, Some((_, mp))) => grow_xfs(mp)?,
+            (FsKind::Ext4, Some((a, _))) => grow_ext4(&a.loop_device)?,
+            (fs, None) if !attachments.is_empty() => {
+                return Err(Error::new(ErrorKind::Busy, format!("{name} is attached to {} but not mounted; the image grew, grow its {fs} where it is used", attachments[0].loop_device.display())));
+            }
+            (FsKind::Xfs, None) => {
+                self.with_temp_mount(&name, &path, FsKind::Xfs, |mp| grow_xfs(mp))?
+            }
+            (FsKind::Ext4, None) => {
+                // Offline resize2fs insists on a freshly checked filesystem.
+                subvol_os::cmd::run("e2fsck", "e2fsprogs", ["-f", "-p", &path.to_string_lossy()])
+                    .map_err(|e| Error::os("cannot check the ext4 before growing it", e))?;
+                grow_ext4(&path)?;
+            }
+        }
+        self.info(&name)
+    }
+
+    /// Renames a subvolume; refused while it is mounted or attached.
+    pub fn rename(&self, old: &str, new: &str) -> Result<SubvolumeInfo> {
+        let old = ObjectName::parse_subvolume(old)?.subvolume;
+        let new = ObjectName::parse_subvolume(new)?.subvolume;
+        let _lock = self.lock()?;
+        let src = self.existing_image(&old)?;
+        let dst = self.layout.subvolume_image(&new);
+        if std::fs::symlink_metadata(&dst).is_ok() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("subvolume {new:?} already exists; pick another name"),
+            ));
+        }
+        let kernel = KernelView::read()?;
+        if let Some(a) = kernel.attachments(&src).first() {
+            let at = a
+                .mount_points
+                .first()
+                .map(|m| format!("mounted at {}", m.display()))
+                .unwrap_or_else(|| format!("attached to {}", a.loop_device.display()));
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!("{old} is {at}; umount it before renaming"),
+            ));
+        }
+        rename_noreplace(&src, &dst).map_err(|e| Error::os(format!("cannot rename {old}"), e))?;
+        subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
+            .map_err(|e| Error::os("sync", e))?;
+        self.info(&new)
+    }
+
+    /// Deletes a subvolume. While mounted it is refused, unless `force`,
+    /// which unmounts it first.
+    pub fn delete(&self, name: &str, force: bool) -> Result<()> {
+        let name = ObjectName::parse_subvolume(name)?.subvolume;
+        let _lock = self.lock()?;
+        let path = self.existing_image(&name)?;
+        let kernel = KernelView::read()?;
+        let attachments = kernel.attachments(&path);
+        if let Some(a) = attachments.first() {
+            if !force {
+                let at = a
+                    .mount_points
+                    .first()
+                    .map(|m| format!("mounted at {}", m.display()))
+                    .unwrap_or_else(|| format!("attached to {}", a.loop_device.display()));
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!("{name} is {at}; umount it first or use --force"),
+                ));
+            }
+            crate::error::require_root("delete --force")?;
+            self.umount_locked(&name)?;
+        }
+        std::fs::remove_file(&path)
+            .map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
+        subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
+            .map_err(|e| Error::os("sync", e))?;
+        let _ = std::fs::remove_dir(self.mount_base().join(&name));
+        Ok(())
+    }
+}
+
+fn grow_xfs(mount_point: &Path) -> Result<()> {
+    subvol_os::cmd::run("xfs_growfs", "xfsprogs", [mount_point.as_os_str()])
+        .map_err(|e| Error::os("cannot grow the xfs filesystem", e))?;
+    Ok(())
+}
+
+fn grow_ext4(device_or_image: &Path) -> Result<()> {
+    subvol_os::cmd::run("resize2fs", "e2fsprogs", [device_or_image.as_os_str()])
+        .map_err(|e| Error::os("cannot grow the ext4 filesystem", e))?;
+    Ok(())
+}
+
+/// rename(2) that fails with EEXIST instead of replacing the target.
+pub(crate) fn rename_noreplace(src: &Path, dst: &Path) -> subvol_os::OsResult<()> {
+    subvol_os::fsync::rename_noreplace(src, dst)
+}
+
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
