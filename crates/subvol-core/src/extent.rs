@@ -78,11 +78,7 @@ impl ExtentMap {
 
     /// Bytes whose host blocks are shared with another file (reflinks).
     pub fn shared_bytes(&self) -> u64 {
-        self.extents
-            .iter()
-            .filter(|e| e.flags.has(ExtentFlags::SHARED))
-            .map(|e| e.length)
-            .sum()
+        self.extents.iter().filter(|e| e.flags.has(ExtentFlags::SHARED)).map(|e| e.length).sum()
     }
 }
 
@@ -91,22 +87,13 @@ mod tests {
     use super::*;
 
     fn e(l: u64, p: u64, n: u64, f: u32) -> Extent {
-        Extent {
-            logical: l,
-            physical: p,
-            length: n,
-            flags: ExtentFlags(f),
-        }
+        Extent { logical: l, physical: p, length: n, flags: ExtentFlags(f) }
     }
 
     #[test]
     fn sums_and_validation() {
-        let m = ExtentMap::new(vec![
-            e(8192, 0, 4096, ExtentFlags::SHARED),
-            e(0, 100, 4096, 0),
-            e(4096, 5, 0, 0),
-        ])
-        .unwrap();
+        let m =
+            ExtentMap::new(vec![e(8192, 0, 4096, ExtentFlags::SHARED), e(0, 100, 4096, 0), e(4096, 5, 0, 0)]).unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m.extents[0].logical, 0);
         assert_eq!(m.mapped_bytes(), 8192);

@@ -57,9 +57,7 @@ impl FromStr for FsKind {
             "xfs" => Ok(FsKind::Xfs),
             "ext4" => Ok(FsKind::Ext4),
             "raw" => Ok(FsKind::Raw),
-            other => Err(format!(
-                "unknown filesystem {other:?}; use xfs, ext4 or raw"
-            )),
+            other => Err(format!("unknown filesystem {other:?}; use xfs, ext4 or raw")),
         }
     }
 }

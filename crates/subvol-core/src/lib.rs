@@ -8,6 +8,7 @@ pub mod extent;
 pub mod fstype;
 pub mod meta;
 pub mod mountinfo;
+pub mod mountopts;
 pub mod name;
 pub mod size;
 

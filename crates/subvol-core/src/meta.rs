@@ -40,9 +40,7 @@ pub enum MetaError {
     WrongType { expected: String, found: String },
     #[error("metadata format version {0} is newer than this subvol understands; upgrade subvol")]
     UnknownVersion(u32),
-    #[error(
-        "metadata checksum mismatch (stored {stored}, computed {computed}); the record is corrupt"
-    )]
+    #[error("metadata checksum mismatch (stored {stored}, computed {computed}); the record is corrupt")]
     Checksum { stored: String, computed: String },
     #[error("metadata JSON is invalid: {0}")]
     Json(String),
@@ -60,32 +58,18 @@ pub fn encode<T: Serialize>(kind: &str, version: u32, value: &T) -> Vec<u8> {
 }
 
 /// Decodes a record written by [`encode`], checking type, version and hash.
-pub fn decode<T: DeserializeOwned>(
-    kind: &str,
-    max_version: u32,
-    bytes: &[u8],
-) -> Result<T, MetaError> {
+pub fn decode<T: DeserializeOwned>(kind: &str, max_version: u32, bytes: &[u8]) -> Result<T, MetaError> {
     if bytes.len() > MAX_META_BYTES {
         return Err(MetaError::TooLarge(bytes.len()));
     }
-    let nl = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or(MetaError::NoHeader)?;
-    let header = std::str::from_utf8(&bytes[..nl])
-        .map_err(|_| MetaError::BadHeader("<not utf-8>".into()))?;
+    let nl = bytes.iter().position(|&b| b == b'\n').ok_or(MetaError::NoHeader)?;
+    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| MetaError::BadHeader("<not utf-8>".into()))?;
     let body = &bytes[nl + 1..];
     let bad = || MetaError::BadHeader(header.chars().take(60).collect());
     let (tag, sum) = header.split_once(' ').ok_or_else(bad)?;
-    let (ty, ver) = tag
-        .strip_prefix("subvol-")
-        .and_then(|t| t.split_once('/'))
-        .ok_or_else(bad)?;
+    let (ty, ver) = tag.strip_prefix("subvol-").and_then(|t| t.split_once('/')).ok_or_else(bad)?;
     if ty != kind {
-        return Err(MetaError::WrongType {
-            expected: kind.into(),
-            found: ty.into(),
-        });
+        return Err(MetaError::WrongType { expected: kind.into(), found: ty.into() });
     }
     let version: u32 = ver.parse().map_err(|_| bad())?;
     if version == 0 {
@@ -98,10 +82,7 @@ pub fn decode<T: DeserializeOwned>(
     let json = body.strip_suffix(b"\n").unwrap_or(body);
     let computed = blake3::hash(json).to_hex().to_string();
     if stored != computed {
-        return Err(MetaError::Checksum {
-            stored: stored.chars().take(64).collect(),
-            computed,
-        });
+        return Err(MetaError::Checksum { stored: stored.chars().take(64).collect(), computed });
     }
     serde_json::from_slice(json).map_err(|e| MetaError::Json(e.to_string()))
 }
@@ -194,10 +175,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> SubvolumeMeta {
-        let mut m = SubvolumeMeta::new_subvolume(
-            FsKind::Xfs,
-            DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-        );
+        let mut m = SubvolumeMeta::new_subvolume(FsKind::Xfs, DateTime::from_timestamp(1_700_000_000, 0).unwrap());
         m.guid = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
         m.properties.insert("k".into(), "v".into());
         m
@@ -215,15 +193,9 @@ mod tests {
     fn refuses_other_types_and_versions() {
         let m = sample();
         let bytes = encode("object", 2, &m);
-        assert_eq!(
-            SubvolumeMeta::decode(&bytes),
-            Err(MetaError::UnknownVersion(2))
-        );
+        assert_eq!(SubvolumeMeta::decode(&bytes), Err(MetaError::UnknownVersion(2)));
         let pool = encode("pool", 1, &m);
-        assert!(matches!(
-            SubvolumeMeta::decode(&pool),
-            Err(MetaError::WrongType { .. })
-        ));
+        assert!(matches!(SubvolumeMeta::decode(&pool), Err(MetaError::WrongType { .. })));
         assert!(SubvolumeMeta::decode(b"").is_err());
         assert!(SubvolumeMeta::decode(b"garbage\n{}").is_err());
     }

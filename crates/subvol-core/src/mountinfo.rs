@@ -35,9 +35,7 @@ fn unescape(field: &str) -> String {
         if bytes[i] == b'\\' && i + 3 < bytes.len() {
             let oct = &bytes[i + 1..i + 4];
             if oct.iter().all(|b| (b'0'..=b'7').contains(b)) {
-                let v = oct
-                    .iter()
-                    .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+                let v = oct.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
                 if let Ok(v) = u8::try_from(v) {
                     out.push(v);
                     i += 4;
@@ -102,10 +100,7 @@ mod tests {
         assert_eq!(m.len(), 3);
         assert_eq!(m[0].major, 98);
         assert_eq!(m[0].fstype, "ext3");
-        assert_eq!(
-            m[1].mount_point,
-            PathBuf::from("/var/lib/subvol/mnt/my vol")
-        );
+        assert_eq!(m[1].mount_point, PathBuf::from("/var/lib/subvol/mnt/my vol"));
         assert_eq!((m[1].major, m[1].minor), (7, 3));
         assert!(!m[1].is_read_only());
         assert!(m[2].is_read_only());

@@ -17,15 +17,7 @@ pub enum SizeError {
     Zero(String),
 }
 
-const UNITS: [(char, u32); 7] = [
-    ('B', 0),
-    ('K', 10),
-    ('M', 20),
-    ('G', 30),
-    ('T', 40),
-    ('P', 50),
-    ('E', 60),
-];
+const UNITS: [(char, u32); 7] = [('B', 0), ('K', 10), ('M', 20), ('G', 30), ('T', 40), ('P', 50), ('E', 60)];
 
 /// Parses a size in bytes. Fractions are allowed with a unit (`1.5T`); the
 /// result is rounded down to a whole byte. Zero is refused.
@@ -34,23 +26,16 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     if s.is_empty() {
         return Err(SizeError::Empty);
     }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    if num.is_empty() || num.matches('.').count() > 1 || num.starts_with('.') || num.ends_with('.')
-    {
+    if num.is_empty() || num.matches('.').count() > 1 || num.starts_with('.') || num.ends_with('.') {
         return Err(SizeError::Malformed(input.to_string()));
     }
     let unit = unit.trim();
     let shift = parse_unit(unit).ok_or_else(|| SizeError::BadUnit(input.to_string()))?;
     let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
-    let int: u128 = int_part
-        .parse()
-        .map_err(|_| SizeError::TooLarge(input.to_string()))?;
-    let mut bytes: u128 = int
-        .checked_shl(shift)
-        .ok_or_else(|| SizeError::TooLarge(input.to_string()))?;
+    let int: u128 = int_part.parse().map_err(|_| SizeError::TooLarge(input.to_string()))?;
+    let mut bytes: u128 = int.checked_shl(shift).ok_or_else(|| SizeError::TooLarge(input.to_string()))?;
     if int > (u64::MAX as u128) {
         return Err(SizeError::TooLarge(input.to_string()));
     }
@@ -60,9 +45,7 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
         }
         // frac = digits / 10^len; add floor(digits * 2^shift / 10^len).
         let digits = &frac_part[..frac_part.len().min(18)];
-        let num: u128 = digits
-            .parse()
-            .map_err(|_| SizeError::Malformed(input.to_string()))?;
+        let num: u128 = digits.parse().map_err(|_| SizeError::Malformed(input.to_string()))?;
         let den: u128 = 10u128.pow(digits.len() as u32);
         bytes += (num << shift) / den;
     }
@@ -75,10 +58,7 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
 
 fn parse_unit(unit: &str) -> Option<u32> {
     let u = unit.to_ascii_uppercase();
-    let u = u
-        .strip_suffix("IB")
-        .or_else(|| u.strip_suffix('B').filter(|r| !r.is_empty()))
-        .unwrap_or(&u);
+    let u = u.strip_suffix("IB").or_else(|| u.strip_suffix('B').filter(|r| !r.is_empty())).unwrap_or(&u);
     if u.is_empty() {
         return Some(0);
     }
@@ -87,10 +67,7 @@ fn parse_unit(unit: &str) -> Option<u32> {
     if chars.next().is_some() {
         return None;
     }
-    UNITS
-        .iter()
-        .find(|(name, _)| *name == c)
-        .map(|(_, shift)| *shift)
+    UNITS.iter().find(|(name, _)| *name == c).map(|(_, shift)| *shift)
 }
 
 /// Formats bytes for people: `0`, `512B`, `1.5K`, `10G`, `1.50T`.
@@ -132,10 +109,7 @@ mod tests {
         assert_eq!(parse_size("0.5K").unwrap(), 512);
         assert_eq!(parse_size(" 2 M ").unwrap(), 2 << 20);
         assert_eq!(parse_size("100B").unwrap(), 100);
-        assert_eq!(
-            parse_size("16E").unwrap_err(),
-            SizeError::TooLarge("16E".into())
-        );
+        assert_eq!(parse_size("16E").unwrap_err(), SizeError::TooLarge("16E".into()));
         assert_eq!(parse_size("7E").unwrap(), 7 << 60);
     }
 

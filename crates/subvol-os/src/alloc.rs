@@ -15,25 +15,15 @@ pub fn allocate_keep_size(fd: impl AsFd, offset: u64, len: u64) -> OsResult<()> 
 /// `fallocate(fd, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE, off, len)`: frees the blocks
 /// of a range; it reads back as zeroes.
 pub fn punch_hole(fd: impl AsFd, offset: u64, len: u64) -> OsResult<()> {
-    rustix::fs::fallocate(
-        fd,
-        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-        offset,
-        len,
-    )
-    .map_err(|e| OsError::sys("fallocate(PUNCH_HOLE)", None, e))
+    rustix::fs::fallocate(fd, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, len)
+        .map_err(|e| OsError::sys("fallocate(PUNCH_HOLE)", None, e))
 }
 
 /// `fallocate(fd, FALLOC_FL_ZERO_RANGE|KEEP_SIZE, off, len)`: zeroes a range,
 /// keeping it allocated (as unwritten extents).
 pub fn zero_range(fd: impl AsFd, offset: u64, len: u64) -> OsResult<()> {
-    rustix::fs::fallocate(
-        fd,
-        FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
-        offset,
-        len,
-    )
-    .map_err(|e| OsError::sys("fallocate(ZERO_RANGE)", None, e))
+    rustix::fs::fallocate(fd, FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE, offset, len)
+        .map_err(|e| OsError::sys("fallocate(ZERO_RANGE)", None, e))
 }
 
 /// `lseek(fd, off, SEEK_DATA)`: the next offset ≥ `offset` holding data, or

@@ -13,21 +13,13 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let out = Command::new(resolve(tool))
-        .args(args)
-        .stdin(Stdio::null())
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                OsError::MissingTool {
-                    tool: tool.to_string(),
-                    package: package.to_string(),
-                }
-            } else {
-                OsError::sys("exec", Some(std::path::Path::new(tool)), e)
-            }
-        })?;
+    let out = Command::new(resolve(tool)).args(args).stdin(Stdio::null()).env("LC_ALL", "C").output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            OsError::MissingTool { tool: tool.to_string(), package: package.to_string() }
+        } else {
+            OsError::sys("exec", Some(std::path::Path::new(tool)), e)
+        }
+    })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -39,11 +31,7 @@ where
             .last()
             .unwrap_or("")
             .to_string();
-        return Err(OsError::ToolFailed {
-            tool: tool.to_string(),
-            status: out.status.to_string(),
-            stderr: msg,
-        });
+        return Err(OsError::ToolFailed { tool: tool.to_string(), status: out.status.to_string(), stderr: msg });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -54,22 +42,23 @@ pub fn have(tool: &str) -> bool {
         return std::path::Path::new(tool).exists();
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .any(|d| d.join(tool).is_file())
+    std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]).any(|d| d.join(tool).is_file())
 }
 
 /// Finds `tool` on PATH, falling back to the sbin directories that a
 /// non-login root shell may lack.
 fn resolve(tool: &str) -> std::path::PathBuf {
-    if have(tool) || tool.contains('/') {
+    if tool.contains('/') {
         return tool.into();
     }
-    for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
-        let p = std::path::Path::new(dir).join(tool);
-        if p.is_file() {
-            return p;
-        }
-    }
-    tool.into()
+    search_dirs().into_iter().map(|d| d.join(tool)).find(|p| p.is_file()).unwrap_or_else(|| tool.into())
+}
+
+/// PATH, then the sbin directories a non-login root shell may lack.
+/// `SUBVOL_TOOL_FALLBACK_DIRS` (colon-separated, may be empty) replaces that
+/// fallback list, for systems with tools elsewhere and for tests.
+fn search_dirs() -> Vec<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    let fallback = std::env::var_os("SUBVOL_TOOL_FALLBACK_DIRS").unwrap_or_else(|| "/usr/sbin:/sbin".into());
+    std::env::split_paths(&path).chain(std::env::split_paths(&fallback)).filter(|d| !d.as_os_str().is_empty()).collect()
 }

@@ -18,11 +18,7 @@ pub enum OsError {
     MissingTool { tool: String, package: String },
     /// An external program ran and failed.
     #[error("{tool} failed ({status}): {stderr}")]
-    ToolFailed {
-        tool: String,
-        status: String,
-        stderr: String,
-    },
+    ToolFailed { tool: String, status: String, stderr: String },
     /// The kernel answered something this layer cannot make sense of.
     #[error("{0}")]
     Unexpected(String),
@@ -39,11 +35,7 @@ pub type OsResult<T> = Result<T, OsError>;
 
 impl OsError {
     pub fn sys(op: &'static str, path: Option<&Path>, source: impl Into<io::Error>) -> Self {
-        OsError::Sys {
-            op,
-            path: path.map(Path::to_path_buf),
-            source: source.into(),
-        }
+        OsError::Sys { op, path: path.map(Path::to_path_buf), source: source.into() }
     }
 
     /// The errno of a failed system call, if this is one.

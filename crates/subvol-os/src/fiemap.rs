@@ -59,19 +59,9 @@ pub fn fiemap(file: impl AsFd, sync: bool) -> OsResult<ExtentMap> {
         // SAFETY: `req` is a heap allocation laid out as `struct fiemap`
         // followed by room for `fm_extent_count` (= BATCH) `struct
         // fiemap_extent`s, which is exactly what FS_IOC_FIEMAP may write.
-        let rc = unsafe {
-            libc::ioctl(
-                fd.as_raw_fd(),
-                FS_IOC_FIEMAP,
-                &mut *req as *mut FiemapRequest,
-            )
-        };
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FIEMAP, &mut *req as *mut FiemapRequest) };
         if rc < 0 {
-            return Err(OsError::sys(
-                "FIEMAP",
-                None,
-                std::io::Error::last_os_error(),
-            ));
+            return Err(OsError::sys("FIEMAP", None, std::io::Error::last_os_error()));
         }
         let n = (req.fm_mapped_extents as usize).min(BATCH);
         if n == 0 {
@@ -94,6 +84,5 @@ pub fn fiemap(file: impl AsFd, sync: bool) -> OsResult<ExtentMap> {
         }
         start = next;
     }
-    ExtentMap::new(out)
-        .ok_or_else(|| OsError::Unexpected("FIEMAP returned overlapping extents".into()))
+    ExtentMap::new(out).ok_or_else(|| OsError::Unexpected("FIEMAP returned overlapping extents".into()))
 }

@@ -16,11 +16,7 @@ fn fs_ioctl(fd: impl AsFd, op: libc::c_ulong, name: &'static str, path: &Path) -
     // ignores; passing a pointer to a live c_int is always valid.
     let rc = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), op, &mut arg as *mut libc::c_int) };
     if rc < 0 {
-        return Err(OsError::sys(
-            name,
-            Some(path),
-            std::io::Error::last_os_error(),
-        ));
+        return Err(OsError::sys(name, Some(path), std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -50,11 +46,7 @@ impl FreezeGuard {
     pub fn freeze(mount_point: &Path) -> OsResult<Self> {
         let dir = File::open(mount_point).ctx("open", mount_point)?;
         fs_ioctl(&dir, FIFREEZE, "FIFREEZE", mount_point)?;
-        Ok(FreezeGuard {
-            dir,
-            path: mount_point.to_path_buf(),
-            thawed: false,
-        })
+        Ok(FreezeGuard { dir, path: mount_point.to_path_buf(), thawed: false })
     }
 
     /// Thaws now, reporting errors (drop would only ignore them).

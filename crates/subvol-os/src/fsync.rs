@@ -18,19 +18,11 @@ pub fn fsync_dir(dir: &Path) -> OsResult<()> {
 /// the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> OsResult<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .ctx("create", &tmp)?;
+        let mut f =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).ctx("create", &tmp)?;
         f.write_all(bytes).ctx("write", &tmp)?;
         f.sync_all().ctx("fsync", &tmp)?;
     }
@@ -41,12 +33,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> OsResult<()> {
 /// renameat2(RENAME_NOREPLACE): moves `src` to `dst`, failing with EEXIST
 /// rather than replacing an existing `dst`.
 pub fn rename_noreplace(src: &Path, dst: &Path) -> OsResult<()> {
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        src,
-        rustix::fs::CWD,
-        dst,
-        rustix::fs::RenameFlags::NOREPLACE,
-    )
-    .ctx("rename", dst)
+    rustix::fs::renameat_with(rustix::fs::CWD, src, rustix::fs::CWD, dst, rustix::fs::RenameFlags::NOREPLACE)
+        .ctx("rename", dst)
 }

@@ -58,12 +58,7 @@ pub struct LoopOptions {
 
 impl Default for LoopOptions {
     fn default() -> Self {
-        LoopOptions {
-            read_only: false,
-            direct_io: true,
-            autoclear: true,
-            block_size: 0,
-        }
+        LoopOptions { read_only: false, direct_io: true, autoclear: true, block_size: 0 }
     }
 }
 
@@ -83,12 +78,7 @@ impl LoopDevice {
 
     /// LOOP_SET_CAPACITY: re-reads the backing file's size after a grow.
     pub fn set_capacity(&self) -> OsResult<()> {
-        ioctl_noarg(
-            &self.dev,
-            LOOP_SET_CAPACITY,
-            "LOOP_SET_CAPACITY",
-            &self.path,
-        )
+        ioctl_noarg(&self.dev, LOOP_SET_CAPACITY, "LOOP_SET_CAPACITY", &self.path)
     }
 
     /// LOOP_CLR_FD: detaches now (or, while still in use, as soon as the last
@@ -103,11 +93,7 @@ fn ioctl_noarg(fd: impl AsFd, op: libc::c_ulong, name: &'static str, path: &Path
     // passed and ignored).
     let rc = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), op, 0 as libc::c_ulong) };
     if rc < 0 {
-        return Err(OsError::sys(
-            name,
-            Some(path),
-            std::io::Error::last_os_error(),
-        ));
+        return Err(OsError::sys(name, Some(path), std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -115,19 +101,11 @@ fn ioctl_noarg(fd: impl AsFd, op: libc::c_ulong, name: &'static str, path: &Path
 /// LOOP_CTL_GET_FREE: the number of a free loop device (created if needed).
 fn get_free() -> OsResult<u32> {
     let ctl_path = Path::new("/dev/loop-control");
-    let ctl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(ctl_path)
-        .ctx("open", ctl_path)?;
+    let ctl = OpenOptions::new().read(true).write(true).open(ctl_path).ctx("open", ctl_path)?;
     // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
     let rc = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
     if rc < 0 {
-        return Err(OsError::sys(
-            "LOOP_CTL_GET_FREE",
-            Some(ctl_path),
-            std::io::Error::last_os_error(),
-        ));
+        return Err(OsError::sys("LOOP_CTL_GET_FREE", Some(ctl_path), std::io::Error::last_os_error()));
     }
     u32::try_from(rc).map_err(|_| OsError::Unexpected(format!("LOOP_CTL_GET_FREE returned {rc}")))
 }
@@ -135,11 +113,7 @@ fn get_free() -> OsResult<u32> {
 /// Attaches `image` to a free loop device with one LOOP_CONFIGURE call.
 /// Retries when another process takes the same free device first (EBUSY).
 pub fn loop_configure(image: &Path, opts: LoopOptions) -> OsResult<LoopDevice> {
-    let backing = OpenOptions::new()
-        .read(true)
-        .write(!opts.read_only)
-        .open(image)
-        .ctx("open", image)?;
+    let backing = OpenOptions::new().read(true).write(!opts.read_only).open(image).ctx("open", image)?;
     let mut flags = 0;
     if opts.read_only {
         flags |= LO_FLAGS_READ_ONLY;
@@ -158,11 +132,7 @@ pub fn loop_configure(image: &Path, opts: LoopOptions) -> OsResult<LoopDevice> {
     for _ in 0..16 {
         let number = get_free()?;
         let path = PathBuf::from(format!("/dev/loop{number}"));
-        let dev = match OpenOptions::new()
-            .read(true)
-            .write(!opts.read_only)
-            .open(&path)
-        {
+        let dev = match OpenOptions::new().read(true).write(!opts.read_only).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 last_err = Some(OsError::sys("open", Some(&path), e));
@@ -211,10 +181,7 @@ pub fn loop_configure(image: &Path, opts: LoopOptions) -> OsResult<LoopDevice> {
 /// Opens an attached loop device by number (to grow or detach it).
 pub fn open(number: u32) -> OsResult<LoopDevice> {
     let path = PathBuf::from(format!("/dev/loop{number}"));
-    let dev = OpenOptions::new()
-        .read(true)
-        .open(&path)
-        .ctx("open", &path)?;
+    let dev = OpenOptions::new().read(true).open(&path).ctx("open", &path)?;
     Ok(LoopDevice { number, path, dev })
 }
 
@@ -235,9 +202,7 @@ pub struct LoopStatus {
 }
 
 fn read_trim(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim_end_matches('\n').to_string())
+    std::fs::read_to_string(p).ok().map(|s| s.trim_end_matches('\n').to_string())
 }
 
 /// Every attached loop device, from /sys/block/loop*/loop/.
@@ -248,10 +213,7 @@ pub fn list() -> Vec<LoopStatus> {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(num) = name
-            .strip_prefix("loop")
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+        let Some(num) = name.strip_prefix("loop").and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
         let base = entry.path();
@@ -289,10 +251,7 @@ pub fn list() -> Vec<LoopStatus> {
 /// canonicalisation; the kernel reports the current path).
 pub fn find_by_backing_file(image: &Path) -> Vec<LoopStatus> {
     let want = std::fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf());
-    list()
-        .into_iter()
-        .filter(|l| !l.backing_deleted && l.backing_file == want)
-        .collect()
+    list().into_iter().filter(|l| !l.backing_deleted && l.backing_file == want).collect()
 }
 
 /// Sets the dirty page limits of a block device's writeback (BDI):

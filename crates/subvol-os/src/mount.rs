@@ -4,20 +4,13 @@ use crate::error::{Context, OsError, OsResult};
 use rustix::mount::{MountFlags, UnmountFlags};
 use std::path::Path;
 use subvol_core::mountinfo::{self, MountEntry};
+use subvol_core::mountopts::MountOpts;
 
-/// `mount(source, target, fstype, flags, data)`.
-pub fn mount(
-    source: &Path,
-    target: &Path,
-    fstype: &str,
-    read_only: bool,
-    data: &str,
-) -> OsResult<()> {
-    let mut flags = MountFlags::empty();
-    if read_only {
-        flags |= MountFlags::RDONLY;
-    }
-    let data = std::ffi::CString::new(data)
+/// `mount(source, target, fstype, flags, data)`, with the generic flags
+/// and the filesystem options as split by `subvol_core::mountopts`.
+pub fn mount(source: &Path, target: &Path, fstype: &str, opts: &MountOpts) -> OsResult<()> {
+    let flags = MountFlags::from_bits_retain(opts.flags as _);
+    let data = std::ffi::CString::new(opts.data.as_str())
         .map_err(|_| OsError::Unexpected("mount options contain NUL".into()))?;
     rustix::mount::mount(source, target, fstype, flags, Some(data.as_c_str())).ctx("mount", target)
 }
@@ -41,15 +34,11 @@ pub fn mountinfo() -> OsResult<Vec<MountEntry>> {
 
 /// Mounts of the block device `major:minor`.
 pub fn mounts_of_device(major: u32, minor: u32) -> OsResult<Vec<MountEntry>> {
-    Ok(mountinfo()?
-        .into_iter()
-        .filter(|m| m.major == major && m.minor == minor)
-        .collect())
+    Ok(mountinfo()?.into_iter().filter(|m| m.major == major && m.minor == minor).collect())
 }
 
 /// Whether `path` is itself a mount point.
 pub fn is_mount_point(path: &Path) -> OsResult<bool> {
-    let canon =
-        std::fs::canonicalize(path).map_err(|e| OsError::sys("canonicalize", Some(path), e))?;
+    let canon = std::fs::canonicalize(path).map_err(|e| OsError::sys("canonicalize", Some(path), e))?;
     Ok(mountinfo()?.iter().any(|m| m.mount_point == canon))
 }

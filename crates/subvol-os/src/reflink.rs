@@ -22,13 +22,7 @@ pub fn ficlone(dst: impl AsFd, src: impl AsFd) -> OsResult<()> {
 
 /// `ioctl(dst, FICLONERANGE, {src, src_offset, len, dst_offset})`. Offsets
 /// and length must be multiples of the host block size (len 0 = to EOF).
-pub fn ficlonerange(
-    dst: impl AsFd,
-    src: impl AsFd,
-    src_offset: u64,
-    len: u64,
-    dst_offset: u64,
-) -> OsResult<()> {
+pub fn ficlonerange(dst: impl AsFd, src: impl AsFd, src_offset: u64, len: u64, dst_offset: u64) -> OsResult<()> {
     let arg = FileCloneRange {
         src_fd: i64::from(src.as_fd().as_raw_fd()),
         src_offset,
@@ -39,19 +33,9 @@ pub fn ficlonerange(
     // `FileCloneRange` mirrors exactly (repr(C), four 64-bit fields); the
     // pointer is valid for the duration of the call and the kernel does not
     // keep it.
-    let rc = unsafe {
-        libc::ioctl(
-            dst.as_fd().as_raw_fd(),
-            FICLONERANGE,
-            &arg as *const FileCloneRange,
-        )
-    };
+    let rc = unsafe { libc::ioctl(dst.as_fd().as_raw_fd(), FICLONERANGE, &arg as *const FileCloneRange) };
     if rc < 0 {
-        return Err(OsError::sys(
-            "FICLONERANGE",
-            None,
-            std::io::Error::last_os_error(),
-        ));
+        return Err(OsError::sys("FICLONERANGE", None, std::io::Error::last_os_error()));
     }
     Ok(())
 }

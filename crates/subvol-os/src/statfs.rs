@@ -22,11 +22,7 @@ pub fn statfs(path: &Path) -> OsResult<FsStats> {
     #[allow(clippy::unnecessary_cast)]
     let bsize = st.f_bsize as u64;
     #[allow(clippy::unnecessary_cast)]
-    let frsize = if st.f_frsize as u64 > 0 {
-        st.f_frsize as u64
-    } else {
-        bsize
-    };
+    let frsize = if st.f_frsize as u64 > 0 { st.f_frsize as u64 } else { bsize };
     #[allow(clippy::unnecessary_cast)]
     Ok(FsStats {
         fs: HostFs::from_magic(st.f_type as u64),

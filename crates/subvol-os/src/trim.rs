@@ -20,20 +20,12 @@ struct FstrimRange {
 /// reported as trimmed.
 pub fn fitrim(mount_point: &Path) -> OsResult<u64> {
     let dir = File::open(mount_point).ctx("open", mount_point)?;
-    let mut range = FstrimRange {
-        start: 0,
-        len: u64::MAX,
-        minlen: 0,
-    };
+    let mut range = FstrimRange { start: 0, len: u64::MAX, minlen: 0 };
     // SAFETY: FITRIM reads and updates a `struct fstrim_range`, mirrored by
     // the repr(C) `FstrimRange`; the pointer is valid for the call.
     let rc = unsafe { libc::ioctl(dir.as_raw_fd(), FITRIM, &mut range as *mut FstrimRange) };
     if rc < 0 {
-        return Err(OsError::sys(
-            "FITRIM",
-            Some(mount_point),
-            std::io::Error::last_os_error(),
-        ));
+        return Err(OsError::sys("FITRIM", Some(mount_point), std::io::Error::last_os_error()));
     }
     Ok(range.len)
 }

@@ -24,6 +24,5 @@ pub fn fget(fd: impl AsFd, name: &str) -> OsResult<Option<Vec<u8>>> {
 
 /// `fsetxattr(fd, name, value, 0)`: creates or replaces atomically.
 pub fn fset(fd: impl AsFd, name: &str, value: &[u8]) -> OsResult<()> {
-    rustix::fs::fsetxattr(fd, name, value, XattrFlags::empty())
-        .map_err(|e| OsError::sys("fsetxattr", None, e))
+    rustix::fs::fsetxattr(fd, name, value, XattrFlags::empty()).map_err(|e| OsError::sys("fsetxattr", None, e))
 }

@@ -29,20 +29,23 @@ pub fn create_and_mount(dir: &Path, backing_file: Option<&Path>, size: u64) -> R
         None => default_backing_file(dir),
     };
     if file.exists() {
-        return Err(Error::new(ErrorKind::AlreadyExists, format!("backing image {} already exists; mount it with `subvol pool mount {}` or remove it", file.display(), dir.display())));
-    }
-    if dir.exists() && subvol_os::mount::is_mount_point(dir).unwrap_or(false) {
         return Err(Error::new(
-            ErrorKind::Busy,
+            ErrorKind::AlreadyExists,
             format!(
-                "{} is already a mount point; pick another directory",
+                "backing image {} already exists; mount it with `subvol pool mount {}` or remove it",
+                file.display(),
                 dir.display()
             ),
         ));
     }
+    if dir.exists() && subvol_os::mount::is_mount_point(dir).unwrap_or(false) {
+        return Err(Error::new(
+            ErrorKind::Busy,
+            format!("{} is already a mount point; pick another directory", dir.display()),
+        ));
+    }
     if let Some(parent) = file.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
     }
     let made = (|| -> Result<()> {
         let f = std::fs::OpenOptions::new()
@@ -51,18 +54,12 @@ pub fn create_and_mount(dir: &Path, backing_file: Option<&Path>, size: u64) -> R
             .mode(0o600)
             .open(&file)
             .map_err(|e| Error::io(format!("cannot create {}", file.display()), e))?;
-        f.set_len(size)
-            .map_err(|e| Error::io(format!("cannot size {}", file.display()), e))?;
+        f.set_len(size).map_err(|e| Error::io(format!("cannot size {}", file.display()), e))?;
         drop(f);
         subvol_os::cmd::run(
             "mkfs.xfs",
             "xfsprogs",
-            [
-                std::ffi::OsStr::new("-q"),
-                "-m".as_ref(),
-                "reflink=1".as_ref(),
-                file.as_os_str(),
-            ],
+            [std::ffi::OsStr::new("-q"), "-m".as_ref(), "reflink=1".as_ref(), file.as_os_str()],
         )
         .map_err(|e| Error::os("cannot make the pool's XFS", e))?;
         std::fs::DirBuilder::new()
@@ -82,12 +79,8 @@ pub fn create_and_mount(dir: &Path, backing_file: Option<&Path>, size: u64) -> R
 fn attach_and_mount(file: &Path, dir: &Path) -> Result<()> {
     let dev = loopdev::loop_configure(file, LoopOptions::default())
         .map_err(|e| Error::os("cannot attach the backing image", e))?;
-    subvol_os::mount::mount(&dev.path, dir, "xfs", false, "").map_err(|e| {
-        Error::os(
-            format!("cannot mount the backing image at {}", dir.display()),
-            e,
-        )
-    })?;
+    subvol_os::mount::mount(&dev.path, dir, "xfs", &Default::default())
+        .map_err(|e| Error::os(format!("cannot mount the backing image at {}", dir.display()), e))?;
     Ok(())
 }
 
@@ -106,10 +99,7 @@ pub fn mount_existing(dir: &Path, backing_file: Option<&Path>) -> Result<bool> {
     let file = std::fs::canonicalize(&file).map_err(|_| {
         Error::new(
             ErrorKind::NotFound,
-            format!(
-                "backing image {} not found; give its path with --backing-file",
-                file.display()
-            ),
+            format!("backing image {} not found; give its path with --backing-file", file.display()),
         )
     })?;
     let kernel = KernelView::read()?;
@@ -120,11 +110,7 @@ pub fn mount_existing(dir: &Path, backing_file: Option<&Path>) -> Result<bool> {
         if let Some(m) = a.mount_points.first() {
             return Err(Error::new(
                 ErrorKind::Busy,
-                format!(
-                    "backing image {} is already mounted at {}",
-                    file.display(),
-                    m.display()
-                ),
+                format!("backing image {} is already mounted at {}", file.display(), m.display()),
             ));
         }
     }

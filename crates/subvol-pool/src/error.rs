@@ -30,10 +30,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-        }
+        Error { kind, message: message.into() }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -52,9 +49,9 @@ impl Error {
                 Some(libc_errno::EBUSY) => ErrorKind::Busy,
                 Some(libc_errno::ENOSPC) | Some(libc_errno::EDQUOT) => ErrorKind::NoSpace,
                 Some(libc_errno::EPERM) | Some(libc_errno::EACCES) => ErrorKind::PermissionDenied,
-                Some(libc_errno::EOPNOTSUPP)
-                | Some(libc_errno::ENOTTY)
-                | Some(libc_errno::EXDEV) => ErrorKind::Unsupported,
+                Some(libc_errno::EOPNOTSUPP) | Some(libc_errno::ENOTTY) | Some(libc_errno::EXDEV) => {
+                    ErrorKind::Unsupported
+                }
                 _ => ErrorKind::Io,
             },
         };
@@ -63,21 +60,11 @@ impl Error {
             ErrorKind::PermissionDenied if !subvol_os::is_root() => "; run as root",
             _ => "",
         };
-        Error {
-            kind,
-            message: format!("{what}: {e}{hint}"),
-        }
+        Error { kind, message: format!("{what}: {e}{hint}") }
     }
 
     pub fn io(what: impl fmt::Display, e: std::io::Error) -> Self {
-        Self::os(
-            what,
-            OsError::Sys {
-                op: "io",
-                path: None,
-                source: e,
-            },
-        )
+        Self::os(what, OsError::Sys { op: "io", path: None, source: e })
     }
 }
 

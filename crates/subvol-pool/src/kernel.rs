@@ -31,12 +31,8 @@ pub struct KernelView {
 
 impl KernelView {
     pub fn read() -> Result<Self> {
-        let mounts = subvol_os::mount::mountinfo()
-            .map_err(|e| Error::os("cannot read the mount table", e))?;
-        Ok(KernelView {
-            loops: loopdev::list(),
-            mounts,
-        })
+        let mounts = subvol_os::mount::mountinfo().map_err(|e| Error::os("cannot read the mount table", e))?;
+        Ok(KernelView { loops: loopdev::list(), mounts })
     }
 
     /// Loop devices backed by `image` (a canonical path) and their mounts.

@@ -61,8 +61,7 @@ impl Layout {
     /// A fresh temp path in the pool's tmp dir, for an image being built.
     pub fn tmp_image(&self, purpose: &str, name: &str) -> PathBuf {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        self.tmp_dir()
-            .join(format!("{purpose}.{name}.{}.{IMAGE_EXT}", &nonce[..12]))
+        self.tmp_dir().join(format!("{purpose}.{name}.{}.{IMAGE_EXT}", &nonce[..12]))
     }
 }
 

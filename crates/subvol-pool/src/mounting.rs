@@ -11,6 +11,7 @@ use serde::Serialize;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use subvol_core::mountopts::parse_mount_options;
 use subvol_core::{FsKind, ObjectName};
 use subvol_os::loopdev::{self, LoopOptions};
 
@@ -53,10 +54,8 @@ impl Pool {
                 });
             }
         }
-        let file = open_image(&image, false)
-            .map_err(|e| Error::io(format!("cannot open {}", image.display()), e))?;
-        let meta = read_meta(&file)
-            .map_err(|e| Error::new(ErrorKind::Corrupt, format!("subvolume {name:?}: {e}")))?;
+        let file = open_image(&image, false).map_err(|e| Error::io(format!("cannot open {}", image.display()), e))?;
+        let meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("subvolume {name:?}: {e}")))?;
         drop(file);
         if meta.fs == FsKind::Raw {
             return Err(Error::invalid(format!(
@@ -71,11 +70,7 @@ impl Pool {
         if let Some(m) = kernel.mount_at(&target) {
             return Err(Error::new(
                 ErrorKind::Busy,
-                format!(
-                    "{} is already a mount point (of {}); choose another path",
-                    target.display(),
-                    m.source
-                ),
+                format!("{} is already a mount point (of {}); choose another path", target.display(), m.source),
             ));
         }
         std::fs::DirBuilder::new()
@@ -83,33 +78,18 @@ impl Pool {
             .mode(0o755)
             .create(&target)
             .map_err(|e| Error::io(format!("cannot create mount point {}", target.display()), e))?;
-        let dev = loopdev::loop_configure(
-            &image,
-            LoopOptions {
-                read_only: opts.read_only,
-                ..LoopOptions::default()
-            },
-        )
-        .map_err(|e| Error::os(format!("cannot attach {name} to a loop device"), e))?;
-        let data = opts.options.clone().unwrap_or_default();
-        subvol_os::mount::mount(&dev.path, &target, meta.fs.as_str(), opts.read_only, &data)
+        let dev = loopdev::loop_configure(&image, LoopOptions { read_only: opts.read_only, ..LoopOptions::default() })
+            .map_err(|e| Error::os(format!("cannot attach {name} to a loop device"), e))?;
+        let mopts = parse_mount_options(opts.options.as_deref().unwrap_or(""), opts.read_only);
+        subvol_os::mount::mount(&dev.path, &target, meta.fs.as_str(), &mopts)
             .map_err(|e| Error::os(format!("cannot mount {name} at {}", target.display()), e))?;
-        let direct_io = loopdev::list()
-            .into_iter()
-            .find(|l| l.number == dev.number)
-            .map(|l| l.direct_io)
-            .unwrap_or(false);
+        let direct_io =
+            loopdev::list().into_iter().find(|l| l.number == dev.number).map(|l| l.direct_io).unwrap_or(false);
         // Our handle goes; the mount now holds the device, and autoclear
         // detaches it when the mount goes.
         let loop_device = dev.path.clone();
         drop(dev);
-        Ok(MountOutcome {
-            name,
-            mount_point: target,
-            loop_device,
-            already_mounted: false,
-            direct_io,
-        })
+        Ok(MountOutcome { name, mount_point: target, loop_device, already_mounted: false, direct_io })
     }
 
     /// Unmounts a subvolume (every mount of it) and waits for its loop
@@ -137,7 +117,14 @@ impl Pool {
                 subvol_os::mount::umount(mp).map_err(|e| {
                     let base = Error::os(format!("cannot unmount {name} from {}", mp.display()), e);
                     if base.kind == ErrorKind::Busy {
-                        Error::new(ErrorKind::Busy, format!("{name} is busy at {}: files are open there; close them (see `fuser -vm {}`) and retry", mp.display(), mp.display()))
+                        Error::new(
+                            ErrorKind::Busy,
+                            format!(
+                                "{name} is busy at {}: files are open there; close them (see `fuser -vm {}`) and retry",
+                                mp.display(),
+                                mp.display()
+                            ),
+                        )
                     } else {
                         base
                     }
@@ -169,22 +156,16 @@ impl Pool {
         f: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
         require_root("a temporary mount")?;
-        let dir = self
-            .layout
-            .tmp_dir()
-            .join(format!("mnt.{name}.{}", std::process::id()));
+        let dir = self.layout.tmp_dir().join(format!("mnt.{name}.{}", std::process::id()));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        let guard = TempMount {
-            dir: dir.clone(),
-            mounted: false,
-        };
+        let guard = TempMount { dir: dir.clone(), mounted: false };
         let dev = loopdev::loop_configure(image, LoopOptions::default())
             .map_err(|e| Error::os(format!("cannot attach {name}"), e))?;
         let data = if fs == FsKind::Xfs { "nouuid" } else { "" };
-        subvol_os::mount::mount(&dev.path, &dir, fs.as_str(), false, data)
+        subvol_os::mount::mount(&dev.path, &dir, fs.as_str(), &parse_mount_options(data, false))
             .map_err(|e| Error::os(format!("cannot mount {name}"), e))?;
         drop(dev);
         let mut guard = guard;

@@ -62,9 +62,7 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("root", &self.layout.root)
-            .finish()
+        f.debug_struct("Pool").field("root", &self.layout.root).finish()
     }
 }
 
@@ -112,45 +110,22 @@ impl Pool {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Err(Error::new(
                     ErrorKind::PermissionDenied,
-                    format!(
-                        "cannot read pool {}: permission denied; run as root",
-                        root.display()
-                    ),
+                    format!("cannot read pool {}: permission denied; run as root", root.display()),
                 ))
             }
-            Err(e) => {
-                return Err(Error::io(
-                    format!("cannot read pool metadata {}", layout.pool_meta().display()),
-                    e,
-                ))
-            }
+            Err(e) => return Err(Error::io(format!("cannot read pool metadata {}", layout.pool_meta().display()), e)),
         };
         let meta = PoolMeta::decode(&bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "pool metadata {} is unreadable: {e}",
-                    layout.pool_meta().display()
-                ),
-            )
+            Error::new(ErrorKind::Corrupt, format!("pool metadata {} is unreadable: {e}", layout.pool_meta().display()))
         })?;
-        Ok(Pool {
-            layout,
-            meta,
-            lock_timeout: Duration::from_secs(300),
-            on_lock_wait: Box::new(|| {}),
-        })
+        Ok(Pool { layout, meta, lock_timeout: Duration::from_secs(300), on_lock_wait: Box::new(|| {}) })
     }
 
     /// Creates a pool at `dir` (and, with a backing image, the XFS it lives on).
     pub fn init(dir: &Path, opts: &InitOptions) -> Result<Pool> {
         let dir = absolute(dir)?;
         let backing_image = match opts.backing_image_bytes {
-            Some(size) => Some(backing::create_and_mount(
-                &dir,
-                opts.backing_file.as_deref(),
-                size,
-            )?),
+            Some(size) => Some(backing::create_and_mount(&dir, opts.backing_file.as_deref(), size)?),
             None => None,
         };
         let result = Self::init_in(&dir, opts, backing_image.clone());
@@ -170,8 +145,7 @@ impl Pool {
                 .create(dir)
                 .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         }
-        let root = std::fs::canonicalize(dir)
-            .map_err(|e| Error::io(format!("cannot open {}", dir.display()), e))?;
+        let root = std::fs::canonicalize(dir).map_err(|e| Error::io(format!("cannot open {}", dir.display()), e))?;
         if !root.is_dir() {
             return Err(Error::invalid(format!(
                 "{} is not a directory; give a directory for the pool",
@@ -182,14 +156,10 @@ impl Pool {
         if layout.pool_meta().exists() {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
-                format!(
-                    "{} is already a subvol pool; use it, or pick another directory",
-                    root.display()
-                ),
+                format!("{} is already a subvol pool; use it, or pick another directory", root.display()),
             ));
         }
-        let stats = subvol_os::statfs::statfs(&root)
-            .map_err(|e| Error::os("cannot inspect the pool directory", e))?;
+        let stats = subvol_os::statfs::statfs(&root).map_err(|e| Error::os("cannot inspect the pool directory", e))?;
         if !stats.fs.is_supported() {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -206,25 +176,14 @@ impl Pool {
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| {
-                    !matches!(
-                        n.as_str(),
-                        "lost+found"
-                            | layout::META_DIR
-                            | layout::SUBVOLUMES_DIR
-                            | layout::MOUNT_DIR
-                    )
+                    !matches!(n.as_str(), "lost+found" | layout::META_DIR | layout::SUBVOLUMES_DIR | layout::MOUNT_DIR)
                 })
                 .collect();
             if !others.is_empty() {
                 return Err(Error::invalid(format!(
                     "{} is not empty (holds {}); use an empty directory or --force",
                     root.display(),
-                    others
-                        .iter()
-                        .take(3)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    others.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
                 )));
             }
         }
@@ -248,17 +207,11 @@ impl Pool {
             options: BTreeMap::new(),
         };
         // The pool exists once this record does: it is written last.
-        subvol_os::fsync::fsync_dir(&layout.meta_dir())
-            .map_err(|e| Error::os("cannot sync the pool", e))?;
+        subvol_os::fsync::fsync_dir(&layout.meta_dir()).map_err(|e| Error::os("cannot sync the pool", e))?;
         subvol_os::fsync::write_atomic(&layout.pool_meta(), &meta.encode())
             .map_err(|e| Error::os("cannot write pool metadata", e))?;
         subvol_os::fsync::fsync_dir(&root).map_err(|e| Error::os("cannot sync the pool", e))?;
-        Ok(Pool {
-            layout,
-            meta,
-            lock_timeout: Duration::from_secs(300),
-            on_lock_wait: Box::new(|| {}),
-        })
+        Ok(Pool { layout, meta, lock_timeout: Duration::from_secs(300), on_lock_wait: Box::new(|| {}) })
     }
 
     /// How long mutating commands wait for the pool lock, and what to call
@@ -271,11 +224,7 @@ impl Pool {
     /// Takes the pool lock and runs the cheap recovery every mutating
     /// command starts with.
     pub fn lock(&self) -> Result<PoolLock> {
-        let lock = PoolLock::acquire(
-            &self.layout.lock_file(),
-            self.lock_timeout,
-            &*self.on_lock_wait,
-        )?;
+        let lock = PoolLock::acquire(&self.layout.lock_file(), self.lock_timeout, &*self.on_lock_wait)?;
         recovery::clean_tmp(&self.layout)?;
         Ok(lock)
     }
@@ -289,37 +238,25 @@ impl Pool {
     }
 
     pub fn host_fs(&self) -> Result<HostFs> {
-        Ok(subvol_os::statfs::statfs(self.root())
-            .map_err(|e| Error::os("statfs", e))?
-            .fs)
+        Ok(subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?.fs)
     }
 
     pub fn mount_base(&self) -> PathBuf {
-        self.meta
-            .mount_base
-            .clone()
-            .unwrap_or_else(|| self.layout.default_mount_base())
+        self.meta.mount_base.clone().unwrap_or_else(|| self.layout.default_mount_base())
     }
 
     /// Pool-wide figures.
     pub fn status(&self) -> Result<PoolStatus> {
-        let stats = subvol_os::statfs::statfs(self.root())
-            .map_err(|e| Error::os("cannot stat the pool", e))?;
+        let stats = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot stat the pool", e))?;
         let subs = self.list()?;
         let allocated_bytes = subs.iter().map(|s| s.allocated_bytes).sum();
         let virtual_bytes: u64 = subs.iter().map(|s| s.virtual_size_bytes).sum();
-        let problems = subs
-            .iter()
-            .filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.name)))
-            .collect();
+        let problems = subs.iter().filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.name))).collect();
         Ok(PoolStatus {
             path: self.root().to_path_buf(),
             uuid: self.meta.uuid.to_string(),
             format: self.meta.format,
-            created: self
-                .meta
-                .created
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            created: self.meta.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             host_fs: stats.fs.name(),
             reflink: self.meta.reflink,
             backing_image: self.meta.backing_image.clone(),
@@ -353,10 +290,7 @@ impl Pool {
                 }
                 Err(Error::new(
                     e.kind,
-                    format!(
-                        "the backing image mounted at {} holds no usable pool: {e}",
-                        dir.display()
-                    ),
+                    format!("the backing image mounted at {} holds no usable pool: {e}", dir.display()),
                 ))
             }
         }
@@ -368,20 +302,13 @@ impl Pool {
         require_root("pool umount")?;
         let _lock = self.lock()?;
         let kernel = KernelView::read()?;
-        let busy: Vec<String> = self
-            .list()?
-            .into_iter()
-            .filter(|s| !s.attachments.is_empty())
-            .map(|s| s.name)
-            .collect();
+        let busy: Vec<String> =
+            self.list()?.into_iter().filter(|s| !s.attachments.is_empty()).map(|s| s.name).collect();
         if !busy.is_empty() {
             if !force {
                 return Err(Error::new(
                     ErrorKind::Busy,
-                    format!(
-                        "subvolumes still mounted: {}; umount them or use --force",
-                        busy.join(", ")
-                    ),
+                    format!("subvolumes still mounted: {}; umount them or use --force", busy.join(", ")),
                 ));
             }
             for name in &busy {
@@ -391,10 +318,7 @@ impl Pool {
         if kernel.mount_at(self.root()).is_none() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
-                format!(
-                    "{} is not a mount point; nothing to unmount",
-                    self.root().display()
-                ),
+                format!("{} is not a mount point; nothing to unmount", self.root().display()),
             ));
         }
         drop(_lock);

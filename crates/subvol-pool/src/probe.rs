@@ -20,8 +20,7 @@ pub fn reflink_works(dir: &Path) -> Result<bool> {
             .mode(0o600)
             .open(&a)
             .map_err(|e| Error::io("reflink probe", e))?;
-        fa.write_all(&[0x5a; 65536])
-            .map_err(|e| Error::io("reflink probe", e))?;
+        fa.write_all(&[0x5a; 65536]).map_err(|e| Error::io("reflink probe", e))?;
         fa.sync_all().map_err(|e| Error::io("reflink probe", e))?;
         let fb = OpenOptions::new()
             .write(true)

@@ -59,16 +59,9 @@ fn align_up(n: u64) -> Result<u64> {
 
 /// Opens an image without following symlinks and checks it is a regular file.
 pub(crate) fn open_image(path: &Path, write: bool) -> std::io::Result<File> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
+    let f = OpenOptions::new().read(true).write(write).custom_flags(libc::O_NOFOLLOW).open(path)?;
     if !f.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not a regular file",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a regular file"));
     }
     Ok(f)
 }
@@ -85,10 +78,7 @@ impl Pool {
     fn not_found(&self, name: &str) -> Error {
         Error::new(
             ErrorKind::NotFound,
-            format!(
-                "no subvolume {name:?} in pool {}; see `subvol list`",
-                self.root().display()
-            ),
+            format!("no subvolume {name:?} in pool {}; see `subvol list`", self.root().display()),
         )
     }
 
@@ -99,10 +89,7 @@ impl Pool {
             Ok(m) if m.is_file() => Ok(path),
             Ok(_) => Err(Error::new(
                 ErrorKind::Corrupt,
-                format!(
-                    "{} is not a regular file; remove it (see `subvol pool check`)",
-                    path.display()
-                ),
+                format!("{} is not a regular file; remove it (see `subvol pool check`)", path.display()),
             )),
             Err(_) => Err(self.not_found(name)),
         }
@@ -124,10 +111,7 @@ impl Pool {
             )));
         }
         if size > (1u64 << 62) {
-            return Err(Error::invalid(format!(
-                "{} is too large; the largest subvolume is 4E",
-                format_size(size)
-            )));
+            return Err(Error::invalid(format!("{} is too large; the largest subvolume is 4E", format_size(size))));
         }
         if let Some((tool, package)) = opts.fs.mkfs_tool() {
             if !subvol_os::cmd::have(tool) {
@@ -147,12 +131,9 @@ impl Pool {
         }
         let tmp = self.layout.tmp_image("create", &name);
         let result = self.build_image(&tmp, size, opts).and_then(|meta| {
-            subvol_os::fsync::fsync_dir(&self.layout.tmp_dir())
-                .map_err(|e| Error::os("sync", e))?;
-            rename_noreplace(&tmp, &dst)
-                .map_err(|e| Error::os(format!("cannot create subvolume {name:?}"), e))?;
-            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
-                .map_err(|e| Error::os("sync", e))?;
+            subvol_os::fsync::fsync_dir(&self.layout.tmp_dir()).map_err(|e| Error::os("sync", e))?;
+            rename_noreplace(&tmp, &dst).map_err(|e| Error::os(format!("cannot create subvolume {name:?}"), e))?;
+            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
             Ok(meta)
         });
         if result.is_err() {
@@ -170,8 +151,7 @@ impl Pool {
             .mode(0o600)
             .open(tmp)
             .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-        file.set_len(size)
-            .map_err(|e| Error::io("cannot size the image", e))?;
+        file.set_len(size).map_err(|e| Error::io("cannot size the image", e))?;
         if let Some((tool, package)) = opts.fs.mkfs_tool() {
             let mut args: Vec<String> = match opts.fs {
                 FsKind::Xfs => vec!["-q".into()],
@@ -188,8 +168,7 @@ impl Pool {
         let meta = SubvolumeMeta::new_subvolume(opts.fs, Utc::now());
         subvol_os::xattr::fset(&file, META_XATTR, &meta.encode())
             .map_err(|e| Error::os("cannot write subvolume metadata", e))?;
-        file.sync_all()
-            .map_err(|e| Error::io("cannot sync the image", e))?;
+        file.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
         Ok(meta)
     }
 
@@ -197,8 +176,7 @@ impl Pool {
     pub fn list(&self) -> Result<Vec<SubvolumeInfo>> {
         let kernel = KernelView::read()?;
         let dir = self.layout.subvolumes_dir();
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let Some(name) = layout::name_of_image(Path::new(&entry.file_name())) else {
@@ -229,11 +207,7 @@ impl Pool {
             allocated_bytes: 0,
             created: String::new(),
             image: path.to_path_buf(),
-            mount_point: attachments
-                .iter()
-                .flat_map(|a| a.mount_points.first())
-                .next()
-                .cloned(),
+            mount_point: attachments.iter().flat_map(|a| a.mount_points.first()).next().cloned(),
             loop_device: attachments.first().map(|a| a.loop_device.clone()),
             attachments,
             origin: None,
@@ -273,10 +247,8 @@ impl Pool {
         let new_size = align_up(new_size)?;
         let _lock = self.lock()?;
         let path = self.existing_image(&name)?;
-        let file = open_image(&path, true)
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        let meta = read_meta(&file)
-            .map_err(|e| Error::new(ErrorKind::Corrupt, format!("subvolume {name:?}: {e}")))?;
+        let file = open_image(&path, true).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("subvolume {name:?}: {e}")))?;
         let old = file.metadata().map_err(|e| Error::io("stat", e))?.len();
         if new_size < old {
             return Err(Error::invalid(format!(
@@ -291,38 +263,35 @@ impl Pool {
         if meta.fs != FsKind::Raw || !attachments.is_empty() {
             crate::error::require_root("resize")?;
         }
-        let ext4_mounted =
-            meta.fs == FsKind::Ext4 && attachments.iter().any(|a| !a.mount_points.is_empty());
+        let ext4_mounted = meta.fs == FsKind::Ext4 && attachments.iter().any(|a| !a.mount_points.is_empty());
         if ext4_mounted && !subvol_os::has_capability(subvol_os::CAP_SYS_RESOURCE) {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
                 format!("growing a mounted ext4 needs CAP_SYS_RESOURCE, which this process lacks; `subvol umount {name}` and resize it offline"),
             ));
         }
-        file.set_len(new_size)
-            .map_err(|e| Error::io("cannot grow the image", e))?;
-        file.sync_all()
-            .map_err(|e| Error::io("cannot sync the image", e))?;
+        file.set_len(new_size).map_err(|e| Error::io("cannot grow the image", e))?;
+        file.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
         drop(file);
         for a in &attachments {
-            let dev = subvol_os::loopdev::open(a.loop_number)
-                .map_err(|e| Error::os("cannot open loop device", e))?;
-            dev.set_capacity()
-                .map_err(|e| Error::os("cannot grow the loop device", e))?;
+            let dev = subvol_os::loopdev::open(a.loop_number).map_err(|e| Error::os("cannot open loop device", e))?;
+            dev.set_capacity().map_err(|e| Error::os("cannot grow the loop device", e))?;
         }
-        let mounted = attachments
-            .iter()
-            .find_map(|a| a.mount_points.first().map(|m| (a, m)));
+        let mounted = attachments.iter().find_map(|a| a.mount_points.first().map(|m| (a, m)));
         match (meta.fs, mounted) {
             (FsKind::Raw, _) => {}
             (FsKind::Xfs, Some((_, mp))) => grow_xfs(mp)?,
             (FsKind::Ext4, Some((a, _))) => grow_ext4(&a.loop_device)?,
             (fs, None) if !attachments.is_empty() => {
-                return Err(Error::new(ErrorKind::Busy, format!("{name} is attached to {} but not mounted; the image grew, grow its {fs} where it is used", attachments[0].loop_device.display())));
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "{name} is attached to {} but not mounted; the image grew, grow its {fs} where it is used",
+                        attachments[0].loop_device.display()
+                    ),
+                ));
             }
-            (FsKind::Xfs, None) => {
-                self.with_temp_mount(&name, &path, FsKind::Xfs, |mp| grow_xfs(mp))?
-            }
+            (FsKind::Xfs, None) => self.with_temp_mount(&name, &path, FsKind::Xfs, |mp| grow_xfs(mp))?,
             (FsKind::Ext4, None) => {
                 // Offline resize2fs insists on a freshly checked filesystem.
                 subvol_os::cmd::run("e2fsck", "e2fsprogs", ["-f", "-p", &path.to_string_lossy()])
@@ -353,14 +322,10 @@ impl Pool {
                 .first()
                 .map(|m| format!("mounted at {}", m.display()))
                 .unwrap_or_else(|| format!("attached to {}", a.loop_device.display()));
-            return Err(Error::new(
-                ErrorKind::Busy,
-                format!("{old} is {at}; umount it before renaming"),
-            ));
+            return Err(Error::new(ErrorKind::Busy, format!("{old} is {at}; umount it before renaming")));
         }
         rename_noreplace(&src, &dst).map_err(|e| Error::os(format!("cannot rename {old}"), e))?;
-        subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
-            .map_err(|e| Error::os("sync", e))?;
+        subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
         self.info(&new)
     }
 
@@ -379,18 +344,13 @@ impl Pool {
                     .first()
                     .map(|m| format!("mounted at {}", m.display()))
                     .unwrap_or_else(|| format!("attached to {}", a.loop_device.display()));
-                return Err(Error::new(
-                    ErrorKind::Busy,
-                    format!("{name} is {at}; umount it first or use --force"),
-                ));
+                return Err(Error::new(ErrorKind::Busy, format!("{name} is {at}; umount it first or use --force")));
             }
             crate::error::require_root("delete --force")?;
             self.umount_locked(&name)?;
         }
-        std::fs::remove_file(&path)
-            .map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
-        subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
-            .map_err(|e| Error::os("sync", e))?;
+        std::fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
+        subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
         let _ = std::fs::remove_dir(self.mount_base().join(&name));
         Ok(())
     }

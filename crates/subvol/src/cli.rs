@@ -13,12 +13,7 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// The pool directory.
-    #[arg(
-        long,
-        global = true,
-        env = "SUBVOL_POOL",
-        default_value = "/var/lib/subvol"
-    )]
+    #[arg(long, global = true, env = "SUBVOL_POOL", default_value = "/var/lib/subvol")]
     pub pool: PathBuf,
     /// Seconds to wait for another subvol command to release the pool lock.
     #[arg(long, global = true, default_value_t = 300, value_name = "SECONDS")]

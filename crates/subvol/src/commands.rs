@@ -5,9 +5,7 @@ use crate::cli::{Cli, Command, PoolCommand};
 use crate::output::{emit, fields, json, Table};
 use std::time::Duration;
 use subvol_core::{format_size, parse_size, FsKind};
-use subvol_pool::{
-    CreateOptions, Error, InitOptions, MountOptions, Pool, PoolStatus, Result, SubvolumeInfo,
-};
+use subvol_pool::{CreateOptions, Error, InitOptions, MountOptions, Pool, PoolStatus, Result, SubvolumeInfo};
 
 pub fn run(cli: Cli) -> Result<()> {
     let timeout = Duration::from_secs(cli.lock_timeout);
@@ -15,23 +13,12 @@ pub fn run(cli: Cli) -> Result<()> {
         let mut pool = Pool::open(&cli.pool)?;
         pool.set_lock_wait(
             timeout,
-            Box::new(|| {
-                eprintln!(
-                    "subvol: waiting for the pool lock (another subvol command is running)..."
-                )
-            }),
+            Box::new(|| eprintln!("subvol: waiting for the pool lock (another subvol command is running)...")),
         );
         Ok(pool)
     };
     match cli.command {
-        Command::Pool(PoolCommand::Init {
-            dir,
-            backing_image,
-            backing_file,
-            mount_base,
-            force,
-            json: j,
-        }) => {
+        Command::Pool(PoolCommand::Init { dir, backing_image, backing_file, mount_base, force, json: j }) => {
             let opts = InitOptions {
                 backing_image_bytes: backing_image.as_deref().map(parse_size).transpose()?,
                 backing_file,
@@ -45,11 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
             } else {
                 let mut msg = format!("initialised pool {} on {}", st.path.display(), st.host_fs);
                 if let Some(b) = &st.backing_image {
-                    msg.push_str(&format!(
-                        " (backing image {}, {})",
-                        b.display(),
-                        format_size(st.capacity_bytes)
-                    ));
+                    msg.push_str(&format!(" (backing image {}, {})", b.display(), format_size(st.capacity_bytes)));
                 }
                 msg.push('\n');
                 if st.reflink {
@@ -73,38 +56,20 @@ pub fn run(cli: Cli) -> Result<()> {
             if newly {
                 emit(&format!("mounted pool {}\n", pool.root().display()));
             } else {
-                emit(&format!(
-                    "pool {} is already mounted\n",
-                    pool.root().display()
-                ));
+                emit(&format!("pool {} is already mounted\n", pool.root().display()));
             }
         }
         Command::Pool(PoolCommand::Umount { dir, force }) => {
             let mut pool = Pool::open(&dir)?;
-            pool.set_lock_wait(
-                timeout,
-                Box::new(|| eprintln!("subvol: waiting for the pool lock...")),
-            );
+            pool.set_lock_wait(timeout, Box::new(|| eprintln!("subvol: waiting for the pool lock...")));
             let root = pool.root().to_path_buf();
             pool.umount_backing(force)?;
             emit(&format!("unmounted pool {}\n", root.display()));
         }
-        Command::Create {
-            name,
-            size,
-            fs,
-            mkfs_opt,
-            json: j,
-        } => {
+        Command::Create { name, size, fs, mkfs_opt, json: j } => {
             let fs: FsKind = fs.parse().map_err(Error::invalid)?;
-            let info = open()?.create(
-                &name,
-                &CreateOptions {
-                    size_bytes: parse_size(&size)?,
-                    fs,
-                    mkfs_opts: mkfs_opt,
-                },
-            )?;
+            let info =
+                open()?.create(&name, &CreateOptions { size_bytes: parse_size(&size)?, fs, mkfs_opts: mkfs_opt })?;
             if j.json {
                 json(&info);
             } else {
@@ -133,20 +98,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 emit(&render_info(&info));
             }
         }
-        Command::Resize {
-            name,
-            size,
-            json: j,
-        } => {
+        Command::Resize { name, size, json: j } => {
             let info = open()?.resize(&name, parse_size(&size)?)?;
             if j.json {
                 json(&info);
             } else {
-                emit(&format!(
-                    "{} is now {}\n",
-                    info.name,
-                    format_size(info.virtual_size_bytes)
-                ));
+                emit(&format!("{} is now {}\n", info.name, format_size(info.virtual_size_bytes)));
             }
         }
         Command::Rename { old, new } => {
@@ -157,29 +114,12 @@ pub fn run(cli: Cli) -> Result<()> {
             open()?.delete(&name, force)?;
             emit(&format!("deleted {name}\n"));
         }
-        Command::Mount {
-            name,
-            path,
-            ro,
-            options,
-            json: j,
-        } => {
-            let out = open()?.mount(
-                &name,
-                &MountOptions {
-                    path,
-                    read_only: ro,
-                    options,
-                },
-            )?;
+        Command::Mount { name, path, ro, options, json: j } => {
+            let out = open()?.mount(&name, &MountOptions { path, read_only: ro, options })?;
             if j.json {
                 json(&out);
             } else if out.already_mounted {
-                emit(&format!(
-                    "{} is already mounted at {}\n",
-                    out.name,
-                    out.mount_point.display()
-                ));
+                emit(&format!("{} is already mounted at {}\n", out.name, out.mount_point.display()));
             } else {
                 emit(&format!(
                     "mounted {} at {} ({})\n",
@@ -200,30 +140,16 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn dash(p: &Option<std::path::PathBuf>) -> String {
-    p.as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "-".into())
+    p.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into())
 }
 
 fn render_list(list: &[SubvolumeInfo]) -> String {
     if list.is_empty() {
         return "no subvolumes; create one with `subvol create NAME --size SIZE`\n".into();
     }
-    let mut t = Table::new(&[
-        "NAME",
-        "TYPE",
-        "FS",
-        "SIZE",
-        "ALLOC",
-        "MOUNTPOINT",
-        "CREATED",
-    ]);
+    let mut t = Table::new(&["NAME", "TYPE", "FS", "SIZE", "ALLOC", "MOUNTPOINT", "CREATED"]);
     for s in list {
-        let kind = if s.problem.is_some() {
-            "BROKEN".to_string()
-        } else {
-            format!("{:?}", s.kind).to_lowercase()
-        };
+        let kind = if s.problem.is_some() { "BROKEN".to_string() } else { format!("{:?}", s.kind).to_lowercase() };
         t.row(vec![
             s.name.clone(),
             kind,
@@ -242,22 +168,8 @@ fn render_info(s: &SubvolumeInfo) -> String {
         ("name", s.name.clone()),
         ("type", format!("{:?}", s.kind).to_lowercase()),
         ("filesystem", s.fs.to_string()),
-        (
-            "size",
-            format!(
-                "{} ({} bytes)",
-                format_size(s.virtual_size_bytes),
-                s.virtual_size_bytes
-            ),
-        ),
-        (
-            "allocated",
-            format!(
-                "{} ({} bytes)",
-                format_size(s.allocated_bytes),
-                s.allocated_bytes
-            ),
-        ),
+        ("size", format!("{} ({} bytes)", format_size(s.virtual_size_bytes), s.virtual_size_bytes)),
+        ("allocated", format!("{} ({} bytes)", format_size(s.allocated_bytes), s.allocated_bytes)),
         ("created", s.created.clone()),
         ("guid", s.guid.clone()),
         ("image", s.image.display().to_string()),
@@ -265,14 +177,7 @@ fn render_info(s: &SubvolumeInfo) -> String {
         ("loop device", dash(&s.loop_device)),
     ];
     if let Some(a) = s.attachments.first() {
-        pairs.push((
-            "direct io",
-            if a.direct_io {
-                "on".into()
-            } else {
-                "off".into()
-            },
-        ));
+        pairs.push(("direct io", if a.direct_io { "on".into() } else { "off".into() }));
     }
     if let Some(o) = &s.origin {
         pairs.push(("origin", o.name.clone()));
@@ -294,11 +199,7 @@ fn render_status(st: &PoolStatus) -> String {
         ("host filesystem", st.host_fs.clone()),
         (
             "reflinks",
-            if st.reflink {
-                "yes (instant snapshots)".into()
-            } else {
-                "no (snapshots are full copies)".into()
-            },
+            if st.reflink { "yes (instant snapshots)".into() } else { "no (snapshots are full copies)".into() },
         ),
     ];
     if let Some(b) = &st.backing_image {
@@ -308,18 +209,8 @@ fn render_status(st: &PoolStatus) -> String {
         ("capacity", format_size(st.capacity_bytes)),
         ("free", format_size(st.free_bytes)),
         ("allocated", format_size(st.allocated_bytes)),
-        (
-            "virtual",
-            format!(
-                "{} (overcommit {:.2}x)",
-                format_size(st.virtual_bytes),
-                st.overcommit_ratio
-            ),
-        ),
-        (
-            "subvolumes",
-            format!("{} ({} mounted)", st.subvolumes, st.mounted),
-        ),
+        ("virtual", format!("{} (overcommit {:.2}x)", format_size(st.virtual_bytes), st.overcommit_ratio)),
+        ("subvolumes", format!("{} ({} mounted)", st.subvolumes, st.mounted)),
         ("mount base", st.mount_base.display().to_string()),
     ]);
     for p in &st.problems {

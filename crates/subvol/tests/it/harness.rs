@@ -1,0 +1,261 @@
+//! Test hosts: a sparse file with a real XFS or btrfs, loop-mounted in a temp
+//! dir, holding a pool. Everything is torn down on drop, test failure or not.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_subvol");
+
+/// True when privileged tests may run. Otherwise prints why and returns
+/// false, or panics under CI=true, where a skip would hide a failure.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing: Vec<&str> =
+        ["mkfs.xfs", "mkfs.btrfs", "mkfs.ext4", "losetup", "xfs_growfs"].into_iter().filter(|t| !have(t)).collect();
+    let reason = if !root {
+        "needs root".to_string()
+    } else if !missing.is_empty() {
+        format!("needs {}", missing.join(", "))
+    } else if !Path::new("/dev/loop-control").exists() {
+        "needs loop devices".to_string()
+    } else {
+        return true;
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} would be SKIPPED ({reason}), but CI=true forbids skipping privileged tests");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+    false
+}
+
+#[macro_export]
+macro_rules! require_privileges {
+    ($name:expr) => {
+        if !$crate::harness::privileged($name) {
+            return;
+        }
+    };
+}
+
+pub fn have(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .any(|d| d.join(tool).is_file())
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(prog: &str, args: &[&str]) -> String {
+    let out = Command::new(prog).args(args).output().unwrap_or_else(|e| panic!("{prog}: {e}"));
+    assert!(out.status.success(), "{prog} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The result of one `subvol` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(self) -> String {
+        assert_eq!(self.code, 0, "expected success; stderr: {}", self.stderr);
+        self.stdout
+    }
+
+    /// Asserts failure with `code` and a one-line error containing `needle`.
+    #[track_caller]
+    pub fn fails(self, code: i32, needle: &str) -> Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}; stdout: {} stderr: {}",
+            self.code, self.stdout, self.stderr
+        );
+        assert!(self.stderr.contains(needle), "stderr {:?} lacks {needle:?}", self.stderr);
+        assert_eq!(
+            self.stderr.trim_end().lines().filter(|l| l.starts_with("subvol: error:")).count(),
+            1,
+            "not one error line: {:?}",
+            self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `subvol` with `args` against `pool`.
+pub fn subvol(pool: &Path, args: &[&str]) -> Run {
+    subvol_env(pool, args, &[])
+}
+
+pub fn subvol_env(pool: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--pool").arg(pool).args(args).env_remove("SUBVOL_POOL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Run::from(cmd.output().expect("run subvol"))
+}
+
+/// A temp dir for tests, on the disk (not tmpfs).
+pub fn tempdir() -> tempfile::TempDir {
+    let base = Path::new("/var/tmp");
+    tempfile::Builder::new()
+        .prefix("subvol-test.")
+        .tempdir_in(if base.is_dir() { base } else { Path::new("/tmp") })
+        .expect("tempdir")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    Xfs,
+    Btrfs,
+}
+
+/// A loop-mounted host filesystem with a pool on it.
+pub struct TestHost {
+    pub dir: tempfile::TempDir,
+    pub mnt: PathBuf,
+    pub pool: PathBuf,
+    loop_dev: String,
+}
+
+impl TestHost {
+    pub fn new(kind: HostKind, size: &str) -> TestHost {
+        let dir = tempdir();
+        let img = dir.path().join("host.img");
+        let mnt = dir.path().join("host");
+        std::fs::create_dir(&mnt).unwrap();
+        sh("truncate", &["-s", size, img.to_str().unwrap()]);
+        match kind {
+            HostKind::Xfs => sh("mkfs.xfs", &["-q", "-m", "reflink=1", img.to_str().unwrap()]),
+            HostKind::Btrfs => sh("mkfs.btrfs", &["-q", img.to_str().unwrap()]),
+        };
+        let loop_dev = sh("losetup", &["--direct-io=on", "--show", "-f", img.to_str().unwrap()]).trim().to_string();
+        let mut host = TestHost { pool: mnt.join("pool"), mnt, dir, loop_dev };
+        let fstype = if kind == HostKind::Xfs { "xfs" } else { "btrfs" };
+        sh("mount", &["-t", fstype, &host.loop_dev, host.mnt.to_str().unwrap()]);
+        let pool = host.mnt.join("pool");
+        subvol(&pool, &["pool", "init", pool.to_str().unwrap()]).ok();
+        host.pool = pool;
+        host
+    }
+
+    pub fn xfs() -> TestHost {
+        TestHost::new(HostKind::Xfs, "6G")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        subvol(&self.pool, args)
+    }
+
+    pub fn info(&self, name: &str) -> serde_json::Value {
+        self.run(&["info", name, "--json"]).json()
+    }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v
+}
+
+/// Loop devices whose backing file is at or below `dir`.
+pub fn loops_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            if Path::new(b.trim().trim_end_matches(" (deleted)")).starts_with(dir) {
+                out.push(format!("/dev/{name}"));
+            }
+        }
+    }
+    out
+}
+
+/// Unmounts and detaches everything below `dir`.
+pub fn teardown(dir: &Path) {
+    for m in mounts_under(dir) {
+        let _ = Command::new("fsfreeze").arg("--unfreeze").arg(&m).output();
+        if !Command::new("umount").arg(&m).output().map(|o| o.status.success()).unwrap_or(false) {
+            let _ = Command::new("umount").arg("-l").arg(&m).output();
+        }
+    }
+    for _ in 0..50 {
+        let loops = loops_under(dir);
+        if loops.is_empty() {
+            break;
+        }
+        for l in loops {
+            let _ = Command::new("losetup").arg("-d").arg(&l).output();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // Snapshots are immutable; clear the flag so the dir can go.
+        let _ = Command::new("chattr").args(["-R", "-i"]).arg(&self.pool).output();
+        teardown(self.dir.path());
+        let _ = Command::new("losetup").arg("-d").arg(&self.loop_dev).output();
+    }
+}
+
+/// A listing of every file under `dir` with its size, to show a failed
+/// command left a pool untouched.
+pub fn tree_state(dir: &Path) -> Vec<(PathBuf, u64)> {
+    fn walk(d: &Path, out: &mut Vec<(PathBuf, u64)>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            if m.is_dir() {
+                if p.file_name() == Some(OsStr::new("mnt")) {
+                    continue;
+                }
+                walk(&p, out);
+            } else if p.file_name() != Some(OsStr::new("lock")) {
+                out.push((p, m.len()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+/// blake3 of a file's content.
+pub fn hash_file(p: &Path) -> String {
+    let data = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    blake3::hash(&data).to_hex().to_string()
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}

@@ -1,0 +1,93 @@
+//! Subvolume lifecycle on real hosts: create, list, info, resize, rename,
+//! delete, on XFS and btrfs.
+
+use crate::harness::*;
+use crate::require_privileges;
+
+fn lifecycle(kind: HostKind) {
+    let host = TestHost::new(kind, "6G");
+    let c = host.run(&["create", "web", "--size", "1G", "--json"]).json();
+    assert_eq!(c["name"], "web");
+    assert_eq!(c["fs"], "xfs");
+    assert_eq!(c["type"], "subvolume");
+    host.run(&["create", "db", "--size", "512M", "--fs", "ext4", "--mkfs-opt=-L", "--mkfs-opt=dbdata"]).ok();
+    host.run(&["create", "vm", "--size", "2G", "--fs", "raw"]).ok();
+    let list = host.run(&["list", "--json"]).json();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["db", "vm", "web"]);
+    for s in list.as_array().unwrap() {
+        let alloc = s["allocated_bytes"].as_u64().unwrap();
+        let size = s["virtual_size_bytes"].as_u64().unwrap();
+        assert!(alloc < size / 4, "{} is not sparse: {alloc} of {size}", s["name"]);
+        assert!(s["image"].as_str().unwrap().starts_with(path_str(&host.pool)));
+        assert!(s["created"].as_str().unwrap().ends_with('Z'));
+        assert!(s["mount_point"].is_null());
+    }
+    let table = host.run(&["list"]).ok();
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("web") && table.contains("ext4"));
+    let db_label = sh("blkid", &["-o", "value", "-s", "LABEL", host.info("db")["image"].as_str().unwrap()]);
+    assert_eq!(db_label.trim(), "dbdata");
+
+    // Offline grow of each kind; the filesystem grows too.
+    host.run(&["resize", "web", "2G"]).ok();
+    host.run(&["resize", "db", "1G"]).ok();
+    host.run(&["resize", "vm", "3G"]).ok();
+    assert_eq!(host.info("web")["virtual_size_bytes"], 2u64 << 30);
+    assert_eq!(host.info("vm")["virtual_size_bytes"], 3u64 << 30);
+    let web_img = host.info("web")["image"].as_str().unwrap().to_string();
+    let dblocks = sh("xfs_db", &["-r", "-c", "sb 0", "-c", "print dblocks", &web_img]);
+    let blocks: u64 = dblocks.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(blocks * 4096, 2u64 << 30, "xfs did not grow: {dblocks}");
+    let db_img = host.info("db")["image"].as_str().unwrap().to_string();
+    let dump = sh("dumpe2fs", &["-h", &db_img]);
+    let count: u64 = dump
+        .lines()
+        .find(|l| l.starts_with("Block count:"))
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(count * 4096, 1u64 << 30, "ext4 did not grow");
+    // Growing to the same size again is a no-op that succeeds.
+    host.run(&["resize", "web", "2G"]).ok();
+
+    host.run(&["rename", "web", "www"]).ok();
+    host.run(&["info", "web"]).fails(3, "no subvolume");
+    let guid_before = c["guid"].as_str().unwrap().to_string();
+    assert_eq!(host.info("www")["guid"], guid_before.as_str(), "rename must keep the identity");
+    host.run(&["rename", "www", "db"]).fails(4, "already exists");
+    for n in ["www", "db", "vm"] {
+        host.run(&["delete", n]).ok();
+    }
+    assert!(host.run(&["list", "--json"]).json().as_array().unwrap().is_empty());
+    assert!(std::fs::read_dir(host.pool.join(".subvol/tmp")).unwrap().next().is_none(), "temp files left behind");
+}
+
+#[test]
+fn lifecycle_on_xfs_host() {
+    require_privileges!("lifecycle_on_xfs_host");
+    lifecycle(HostKind::Xfs);
+}
+
+#[test]
+fn lifecycle_on_btrfs_host() {
+    require_privileges!("lifecycle_on_btrfs_host");
+    lifecycle(HostKind::Btrfs);
+}
+
+#[test]
+fn interrupted_create_leaves_no_trace() {
+    require_privileges!("interrupted_create_leaves_no_trace");
+    let host = TestHost::xfs();
+    // A crashed create leaves an image in the tmp dir; the next mutating
+    // command removes it, and it never shows as a subvolume.
+    let stale = host.pool.join(".subvol/tmp/create.ghost.123456789abc.img");
+    std::fs::write(&stale, b"partial").unwrap();
+    assert!(host.run(&["list", "--json"]).json().as_array().unwrap().is_empty());
+    host.run(&["create", "real", "--size", "300M"]).ok();
+    assert!(!stale.exists(), "stale temp image survived a mutating command");
+}

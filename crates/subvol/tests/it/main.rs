@@ -1,0 +1,10 @@
+//! Integration tests of the `subvol` binary, built as one test binary.
+//! Privileged tests build real loop-mounted XFS/btrfs hosts and tear them
+//! down on drop; without root they print `SKIPPED` (and fail under CI=true).
+
+mod harness;
+
+mod errors;
+mod lifecycle;
+mod mounting;
+mod pools;
