@@ -23,14 +23,9 @@ where
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let msg = stderr
-            .lines()
-            .chain(stdout.lines())
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .last()
-            .unwrap_or("")
-            .to_string();
+        // The last non-empty line of stderr (then stdout) says what went wrong.
+        let msg = stderr.lines().chain(stdout.lines()).map(str::trim).rfind(|l| !l.is_empty());
+        let msg = msg.unwrap_or("").to_string();
         return Err(OsError::ToolFailed { tool: tool.to_string(), status: out.status.to_string(), stderr: msg });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())

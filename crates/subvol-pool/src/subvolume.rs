@@ -291,7 +291,7 @@ impl Pool {
                     ),
                 ));
             }
-            (FsKind::Xfs, None) => self.with_temp_mount(&name, &path, FsKind::Xfs, |mp| grow_xfs(mp))?,
+            (FsKind::Xfs, None) => self.with_temp_mount(&name, &path, FsKind::Xfs, grow_xfs)?,
             (FsKind::Ext4, None) => {
                 // Offline resize2fs insists on a freshly checked filesystem.
                 subvol_os::cmd::run("e2fsck", "e2fsprogs", ["-f", "-p", &path.to_string_lossy()])
