@@ -23,8 +23,8 @@ where
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        // The last non-empty line of stderr (then stdout) says what went wrong.
-        let msg = stderr.lines().chain(stdout.lines()).map(str::trim).rfind(|l| !l.is_empty());
+        // The last non-empty line (stderr after stdout) says what went wrong.
+        let msg = stdout.lines().chain(stderr.lines()).map(str::trim).rfind(|l| !l.is_empty());
         let msg = msg.unwrap_or("").to_string();
         return Err(OsError::ToolFailed { tool: tool.to_string(), status: out.status.to_string(), stderr: msg });
     }
