@@ -4,12 +4,14 @@
 //! without root.
 #![forbid(unsafe_code)]
 
+pub mod diff;
 pub mod extent;
 pub mod fstype;
 pub mod meta;
 pub mod mountinfo;
 pub mod mountopts;
 pub mod name;
+pub mod retention;
 pub mod size;
 
 pub use extent::{Extent, ExtentFlags, ExtentMap};

@@ -5,14 +5,17 @@
 
 pub mod alloc;
 pub mod cmd;
+pub mod copy;
 pub mod error;
 pub mod fiemap;
 pub mod flags;
 pub mod freeze;
 pub mod fsync;
+pub mod hints;
 pub mod loopdev;
 pub mod mount;
 pub mod reflink;
+pub mod signals;
 pub mod statfs;
 pub mod trim;
 pub mod xattr;

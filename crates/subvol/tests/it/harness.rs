@@ -134,7 +134,6 @@ pub struct TestHost {
     pub dir: tempfile::TempDir,
     pub mnt: PathBuf,
     pub pool: PathBuf,
-    loop_dev: String,
 }
 
 impl TestHost {
@@ -149,9 +148,9 @@ impl TestHost {
             HostKind::Btrfs => sh("mkfs.btrfs", &["-q", img.to_str().unwrap()]),
         };
         let loop_dev = sh("losetup", &["--direct-io=on", "--show", "-f", img.to_str().unwrap()]).trim().to_string();
-        let mut host = TestHost { pool: mnt.join("pool"), mnt, dir, loop_dev };
+        let mut host = TestHost { pool: mnt.join("pool"), mnt, dir };
         let fstype = if kind == HostKind::Xfs { "xfs" } else { "btrfs" };
-        sh("mount", &["-t", fstype, &host.loop_dev, host.mnt.to_str().unwrap()]);
+        sh("mount", &["-t", fstype, &loop_dev, host.mnt.to_str().unwrap()]);
         let pool = host.mnt.join("pool");
         subvol(&pool, &["pool", "init", pool.to_str().unwrap()]).ok();
         host.pool = pool;
@@ -222,8 +221,9 @@ impl Drop for TestHost {
     fn drop(&mut self) {
         // Snapshots are immutable; clear the flag so the dir can go.
         let _ = Command::new("chattr").args(["-R", "-i"]).arg(&self.pool).output();
+        // Detaches the host's own loop device too (its file is in `dir`);
+        // never detach by a remembered name: the number may be reused.
         teardown(self.dir.path());
-        let _ = Command::new("losetup").arg("-d").arg(&self.loop_dev).output();
     }
 }
 
