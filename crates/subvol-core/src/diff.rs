@@ -267,7 +267,9 @@ mod tests {
         assert_eq!(diff(&a, 8192, &a, 8192).data_bytes(), 8192, "delalloc must count as changed");
         let c = ExtentMap::new(vec![e(0, 4096, 8192, ExtentFlags::ENCODED)]).unwrap();
         assert!(diff(&c, 8192, &c, 8192).is_empty());
-        let c2 = ExtentMap::new(vec![e(0, 4096, 4096, ExtentFlags::ENCODED), e(4096, 4096, 4096, ExtentFlags::ENCODED)]).unwrap();
+        let c2 =
+            ExtentMap::new(vec![e(0, 4096, 4096, ExtentFlags::ENCODED), e(4096, 4096, 4096, ExtentFlags::ENCODED)])
+                .unwrap();
         assert_eq!(diff(&c, 8192, &c2, 8192).data_bytes(), 8192, "ambiguous compressed extents are sent");
         // Base bigger than target: nothing past the target size is reported.
         let big = ExtentMap::new(vec![e(0, 0, 65536, 0)]).unwrap();

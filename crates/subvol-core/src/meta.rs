@@ -16,7 +16,7 @@ use crate::fstype::FsKind;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -117,6 +117,12 @@ pub struct SubvolumeMeta {
     /// User properties set with `subvol set`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    /// Snapshot tags (`snapshot --tag`), used to select snapshots for pruning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Hold tags: a held snapshot cannot be deleted or pruned.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub holds: BTreeSet<String>,
 }
 
 impl SubvolumeMeta {
@@ -128,6 +134,8 @@ impl SubvolumeMeta {
             created,
             origin: None,
             properties: BTreeMap::new(),
+            tags: Vec::new(),
+            holds: BTreeSet::new(),
         }
     }
 

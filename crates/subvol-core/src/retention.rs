@@ -115,7 +115,9 @@ const RULES: [&str; 5] = ["hourly", "daily", "weekly", "monthly", "yearly"];
 pub fn plan(snapshots: &[Candidate], policy: &KeepPolicy, now: DateTime<Utc>) -> Vec<Verdict> {
     // Newest first; ties broken by name for determinism.
     let mut order: Vec<usize> = (0..snapshots.len()).collect();
-    order.sort_by(|&a, &b| snapshots[b].created.cmp(&snapshots[a].created).then(snapshots[b].name.cmp(&snapshots[a].name)));
+    order.sort_by(|&a, &b| {
+        snapshots[b].created.cmp(&snapshots[a].created).then(snapshots[b].name.cmp(&snapshots[a].name))
+    });
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); snapshots.len()];
     for (rank, &i) in order.iter().enumerate() {
         let s = &snapshots[i];

@@ -6,7 +6,13 @@ use std::os::fd::AsFd;
 
 /// Copies `len` bytes at `offset` from `src` to the same offset in `dst`,
 /// looping over short copies. Returns early with an error on ENOSPC etc.
-pub fn copy_range(src: impl AsFd, dst: impl AsFd, offset: u64, len: u64, mut progress: impl FnMut(u64)) -> OsResult<()> {
+pub fn copy_range(
+    src: impl AsFd,
+    dst: impl AsFd,
+    offset: u64,
+    len: u64,
+    mut progress: impl FnMut(u64),
+) -> OsResult<()> {
     let (src, dst) = (src.as_fd(), dst.as_fd());
     let (mut off_in, mut off_out) = (offset, offset);
     let end = offset.checked_add(len).ok_or_else(|| OsError::Unexpected("copy range overflows".into()))?;

@@ -52,13 +52,17 @@ pub struct LoopOptions {
     pub direct_io: bool,
     /// Detach automatically when the last user (the mount) goes away.
     pub autoclear: bool,
-    /// Logical block size of the loop device; 0 keeps the kernel default.
+    /// Logical block size of the loop device; 0 lets the kernel choose.
+    /// subvol uses 4096: the kernel picks the backing file's direct-I/O
+    /// alignment, which on XFS becomes the filesystem block size as soon as
+    /// a file shares blocks (after a snapshot), so a fixed 4096 keeps the
+    /// device geometry the same before and after.
     pub block_size: u32,
 }
 
 impl Default for LoopOptions {
     fn default() -> Self {
-        LoopOptions { read_only: false, direct_io: true, autoclear: true, block_size: 0 }
+        LoopOptions { read_only: false, direct_io: true, autoclear: true, block_size: 4096 }
     }
 }
 

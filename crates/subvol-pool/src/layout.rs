@@ -13,6 +13,12 @@ pub const LOCK_FILE: &str = ".subvol/lock";
 pub const TMP_DIR: &str = ".subvol/tmp";
 /// Subvolume images, `NAME.img`.
 pub const SUBVOLUMES_DIR: &str = "subvolumes";
+/// Snapshot images, `NAME/SNAP.img`.
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+/// Markers of filesystems frozen by a snapshot in progress.
+pub const FROZEN_DIR: &str = ".subvol/frozen";
+/// Intent records of multi-step operations, replayed by recovery.
+pub const INTENT_DIR: &str = ".subvol/intent";
 /// Default parent of mount points.
 pub const MOUNT_DIR: &str = "mnt";
 /// Extension of every image file.
@@ -52,6 +58,27 @@ impl Layout {
 
     pub fn subvolume_image(&self, name: &str) -> PathBuf {
         self.subvolumes_dir().join(format!("{name}.{IMAGE_EXT}"))
+    }
+
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join(SNAPSHOTS_DIR)
+    }
+
+    /// The directory of one subvolume's snapshots.
+    pub fn snapshot_dir(&self, name: &str) -> PathBuf {
+        self.snapshots_dir().join(name)
+    }
+
+    pub fn snapshot_image(&self, name: &str, snap: &str) -> PathBuf {
+        self.snapshot_dir(name).join(format!("{snap}.{IMAGE_EXT}"))
+    }
+
+    pub fn frozen_dir(&self) -> PathBuf {
+        self.root.join(FROZEN_DIR)
+    }
+
+    pub fn intent_dir(&self) -> PathBuf {
+        self.root.join(INTENT_DIR)
     }
 
     pub fn default_mount_base(&self) -> PathBuf {

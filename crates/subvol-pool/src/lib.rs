@@ -12,6 +12,9 @@ mod mounting;
 mod pool;
 mod probe;
 mod recovery;
+mod rename;
+mod snapops;
+mod snapshot;
 mod subvolume;
 
 pub use error::{Error, ErrorKind, Result};
@@ -19,4 +22,7 @@ pub use kernel::Attachment;
 pub use lock::PoolLock;
 pub use mounting::{MountOptions, MountOutcome};
 pub use pool::{InitOptions, Pool, PoolStatus};
+pub use recovery::Recovered;
+pub use snapops::{is_snapshot, PruneReport, RollbackReport, AUTOSNAP_TAG, POLICY_PROPERTY};
+pub use snapshot::{Progress, SnapshotReport};
 pub use subvolume::{CreateOptions, SubvolumeInfo};

@@ -15,6 +15,23 @@ pub struct PoolLock {
 }
 
 impl PoolLock {
+    /// Takes the lock if it is free right now.
+    pub fn try_acquire(path: &Path) -> Result<Option<Self>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io(format!("cannot open pool lock {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(PoolLock { _file: file })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(Error::io("cannot lock the pool", e)),
+        }
+    }
+
     /// Takes the lock, waiting up to `timeout`. `on_wait` is called once if
     /// the lock is not free at once, so the CLI can say why it waits.
     pub fn acquire(path: &Path, timeout: Duration, on_wait: &dyn Fn()) -> Result<Self> {

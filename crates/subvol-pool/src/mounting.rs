@@ -36,12 +36,14 @@ pub struct MountOutcome {
 }
 
 impl Pool {
-    /// Mounts a subvolume. Mounting a mounted subvolume reports where it is.
+    /// Mounts a subvolume, or a snapshot (always read-only). Mounting a
+    /// mounted object reports where it is.
     pub fn mount(&self, name: &str, opts: &MountOptions) -> Result<MountOutcome> {
-        let name = ObjectName::parse_subvolume(name)?.subvolume;
+        let obj = ObjectName::parse(name)?;
+        let name = obj.to_string();
         require_root("mount")?;
         let _lock = self.lock()?;
-        let image = self.existing_image(&name)?;
+        let image = self.object_image(&obj)?;
         let kernel = KernelView::read()?;
         for a in kernel.attachments(&image) {
             if let Some(mp) = a.mount_points.first() {
@@ -55,7 +57,7 @@ impl Pool {
             }
         }
         let file = open_image(&image, false).map_err(|e| Error::io(format!("cannot open {}", image.display()), e))?;
-        let meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("subvolume {name:?}: {e}")))?;
+        let meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{name}: {e}")))?;
         drop(file);
         if meta.fs == FsKind::Raw {
             return Err(Error::invalid(format!(
@@ -73,16 +75,33 @@ impl Pool {
                 format!("{} is already a mount point (of {}); choose another path", target.display(), m.source),
             ));
         }
+        let mut text = opts.options.clone().unwrap_or_default();
+        let snapshot = obj.is_snapshot();
+        if snapshot {
+            // A snapshot is immutable and was taken of a frozen (clean)
+            // filesystem: never replay a log into it, and let it coexist with
+            // its origin, which has the same filesystem UUID.
+            let extra = match meta.fs {
+                FsKind::Xfs => "ro,norecovery,nouuid",
+                _ => "ro,noload",
+            };
+            text = if text.is_empty() { extra.to_string() } else { format!("{text},{extra}") };
+        }
+        let mopts = parse_mount_options(&text, opts.read_only || snapshot);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&target)
             .map_err(|e| Error::io(format!("cannot create mount point {}", target.display()), e))?;
-        let dev = loopdev::loop_configure(&image, LoopOptions { read_only: opts.read_only, ..LoopOptions::default() })
-            .map_err(|e| Error::os(format!("cannot attach {name} to a loop device"), e))?;
-        let mopts = parse_mount_options(opts.options.as_deref().unwrap_or(""), opts.read_only);
-        subvol_os::mount::mount(&dev.path, &target, meta.fs.as_str(), &mopts)
-            .map_err(|e| Error::os(format!("cannot mount {name} at {}", target.display()), e))?;
+        let dev =
+            loopdev::loop_configure(&image, LoopOptions { read_only: mopts.read_only(), ..LoopOptions::default() })
+                .map_err(|e| Error::os(format!("cannot attach {name} to a loop device"), e))?;
+        if let Err(e) = subvol_os::mount::mount(&dev.path, &target, meta.fs.as_str(), &mopts) {
+            if opts.path.is_none() {
+                let _ = std::fs::remove_dir(&target);
+            }
+            return Err(Error::os(format!("cannot mount {name} at {}", target.display()), e));
+        }
         let direct_io =
             loopdev::list().into_iter().find(|l| l.number == dev.number).map(|l| l.direct_io).unwrap_or(false);
         // Our handle goes; the mount now holds the device, and autoclear
@@ -92,26 +111,31 @@ impl Pool {
         Ok(MountOutcome { name, mount_point: target, loop_device, already_mounted: false, direct_io })
     }
 
-    /// Unmounts a subvolume (every mount of it) and waits for its loop
-    /// device to detach.
+    /// Unmounts a subvolume or snapshot (every mount of it) and waits for
+    /// its loop device to detach.
     pub fn umount(&self, name: &str) -> Result<Vec<PathBuf>> {
-        let name = ObjectName::parse_subvolume(name)?.subvolume;
+        let obj = ObjectName::parse(name)?;
         require_root("umount")?;
         let _lock = self.lock()?;
-        self.existing_image(&name)?;
-        let done = self.umount_locked(&name)?;
+        let image = self.object_image(&obj)?;
+        let done = self.umount_image_locked(&obj.to_string(), &image)?;
         if done.is_empty() {
-            return Err(Error::invalid(format!("{name} is not mounted")));
+            return Err(Error::invalid(format!("{obj} is not mounted")));
         }
         Ok(done)
     }
 
-    /// `umount` for callers that already hold the pool lock.
+    /// Unmounts a subvolume for callers that already hold the pool lock.
     pub(crate) fn umount_locked(&self, name: &str) -> Result<Vec<PathBuf>> {
         let image = self.existing_image(name)?;
+        self.umount_image_locked(name, &image)
+    }
+
+    /// Unmounts every mount of `image` and detaches its loop devices.
+    pub(crate) fn umount_image_locked(&self, name: &str, image: &Path) -> Result<Vec<PathBuf>> {
         let kernel = KernelView::read()?;
         let mut done = Vec::new();
-        let attachments = kernel.attachments(&image);
+        let attachments = kernel.attachments(image);
         for a in &attachments {
             for mp in a.mount_points.iter().rev() {
                 subvol_os::mount::umount(mp).map_err(|e| {
@@ -142,7 +166,7 @@ impl Pool {
                 }
             }
         }
-        wait_detached(&image, Duration::from_secs(5));
+        wait_detached(image, Duration::from_secs(5));
         Ok(done)
     }
 
@@ -161,14 +185,13 @@ impl Pool {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        let guard = TempMount { dir: dir.clone(), mounted: false };
+        let mut guard = TempMount { dir: dir.clone(), mounted: false };
         let dev = loopdev::loop_configure(image, LoopOptions::default())
             .map_err(|e| Error::os(format!("cannot attach {name}"), e))?;
         let data = if fs == FsKind::Xfs { "nouuid" } else { "" };
         subvol_os::mount::mount(&dev.path, &dir, fs.as_str(), &parse_mount_options(data, false))
             .map_err(|e| Error::os(format!("cannot mount {name}"), e))?;
         drop(dev);
-        let mut guard = guard;
         guard.mounted = true;
         let r = f(&dir);
         drop(guard);

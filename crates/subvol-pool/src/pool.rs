@@ -118,7 +118,21 @@ impl Pool {
         let meta = PoolMeta::decode(&bytes).map_err(|e| {
             Error::new(ErrorKind::Corrupt, format!("pool metadata {} is unreadable: {e}", layout.pool_meta().display()))
         })?;
-        Ok(Pool { layout, meta, lock_timeout: Duration::from_secs(300), on_lock_wait: Box::new(|| {}) })
+        let pool = Pool { layout, meta, lock_timeout: Duration::from_secs(300), on_lock_wait: Box::new(|| {}) };
+        pool.recover_if_idle();
+        Ok(pool)
+    }
+
+    /// Read-only commands do not take the lock, but a filesystem left frozen
+    /// by a dead snapshot must not wait for the next mutating command: if
+    /// markers exist and the lock is free, recover now.
+    fn recover_if_idle(&self) {
+        let has_markers = std::fs::read_dir(self.layout.frozen_dir()).map(|mut d| d.next().is_some()).unwrap_or(false);
+        if has_markers {
+            if let Ok(Some(_lock)) = PoolLock::try_acquire(&self.layout.lock_file()) {
+                let _ = recovery::recover(&self.layout);
+            }
+        }
     }
 
     /// Creates a pool at `dir` (and, with a backing image, the XFS it lives on).
@@ -176,7 +190,14 @@ impl Pool {
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| {
-                    !matches!(n.as_str(), "lost+found" | layout::META_DIR | layout::SUBVOLUMES_DIR | layout::MOUNT_DIR)
+                    !matches!(
+                        n.as_str(),
+                        "lost+found"
+                            | layout::META_DIR
+                            | layout::SUBVOLUMES_DIR
+                            | layout::SNAPSHOTS_DIR
+                            | layout::MOUNT_DIR
+                    )
                 })
                 .collect();
             if !others.is_empty() {
@@ -189,7 +210,14 @@ impl Pool {
         }
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(format!("cannot set permissions of {}", root.display()), e))?;
-        for d in [layout.meta_dir(), layout.tmp_dir(), layout.subvolumes_dir()] {
+        for d in [
+            layout.meta_dir(),
+            layout.tmp_dir(),
+            layout.frozen_dir(),
+            layout.intent_dir(),
+            layout.subvolumes_dir(),
+            layout.snapshots_dir(),
+        ] {
             match std::fs::DirBuilder::new().mode(0o700).create(&d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -225,7 +253,7 @@ impl Pool {
     /// command starts with.
     pub fn lock(&self) -> Result<PoolLock> {
         let lock = PoolLock::acquire(&self.layout.lock_file(), self.lock_timeout, &*self.on_lock_wait)?;
-        recovery::clean_tmp(&self.layout)?;
+        recovery::recover(&self.layout)?;
         Ok(lock)
     }
 
@@ -302,17 +330,19 @@ impl Pool {
         require_root("pool umount")?;
         let _lock = self.lock()?;
         let kernel = KernelView::read()?;
-        let busy: Vec<String> =
-            self.list()?.into_iter().filter(|s| !s.attachments.is_empty()).map(|s| s.name).collect();
+        let mut all = self.list()?;
+        all.extend(self.list_snapshots(None)?);
+        let busy: Vec<_> = all.into_iter().filter(|s| !s.attachments.is_empty()).collect();
         if !busy.is_empty() {
             if !force {
+                let names: Vec<&str> = busy.iter().map(|s| s.name.as_str()).collect();
                 return Err(Error::new(
                     ErrorKind::Busy,
-                    format!("subvolumes still mounted: {}; umount them or use --force", busy.join(", ")),
+                    format!("still mounted: {}; umount them or use --force", names.join(", ")),
                 ));
             }
-            for name in &busy {
-                self.umount_locked(name)?;
+            for s in &busy {
+                self.umount_image_locked(&s.name, &s.image)?;
             }
         }
         if kernel.mount_at(self.root()).is_none() {

@@ -1,9 +1,63 @@
-//! Cheap recovery that every mutating command runs under the pool lock:
-//! anything left in the tmp dir belongs to a command that died (the lock
-//! proves no live command owns it), so it is removed.
+//! Recovery that every command runs before it starts, so a crash never needs
+//! a human: thaw filesystems a dead snapshot left frozen, remove debris of
+//! interrupted commands, finish interrupted multi-step renames, and re-protect
+//! snapshots whose immutable flag was cleared by an interrupted update.
+//!
+//! It runs only while holding the pool lock: the lock proves that no live
+//! command owns the markers and temp files it finds.
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
+use std::path::PathBuf;
+
+/// What recovery did, for `pool check` to report.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Recovered {
+    pub thawed: Vec<String>,
+    pub removed_tmp: Vec<String>,
+    pub finished_renames: Vec<String>,
+    pub protected: Vec<String>,
+}
+
+impl Recovered {
+    pub fn is_empty(&self) -> bool {
+        self.thawed.is_empty()
+            && self.removed_tmp.is_empty()
+            && self.finished_renames.is_empty()
+            && self.protected.is_empty()
+    }
+}
+
+/// Runs every recovery step.
+pub fn recover(layout: &Layout) -> Result<Recovered> {
+    Ok(Recovered {
+        thawed: thaw_frozen(layout),
+        removed_tmp: clean_tmp(layout)?,
+        finished_renames: crate::rename::replay(layout)?,
+        protected: protect_snapshots(layout),
+    })
+}
+
+/// Thaws filesystems listed in frozen markers of dead snapshot commands.
+pub fn thaw_frozen(layout: &Layout) -> Vec<String> {
+    let mut thawed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(layout.frozen_dir()) else { return thawed };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("snapshot.") {
+            continue;
+        }
+        if let Ok(bytes) = std::fs::read(entry.path()) {
+            // SAFETY-free: the marker holds the mount point's bytes.
+            let mp = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
+            if subvol_os::freeze::fithaw(&mp).is_ok() {
+                thawed.push(mp.display().to_string());
+            }
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+    thawed
+}
 
 /// Removes debris of interrupted commands; returns what was removed.
 pub fn clean_tmp(layout: &Layout) -> Result<Vec<String>> {
@@ -16,18 +70,17 @@ pub fn clean_tmp(layout: &Layout) -> Result<Vec<String>> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        // A snapshot in progress may already carry the immutable flag.
-        if let Ok(f) = std::fs::File::open(&path) {
-            if subvol_os::flags::is_immutable(&f).unwrap_or(false) {
-                let _ = subvol_os::flags::set_immutable(&f, false);
-            }
-        }
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         let res = if is_dir {
             // Temporary mount points: only ever empty directories.
             let _ = subvol_os::mount::umount_lazy(&path);
             std::fs::remove_dir(&path)
         } else {
+            if let Ok(f) = std::fs::File::open(&path) {
+                if subvol_os::flags::is_immutable(&f).unwrap_or(false) {
+                    let _ = subvol_os::flags::set_immutable(&f, false);
+                }
+            }
             std::fs::remove_file(&path)
         };
         if res.is_ok() {
@@ -38,4 +91,21 @@ pub fn clean_tmp(layout: &Layout) -> Result<Vec<String>> {
         let _ = subvol_os::fsync::fsync_dir(&dir);
     }
     Ok(removed)
+}
+
+/// Sets the immutable flag on every snapshot image that lacks it.
+pub fn protect_snapshots(layout: &Layout) -> Vec<String> {
+    let mut fixed = Vec::new();
+    let Ok(subs) = std::fs::read_dir(layout.snapshots_dir()) else { return fixed };
+    for sub in subs.flatten() {
+        let Ok(snaps) = std::fs::read_dir(sub.path()) else { continue };
+        for snap in snaps.flatten() {
+            let Ok(f) = crate::subvolume::open_image(&snap.path(), false) else { continue };
+            if !subvol_os::flags::is_immutable(&f).unwrap_or(true) && subvol_os::flags::set_immutable(&f, true).is_ok()
+            {
+                fixed.push(snap.path().display().to_string());
+            }
+        }
+    }
+    fixed
 }

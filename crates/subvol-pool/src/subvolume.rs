@@ -43,6 +43,10 @@ pub struct SubvolumeInfo {
     pub origin: Option<Origin>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
     /// Set when the image's metadata could not be read (see `pool check`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -80,6 +84,24 @@ impl Pool {
             ErrorKind::NotFound,
             format!("no subvolume {name:?} in pool {}; see `subvol list`", self.root().display()),
         )
+    }
+
+    /// The image of an existing subvolume or snapshot, or NotFound.
+    pub(crate) fn object_image(&self, obj: &ObjectName) -> Result<PathBuf> {
+        match &obj.snapshot {
+            None => self.existing_image(&obj.subvolume),
+            Some(snap) => {
+                let path = self.layout.snapshot_image(&obj.subvolume, snap);
+                match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_file() => Ok(path),
+                    Ok(_) => Err(Error::new(ErrorKind::Corrupt, format!("{} is not a regular file", path.display()))),
+                    Err(_) => Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("no snapshot {obj}; see `subvol list --snapshots {}`", obj.subvolume),
+                    )),
+                }
+            }
+        }
     }
 
     /// The image path of an existing subvolume, or NotFound.
@@ -154,7 +176,10 @@ impl Pool {
         file.set_len(size).map_err(|e| Error::io("cannot size the image", e))?;
         if let Some((tool, package)) = opts.fs.mkfs_tool() {
             let mut args: Vec<String> = match opts.fs {
-                FsKind::Xfs => vec!["-q".into()],
+                // 4 KiB sectors: once an image shares blocks with a snapshot,
+                // the host only does direct I/O to it in whole blocks, so the
+                // loop device must present 4 KiB sectors (see loopdev).
+                FsKind::Xfs => vec!["-q".into(), "-s".into(), "size=4096".into()],
                 FsKind::Ext4 => vec!["-q".into(), "-F".into(), "-b".into(), "4096".into()],
                 FsKind::Raw => vec![],
             };
@@ -188,15 +213,15 @@ impl Pool {
         Ok(out)
     }
 
-    /// One subvolume.
+    /// One subvolume or snapshot.
     pub fn info(&self, name: &str) -> Result<SubvolumeInfo> {
-        let name = ObjectName::parse_subvolume(name)?.subvolume;
-        let path = self.existing_image(&name)?;
+        let obj = ObjectName::parse(name)?;
+        let path = self.object_image(&obj)?;
         let kernel = KernelView::read()?;
-        Ok(self.describe(&name, &path, &kernel))
+        Ok(self.describe(&obj.to_string(), &path, &kernel))
     }
 
-    fn describe(&self, name: &str, path: &Path, kernel: &KernelView) -> SubvolumeInfo {
+    pub(crate) fn describe(&self, name: &str, path: &Path, kernel: &KernelView) -> SubvolumeInfo {
         let attachments = kernel.attachments(path);
         let mut info = SubvolumeInfo {
             name: name.to_string(),
@@ -212,6 +237,8 @@ impl Pool {
             attachments,
             origin: None,
             properties: BTreeMap::new(),
+            tags: Vec::new(),
+            holds: Vec::new(),
             problem: None,
         };
         let file = match open_image(path, false) {
@@ -233,6 +260,8 @@ impl Pool {
                 info.created = rfc3339(meta.created);
                 info.origin = meta.origin;
                 info.properties = meta.properties;
+                info.tags = meta.tags;
+                info.holds = meta.holds.into_iter().collect();
             }
             Err(e) => info.problem = Some(e),
         }
@@ -302,58 +331,128 @@ impl Pool {
         self.info(&name)
     }
 
-    /// Renames a subvolume; refused while it is mounted or attached.
+    /// Renames a subvolume and its snapshots; refused while any is mounted.
     pub fn rename(&self, old: &str, new: &str) -> Result<SubvolumeInfo> {
         let old = ObjectName::parse_subvolume(old)?.subvolume;
         let new = ObjectName::parse_subvolume(new)?.subvolume;
         let _lock = self.lock()?;
         let src = self.existing_image(&old)?;
         let dst = self.layout.subvolume_image(&new);
-        if std::fs::symlink_metadata(&dst).is_ok() {
+        if std::fs::symlink_metadata(&dst).is_ok() || std::fs::symlink_metadata(self.layout.snapshot_dir(&new)).is_ok()
+        {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
-                format!("subvolume {new:?} already exists; pick another name"),
+                format!("subvolume {new:?} (or snapshots under that name) already exists; pick another name"),
             ));
         }
         let kernel = KernelView::read()?;
-        if let Some(a) = kernel.attachments(&src).first() {
-            let at = a
-                .mount_points
-                .first()
-                .map(|m| format!("mounted at {}", m.display()))
-                .unwrap_or_else(|| format!("attached to {}", a.loop_device.display()));
-            return Err(Error::new(ErrorKind::Busy, format!("{old} is {at}; umount it before renaming")));
+        let mut images = vec![(old.clone(), src.clone())];
+        images.extend(self.snapshot_images(&old)?.into_iter().map(|(snap, p)| (format!("{old}@{snap}"), p)));
+        for (what, image) in &images {
+            if let Some(a) = kernel.attachments(image).first() {
+                return Err(Error::new(ErrorKind::Busy, format!("{what} is {}; umount it before renaming", where_(a))));
+            }
         }
-        rename_noreplace(&src, &dst).map_err(|e| Error::os(format!("cannot rename {old}"), e))?;
-        subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
+        crate::rename::rename(&self.layout, &old, &new)?;
         self.info(&new)
     }
 
+    /// Snapshots of one subvolume as `(SNAP, image path)`, sorted by name.
+    pub(crate) fn snapshot_images(&self, name: &str) -> Result<Vec<(String, PathBuf)>> {
+        let dir = self.layout.snapshot_dir(name);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("cannot read {}", dir.display()), e)),
+        };
+        let mut out: Vec<(String, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| layout::name_of_image(Path::new(&e.file_name())).map(|n| (n, e.path())))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Deletes a subvolume. While mounted it is refused, unless `force`,
-    /// which unmounts it first.
-    pub fn delete(&self, name: &str, force: bool) -> Result<()> {
-        let name = ObjectName::parse_subvolume(name)?.subvolume;
+    /// which unmounts it first. A subvolume with snapshots needs
+    /// `recursive` (snapshots go too) or `keep_snapshots` (they stay, and
+    /// `rollback NAME@SNAP` can bring the subvolume back).
+    pub fn delete(&self, name: &str, force: bool, recursive: bool, keep_snapshots: bool) -> Result<()> {
+        let obj = ObjectName::parse(name)?;
         let _lock = self.lock()?;
+        if obj.is_snapshot() {
+            return self.delete_snapshot_locked(&obj, force);
+        }
+        let name = obj.subvolume;
         let path = self.existing_image(&name)?;
-        let kernel = KernelView::read()?;
-        let attachments = kernel.attachments(&path);
-        if let Some(a) = attachments.first() {
-            if !force {
-                let at = a
-                    .mount_points
-                    .first()
-                    .map(|m| format!("mounted at {}", m.display()))
-                    .unwrap_or_else(|| format!("attached to {}", a.loop_device.display()));
-                return Err(Error::new(ErrorKind::Busy, format!("{name} is {at}; umount it first or use --force")));
+        let snaps = self.snapshot_images(&name)?;
+        if !snaps.is_empty() && !recursive && !keep_snapshots {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "{name} has {} snapshot(s); add --recursive to delete them too, or --keep-snapshots to keep them",
+                    snaps.len()
+                ),
+            ));
+        }
+        if recursive {
+            // Refuse before changing anything if any snapshot is held.
+            for (snap, image) in &snaps {
+                let f = open_image(image, false).map_err(|e| Error::io("open", e))?;
+                if let Ok(m) = read_meta(&f) {
+                    if !m.holds.is_empty() {
+                        return Err(held_error(&format!("{name}@{snap}"), &m));
+                    }
+                }
             }
-            crate::error::require_root("delete --force")?;
-            self.umount_locked(&name)?;
+        }
+        let kernel = KernelView::read()?;
+        let mut busy: Vec<(String, PathBuf)> = vec![(name.clone(), path.clone())];
+        if recursive {
+            busy.extend(snaps.iter().map(|(s, p)| (format!("{name}@{s}"), p.clone())));
+        }
+        for (what, image) in &busy {
+            if let Some(a) = kernel.attachments(image).first() {
+                if !force {
+                    return Err(Error::new(
+                        ErrorKind::Busy,
+                        format!("{what} is {}; umount it first or use --force", where_(a)),
+                    ));
+                }
+            }
+        }
+        for (what, image) in &busy {
+            if !kernel.attachments(image).is_empty() {
+                crate::error::require_root("delete --force")?;
+                self.umount_image_locked(what, image)?;
+            }
+        }
+        if recursive {
+            for (snap, _) in &snaps {
+                self.delete_snapshot_locked(
+                    &ObjectName { subvolume: name.clone(), snapshot: Some(snap.clone()) },
+                    force,
+                )?;
+            }
         }
         std::fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
         subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
         let _ = std::fs::remove_dir(self.mount_base().join(&name));
         Ok(())
     }
+}
+
+/// "mounted at X" or "attached to /dev/loopN".
+pub(crate) fn where_(a: &Attachment) -> String {
+    a.mount_points
+        .first()
+        .map(|m| format!("mounted at {}", m.display()))
+        .unwrap_or_else(|| format!("attached to {}", a.loop_device.display()))
+}
+
+pub(crate) fn held_error(what: &str, m: &SubvolumeMeta) -> Error {
+    let tags: Vec<&str> = m.holds.iter().map(String::as_str).collect();
+    Error::new(ErrorKind::Busy, format!("{what} is held ({}); `subvol release {what} TAG` first", tags.join(", ")))
 }
 
 fn grow_xfs(mount_point: &Path) -> Result<()> {

@@ -49,12 +49,17 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// List subvolumes.
+    /// List subvolumes (and, with --snapshots, their snapshots).
     List {
+        /// Only this subvolume (and its snapshots).
+        name: Option<String>,
+        /// Include snapshots, listed with their origin.
+        #[arg(long, short = 's')]
+        snapshots: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Show one subvolume.
+    /// Show one subvolume or snapshot (NAME or NAME@SNAP).
     Info {
         name: String,
         #[command(flatten)]
@@ -69,14 +74,90 @@ pub enum Command {
     },
     /// Rename a subvolume (not while mounted).
     Rename { old: String, new: String },
-    /// Delete a subvolume.
+    /// Delete a subvolume or a snapshot (NAME@SNAP).
     Delete {
         name: String,
         /// Unmount it first if mounted.
         #[arg(long)]
         force: bool,
+        /// Delete the subvolume's snapshots too.
+        #[arg(long, short = 'r', conflicts_with = "keep_snapshots")]
+        recursive: bool,
+        /// Delete only the subvolume; its snapshots stay (rollback brings it back).
+        #[arg(long)]
+        keep_snapshots: bool,
     },
-    /// Mount a subvolume (default: under the pool's mount base).
+    /// Take consistent read-only snapshots (several names: one point in time).
+    Snapshot {
+        /// NAME or NAME@SNAP; SNAP defaults to the UTC time.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Tag the snapshots (repeatable), e.g. for prune --tag.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Make a writable subvolume from a snapshot.
+    Clone {
+        snapshot: String,
+        new_name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Return a subvolume to a snapshot (a pre-rollback snapshot is taken first).
+    Rollback {
+        snapshot: String,
+        /// Unmount the subvolume first and mount it again after.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Hold a snapshot: it cannot be deleted or pruned until released.
+    Hold { snapshot: String, tag: String },
+    /// Release a hold.
+    Release { snapshot: String, tag: String },
+    /// Delete snapshots that the keep-rules do not keep.
+    Prune {
+        name: String,
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u32>,
+        #[arg(long, value_name = "N")]
+        keep_hourly: Option<u32>,
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<u32>,
+        #[arg(long, value_name = "N")]
+        keep_weekly: Option<u32>,
+        #[arg(long, value_name = "N")]
+        keep_monthly: Option<u32>,
+        #[arg(long, value_name = "N")]
+        keep_yearly: Option<u32>,
+        /// Only consider snapshots with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Show what would be deleted, and why the rest is kept.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Snapshot and prune by each subvolume's snapshot.policy (for timers).
+    Autosnap {
+        names: Vec<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Set a property: snapshot.policy=daily=7,... or a user property (with ':').
+    Set { name: String, assignment: String },
+    /// Show properties.
+    Get {
+        name: String,
+        property: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Mount a subvolume (default: under the pool's mount base); snapshots read-only.
     Mount {
         name: String,
         path: Option<PathBuf>,

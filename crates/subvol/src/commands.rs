@@ -3,9 +3,14 @@
 
 use crate::cli::{Cli, Command, PoolCommand};
 use crate::output::{emit, fields, json, Table};
+use crate::progress;
 use std::time::Duration;
+use subvol_core::retention::KeepPolicy;
 use subvol_core::{format_size, parse_size, FsKind};
-use subvol_pool::{CreateOptions, Error, InitOptions, MountOptions, Pool, PoolStatus, Result, SubvolumeInfo};
+use subvol_pool::{
+    is_snapshot, CreateOptions, Error, ErrorKind, InitOptions, MountOptions, Pool, PoolStatus, PruneReport, Result,
+    SubvolumeInfo, POLICY_PROPERTY,
+};
 
 pub fn run(cli: Cli) -> Result<()> {
     let timeout = Duration::from_secs(cli.lock_timeout);
@@ -82,12 +87,30 @@ pub fn run(cli: Cli) -> Result<()> {
                 ));
             }
         }
-        Command::List { json: j } => {
-            let list = open()?.list()?;
+        Command::List { name, snapshots, json: j } => {
+            let pool = open()?;
+            let mut list = match &name {
+                Some(n) => match pool.info(n) {
+                    Ok(i) => vec![i],
+                    // Deleted with --keep-snapshots: its snapshots remain.
+                    Err(e) if snapshots && e.kind == ErrorKind::NotFound => vec![],
+                    Err(e) => return Err(e),
+                },
+                None => pool.list()?,
+            };
+            if snapshots {
+                list.extend(pool.list_snapshots(name.as_deref())?);
+                list.sort_by(|a, b| {
+                    let key = |s: &SubvolumeInfo| {
+                        (s.name.split('@').next().unwrap_or("").to_string(), is_snapshot(s), s.created.clone())
+                    };
+                    key(a).cmp(&key(b))
+                });
+            }
             if j.json {
                 json(&list);
             } else {
-                emit(&render_list(&list));
+                emit(&render_list(&list, snapshots));
             }
         }
         Command::Info { name, json: j } => {
@@ -110,9 +133,143 @@ pub fn run(cli: Cli) -> Result<()> {
             let info = open()?.rename(&old, &new)?;
             emit(&format!("renamed {old} to {}\n", info.name));
         }
-        Command::Delete { name, force } => {
-            open()?.delete(&name, force)?;
+        Command::Delete { name, force, recursive, keep_snapshots } => {
+            open()?.delete(&name, force, recursive, keep_snapshots)?;
             emit(&format!("deleted {name}\n"));
+        }
+        Command::Snapshot { names, tags, json: j } => {
+            let pool = open()?;
+            if !pool.meta().reflink {
+                eprintln!("subvol: warning: this pool has no reflinks: the snapshot is a full copy, and mounted subvolumes stay frozen while it is made");
+            }
+            let bar = progress::Bar::new("copying");
+            let reports = pool.snapshot(&names, &tags, &|d, t| bar.update(d, t))?;
+            bar.finish();
+            if j.json {
+                json(&reports);
+            } else {
+                for r in reports {
+                    let frozen = if r.frozen {
+                        format!("frozen {:.1} ms", r.frozen_us as f64 / 1000.0)
+                    } else {
+                        "not mounted".into()
+                    };
+                    emit(&format!(
+                        "snapshot {} ({}, {}, {:.1} ms)\n",
+                        r.name,
+                        r.method,
+                        frozen,
+                        r.total_us as f64 / 1000.0
+                    ));
+                }
+            }
+        }
+        Command::Clone { snapshot, new_name, json: j } => {
+            let bar = progress::Bar::new("copying");
+            let info = open()?.clone_snapshot(&snapshot, &new_name, &|d, t| bar.update(d, t))?;
+            bar.finish();
+            if j.json {
+                json(&info);
+            } else {
+                emit(&format!("cloned {snapshot} to {}\n", info.name));
+            }
+        }
+        Command::Rollback { snapshot, force, json: j } => {
+            let bar = progress::Bar::new("copying");
+            let r = open()?.rollback(&snapshot, force, &|d, t| bar.update(d, t))?;
+            bar.finish();
+            if j.json {
+                json(&r);
+            } else {
+                let mut msg = format!("rolled {} back to {}", r.name, r.to);
+                if let Some(p) = &r.pre_rollback {
+                    msg.push_str(&format!(" (undo with `subvol rollback {p}`)"));
+                }
+                if let Some(m) = &r.remounted_at {
+                    msg.push_str(&format!("; mounted again at {}", m.display()));
+                }
+                msg.push('\n');
+                emit(&msg);
+            }
+        }
+        Command::Hold { snapshot, tag } => {
+            open()?.hold(&snapshot, &tag)?;
+            emit(&format!("held {snapshot} ({tag})\n"));
+        }
+        Command::Release { snapshot, tag } => {
+            open()?.release(&snapshot, &tag)?;
+            emit(&format!("released {snapshot} ({tag})\n"));
+        }
+        Command::Prune {
+            name,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            tag,
+            dry_run,
+            json: j,
+        } => {
+            let policy = KeepPolicy {
+                last: keep_last.unwrap_or(0),
+                hourly: keep_hourly.unwrap_or(0),
+                daily: keep_daily.unwrap_or(0),
+                weekly: keep_weekly.unwrap_or(0),
+                monthly: keep_monthly.unwrap_or(0),
+                yearly: keep_yearly.unwrap_or(0),
+            };
+            let any = [keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly]
+                .iter()
+                .any(Option::is_some);
+            if any && policy.is_empty() {
+                return Err(Error::invalid(
+                    "every --keep-* rule is 0, which would delete all snapshots; keep at least one",
+                ));
+            }
+            let r = open()?.prune(&name, any.then_some(policy), tag.as_deref(), dry_run)?;
+            if j.json {
+                json(&r);
+            } else {
+                emit(&render_prune(&r));
+            }
+        }
+        Command::Autosnap { names, json: j } => {
+            let bar = progress::Bar::new("copying");
+            let r = open()?.autosnap(&names, &|d, t| bar.update(d, t))?;
+            bar.finish();
+            if j.json {
+                let v: Vec<_> =
+                    r.iter().map(|(s, p)| serde_json::json!({"name": s.name, "snapshot": s, "prune": p})).collect();
+                json(&v);
+            } else if r.is_empty() {
+                emit("no subvolume has a snapshot.policy; nothing to do\n");
+            } else {
+                for (s, p) in &r {
+                    emit(&format!("snapshot {}; pruned {} ({})\n", s.name, p.deleted.len(), p.policy));
+                }
+            }
+        }
+        Command::Set { name, assignment } => {
+            let (k, v) = assignment
+                .split_once('=')
+                .ok_or_else(|| Error::invalid(format!("{assignment:?} is not PROPERTY=VALUE")))?;
+            open()?.set_property(&name, k, v)?;
+            emit(&format!("{name}: {k}={v}\n"));
+        }
+        Command::Get { name, property, json: j } => {
+            let info = open()?.info(&name)?;
+            let rows = properties_of(&info, property.as_deref())?;
+            if j.json {
+                json(&rows);
+            } else {
+                let mut t = Table::new(&["NAME", "PROPERTY", "VALUE", "SOURCE"]);
+                for r in &rows {
+                    t.row(vec![r.name.clone(), r.property.clone(), r.value.clone(), r.source.to_string()]);
+                }
+                emit(&t.render());
+            }
         }
         Command::Mount { name, path, ro, options, json: j } => {
             let out = open()?.mount(&name, &MountOptions { path, read_only: ro, options })?;
@@ -143,14 +300,18 @@ fn dash(p: &Option<std::path::PathBuf>) -> String {
     p.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into())
 }
 
-fn render_list(list: &[SubvolumeInfo]) -> String {
+fn render_list(list: &[SubvolumeInfo], with_origin: bool) -> String {
     if list.is_empty() {
         return "no subvolumes; create one with `subvol create NAME --size SIZE`\n".into();
     }
-    let mut t = Table::new(&["NAME", "TYPE", "FS", "SIZE", "ALLOC", "MOUNTPOINT", "CREATED"]);
+    let mut header = vec!["NAME", "TYPE", "FS", "SIZE", "ALLOC", "MOUNTPOINT", "CREATED"];
+    if with_origin {
+        header.push("ORIGIN");
+    }
+    let mut t = Table::new(&header);
     for s in list {
         let kind = if s.problem.is_some() { "BROKEN".to_string() } else { format!("{:?}", s.kind).to_lowercase() };
-        t.row(vec![
+        let mut row = vec![
             s.name.clone(),
             kind,
             s.fs.to_string(),
@@ -158,9 +319,74 @@ fn render_list(list: &[SubvolumeInfo]) -> String {
             format_size(s.allocated_bytes),
             dash(&s.mount_point),
             s.created.clone(),
-        ]);
+        ];
+        if with_origin {
+            row.push(s.origin.as_ref().map(|o| o.name.clone()).unwrap_or_else(|| "-".into()));
+        }
+        t.row(row);
     }
     t.render()
+}
+
+fn render_prune(r: &PruneReport) -> String {
+    let mut t = Table::new(&["SNAPSHOT", "ACTION", "WHY"]);
+    for v in &r.verdicts {
+        let action = match (v.keep, r.dry_run) {
+            (true, _) => "keep",
+            (false, true) => "would delete",
+            (false, false) => "deleted",
+        };
+        let why = if v.keep { v.reasons.join(", ") } else { format!("not kept by {}", r.policy) };
+        t.row(vec![v.name.clone(), action.into(), why]);
+    }
+    if r.verdicts.is_empty() {
+        return format!("{} has no snapshots to consider\n", r.name);
+    }
+    t.render()
+}
+
+#[derive(serde::Serialize)]
+struct PropertyRow {
+    name: String,
+    property: String,
+    value: String,
+    source: &'static str,
+}
+
+fn properties_of(info: &SubvolumeInfo, only: Option<&str>) -> Result<Vec<PropertyRow>> {
+    let mut rows: Vec<(String, String, &'static str)> = vec![
+        ("type".into(), format!("{:?}", info.kind).to_lowercase(), "-"),
+        ("fs".into(), info.fs.to_string(), "-"),
+        ("size".into(), info.virtual_size_bytes.to_string(), "-"),
+        ("allocated".into(), info.allocated_bytes.to_string(), "-"),
+        ("created".into(), info.created.clone(), "-"),
+        ("guid".into(), info.guid.clone(), "-"),
+        ("origin".into(), info.origin.as_ref().map(|o| o.name.clone()).unwrap_or_else(|| "-".into()), "-"),
+        ("mountpoint".into(), dash(&info.mount_point), "-"),
+        ("image".into(), info.image.display().to_string(), "-"),
+    ];
+    if !info.holds.is_empty() {
+        rows.push(("holds".into(), info.holds.join(","), "-"));
+    }
+    if !info.tags.is_empty() {
+        rows.push(("tags".into(), info.tags.join(","), "-"));
+    }
+    let policy_set = info.properties.contains_key(POLICY_PROPERTY);
+    for (k, v) in &info.properties {
+        rows.push((k.clone(), v.clone(), "local"));
+    }
+    if !policy_set && !is_snapshot(info) {
+        rows.push((POLICY_PROPERTY.into(), "-".into(), "default"));
+    }
+    let out: Vec<PropertyRow> = rows
+        .into_iter()
+        .filter(|(k, _, _)| only.is_none_or(|o| o == k))
+        .map(|(property, value, source)| PropertyRow { name: info.name.clone(), property, value, source })
+        .collect();
+    if let (Some(o), true) = (only, out.is_empty()) {
+        return Err(Error::new(ErrorKind::NotFound, format!("{} has no property {o:?}", info.name)));
+    }
+    Ok(out)
 }
 
 fn render_info(s: &SubvolumeInfo) -> String {
@@ -181,6 +407,12 @@ fn render_info(s: &SubvolumeInfo) -> String {
     }
     if let Some(o) = &s.origin {
         pairs.push(("origin", o.name.clone()));
+    }
+    if !s.tags.is_empty() {
+        pairs.push(("tags", s.tags.join(", ")));
+    }
+    if !s.holds.is_empty() {
+        pairs.push(("holds", s.holds.join(", ")));
     }
     for (k, v) in &s.properties {
         pairs.push(("property", format!("{k}={v}")));

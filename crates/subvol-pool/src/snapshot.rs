@@ -1,0 +1,320 @@
+//! Snapshots: consistent, read-only, immutable reflink copies of subvolume
+//! images, taken with a short frozen window.
+//!
+//! A snapshot of a mounted subvolume must be exactly the state of its
+//! filesystem at one instant, so the filesystem is frozen (FIFREEZE) while the
+//! copy is made. Cloning a fragmented image takes time proportional to its
+//! extent count, so the clone is made *before* freezing; under the freeze
+//! only the ranges whose host blocks changed since then are cloned again
+//! (found with the extent diff), then the filesystem thaws.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::KernelView;
+use crate::layout::META_XATTR;
+use crate::pool::Pool;
+use crate::subvolume::{open_image, read_meta, rename_noreplace};
+use chrono::Utc;
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use subvol_core::diff::{diff, Change};
+use subvol_core::meta::Origin;
+use subvol_core::{ObjectKind, ObjectName, SubvolumeMeta};
+use subvol_os::freeze::FreezeGuard;
+
+/// Progress of a long copy: `(bytes done, bytes total)`.
+pub type Progress<'a> = &'a dyn Fn(u64, u64);
+
+/// What one snapshot took.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotReport {
+    /// `NAME@SNAP`.
+    pub name: String,
+    pub guid: String,
+    /// `reflink` or `copy` (hosts without reflinks).
+    pub method: &'static str,
+    /// Whether the subvolume was mounted and frozen for the copy.
+    pub frozen: bool,
+    /// How long writers were blocked, in microseconds (0 when not frozen).
+    pub frozen_us: u64,
+    /// Wall time of the whole snapshot, in microseconds.
+    pub total_us: u64,
+    /// Extents of the image when the snapshot was taken.
+    pub extents: usize,
+    /// Bytes re-cloned (or copied) while frozen.
+    pub frozen_copy_bytes: u64,
+}
+
+/// One subvolume being snapshotted.
+struct Job {
+    name: String,
+    snap: String,
+    src: File,
+    meta: SubvolumeMeta,
+    mount_point: Option<PathBuf>,
+    tmp_path: PathBuf,
+    tmp: File,
+    tmp_map: Option<subvol_core::ExtentMap>,
+    extents: usize,
+    frozen_copy_bytes: u64,
+}
+
+/// The default snapshot name: the UTC time, e.g. `2026-11-25T132727Z`.
+pub fn default_snapshot_name() -> String {
+    Utc::now().format("%Y-%m-%dT%H%M%SZ").to_string()
+}
+
+/// Removes a temp image on drop unless it was published.
+struct TmpImage(Option<PathBuf>);
+
+impl Drop for TmpImage {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Marks a filesystem as frozen by this command, so that if we die while
+/// it is frozen, the next command thaws it (see `recovery`).
+struct FrozenMarker(PathBuf);
+
+impl FrozenMarker {
+    fn create(pool: &Pool, name: &str, mount_point: &Path) -> Result<Self> {
+        let path = pool.layout.frozen_dir().join(format!("snapshot.{name}"));
+        std::fs::create_dir_all(pool.layout.frozen_dir())
+            .map_err(|e| Error::io("cannot create the frozen-marker dir", e))?;
+        std::fs::write(&path, mount_point.as_os_str().as_encoded_bytes())
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        Ok(FrozenMarker(path))
+    }
+}
+
+impl Drop for FrozenMarker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub(crate) fn write_meta(file: &File, meta: &SubvolumeMeta) -> Result<()> {
+    subvol_os::xattr::fset(file, META_XATTR, &meta.encode()).map_err(|e| Error::os("cannot write metadata", e))
+}
+
+impl Pool {
+    /// `base`, or `base.N` with the smallest N that is free for every
+    /// subvolume in `names` (two snapshots within one second).
+    pub(crate) fn unique_snapshot_name(&self, names: &[&str], base: &str) -> String {
+        let free = |snap: &str| names.iter().all(|n| !self.layout.snapshot_image(n, snap).exists());
+        if free(base) {
+            return base.to_string();
+        }
+        (1..).map(|i| format!("{base}.{i}")).find(|s| free(s)).unwrap_or_else(|| base.to_string())
+    }
+
+    /// Snapshots one or more subvolumes at one point in time: all mounted
+    /// ones are frozen together, copied, and thawed together.
+    pub fn snapshot(&self, targets: &[String], tags: &[String], progress: Progress<'_>) -> Result<Vec<SnapshotReport>> {
+        for t in tags {
+            subvol_core::name::validate_part(t).map_err(|e| Error::invalid(format!("bad tag: {e}")))?;
+        }
+        let mut parsed: Vec<ObjectName> = Vec::new();
+        for t in targets {
+            let n = ObjectName::parse(t)?;
+            if parsed.iter().any(|p| p.subvolume == n.subvolume) {
+                return Err(Error::invalid(format!("{} is named twice; snapshot each subvolume once", n.subvolume)));
+            }
+            parsed.push(n);
+        }
+        if parsed.is_empty() {
+            return Err(Error::invalid("no subvolume given; usage: subvol snapshot NAME[@SNAP]..."));
+        }
+        let _lock = self.lock()?;
+        let unnamed: Vec<&str> = parsed.iter().filter(|p| p.snapshot.is_none()).map(|p| p.subvolume.as_str()).collect();
+        let default = self.unique_snapshot_name(&unnamed, &default_snapshot_name());
+        let wanted: Vec<(String, String)> =
+            parsed.into_iter().map(|p| (p.subvolume, p.snapshot.unwrap_or_else(|| default.clone()))).collect();
+        self.snapshot_locked(&wanted, tags, progress)
+    }
+
+    /// `snapshot` for callers that hold the pool lock.
+    pub(crate) fn snapshot_locked(
+        &self,
+        wanted: &[(String, String)],
+        tags: &[String],
+        progress: Progress<'_>,
+    ) -> Result<Vec<SnapshotReport>> {
+        let start = Instant::now();
+        let kernel = KernelView::read()?;
+        let reflink = self.meta.reflink;
+        let mut tmps = Vec::new();
+        let mut jobs = Vec::new();
+        for (name, snap) in wanted {
+            let src_path = self.existing_image(name)?;
+            let dst = self.layout.snapshot_image(name, snap);
+            if std::fs::symlink_metadata(&dst).is_ok() {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("snapshot {name}@{snap} already exists; choose another name"),
+                ));
+            }
+            let src = open_image(&src_path, false)
+                .map_err(|e| Error::io(format!("cannot open {}", src_path.display()), e))?;
+            let meta =
+                read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, format!("subvolume {name:?}: {e}")))?;
+            let attachments = kernel.attachments(&src_path);
+            let mount_point = attachments.iter().filter(|a| !a.read_only).find_map(|a| a.mount_points.first().cloned());
+            let tmp_path = self.layout.tmp_image("snapshot", name);
+            let tmp = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp_path)
+                .map_err(|e| Error::io(format!("cannot create {}", tmp_path.display()), e))?;
+            tmps.push(TmpImage(Some(tmp_path.clone())));
+            jobs.push(Job {
+                name: name.clone(),
+                snap: snap.clone(),
+                src,
+                meta,
+                mount_point,
+                tmp_path,
+                tmp,
+                tmp_map: None,
+                extents: 0,
+                frozen_copy_bytes: 0,
+            });
+        }
+        // Phase 1, writers running: clone the whole image and map the clone.
+        if reflink {
+            for j in &mut jobs {
+                subvol_os::reflink::ficlone(&j.tmp, &j.src)
+                    .map_err(|e| Error::os(format!("cannot clone {}", j.name), e))?;
+                j.tmp_map =
+                    Some(subvol_os::fiemap::fiemap(&j.tmp, false).map_err(|e| Error::os("cannot map the clone", e))?);
+            }
+        }
+        // Phase 2, frozen: bring the clone up to the frozen state.
+        let _signals = subvol_os::signals::SignalBlock::new().map_err(|e| Error::os("cannot block signals", e))?;
+        let mut markers = Vec::new();
+        let mut guards = Vec::new();
+        for j in &jobs {
+            if let Some(mp) = &j.mount_point {
+                markers.push(FrozenMarker::create(self, &j.name, mp)?);
+                guards.push(FreezeGuard::freeze(mp).map_err(|e| {
+                    let base = Error::os(format!("cannot freeze {} at {}", j.name, mp.display()), e);
+                    Error::new(
+                        base.kind,
+                        format!("{}; nothing was changed, retry when the filesystem is idle", base.message),
+                    )
+                })?);
+            }
+        }
+        let frozen_at = Instant::now();
+        for j in &mut jobs {
+            if reflink {
+                sync_clone(j)?;
+            } else {
+                sparse_copy(j, progress)?;
+            }
+        }
+        let frozen_us = if guards.is_empty() { 0 } else { frozen_at.elapsed().as_micros() as u64 };
+        for g in guards {
+            g.thaw().map_err(|e| Error::os("cannot thaw", e))?;
+        }
+        drop(markers);
+        drop(_signals);
+        // Phase 3, thawed: metadata, publish, protect.
+        let mut reports = Vec::new();
+        for (j, tmp_guard) in jobs.iter().zip(tmps.iter_mut()) {
+            let mut meta = SubvolumeMeta::new_subvolume(j.meta.fs, Utc::now());
+            meta.kind = ObjectKind::Snapshot;
+            meta.origin = Some(Origin { name: j.name.clone(), guid: j.meta.guid });
+            meta.tags = tags.to_vec();
+            write_meta(&j.tmp, &meta)?;
+            j.tmp.sync_all().map_err(|e| Error::io("cannot sync the snapshot", e))?;
+            let dir = self.layout.snapshot_dir(&j.name);
+            match std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&dir) {
+                Ok(()) => {}
+                Err(e) => return Err(Error::io(format!("cannot create {}", dir.display()), e)),
+            }
+            let dst = self.layout.snapshot_image(&j.name, &j.snap);
+            rename_noreplace(&j.tmp_path, &dst)
+                .map_err(|e| Error::os(format!("cannot publish {}@{}", j.name, j.snap), e))?;
+            tmp_guard.0 = None;
+            subvol_os::fsync::fsync_dir(&dir).map_err(|e| Error::os("sync", e))?;
+            subvol_os::flags::set_immutable(&j.tmp, true)
+                .map_err(|e| Error::os("cannot make the snapshot immutable", e))?;
+            reports.push(SnapshotReport {
+                name: format!("{}@{}", j.name, j.snap),
+                guid: meta.guid.to_string(),
+                method: if reflink { "reflink" } else { "copy" },
+                frozen: j.mount_point.is_some(),
+                frozen_us,
+                total_us: start.elapsed().as_micros() as u64,
+                extents: j.extents,
+                frozen_copy_bytes: j.frozen_copy_bytes,
+            });
+        }
+        Ok(reports)
+    }
+}
+
+/// Re-clones into the pre-made clone every range of the source whose host
+/// blocks changed since it was made, and punches what became holes.
+fn sync_clone(j: &mut Job) -> Result<()> {
+    let size = j.src.metadata().map_err(|e| Error::io("stat", e))?.len();
+    let src_map = subvol_os::fiemap::fiemap(&j.src, true).map_err(|e| Error::os("cannot map the image", e))?;
+    j.extents = src_map.len();
+    let tmp_size = j.tmp.metadata().map_err(|e| Error::io("stat", e))?.len();
+    if tmp_size != size {
+        j.tmp.set_len(size).map_err(|e| Error::io("cannot size the snapshot", e))?;
+    }
+    let empty = subvol_core::ExtentMap::default();
+    let d = diff(j.tmp_map.as_ref().unwrap_or(&empty), tmp_size.min(size), &src_map, size);
+    for c in &d.changes {
+        match *c {
+            Change::Data { offset, length } => {
+                subvol_os::reflink::ficlonerange(&j.tmp, &j.src, offset, clone_len(offset, length, size), offset)
+                    .map_err(|e| Error::os(format!("cannot re-clone {} at {offset}", j.name), e))?;
+                j.frozen_copy_bytes += length;
+            }
+            Change::Hole { offset, length } => {
+                subvol_os::alloc::punch_hole(&j.tmp, offset, length)
+                    .map_err(|e| Error::os("cannot punch the snapshot", e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// FICLONERANGE wants block-aligned lengths, except a range that ends at
+/// EOF, which may be given as 0 ("to the end").
+fn clone_len(offset: u64, length: u64, size: u64) -> u64 {
+    if offset + length >= size {
+        0
+    } else {
+        length
+    }
+}
+
+/// Copies the image's data ranges (hosts without reflinks).
+fn sparse_copy(j: &mut Job, progress: Progress<'_>) -> Result<()> {
+    let size = j.src.metadata().map_err(|e| Error::io("stat", e))?.len();
+    j.tmp.set_len(size).map_err(|e| Error::io("cannot size the snapshot", e))?;
+    let ranges = subvol_os::alloc::data_ranges(&j.src, size).map_err(|e| Error::os("cannot scan the image", e))?;
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
+    let mut done = 0;
+    j.extents = ranges.len();
+    for (off, len) in ranges {
+        subvol_os::copy::copy_range(&j.src, &j.tmp, off, len, |n| {
+            done += n;
+            progress(done, total);
+        })
+        .map_err(|e| Error::os(format!("cannot copy {}", j.name), e))?;
+    }
+    j.frozen_copy_bytes = total;
+    Ok(())
+}
