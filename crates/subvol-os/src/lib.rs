@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod cmd;
 pub mod copy;
+pub mod crash;
 pub mod error;
 pub mod fiemap;
 pub mod flags;

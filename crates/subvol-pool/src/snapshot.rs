@@ -213,6 +213,7 @@ impl Pool {
             }
         }
         let frozen_at = Instant::now();
+        subvol_os::crash::point("snapshot-frozen");
         for j in &mut jobs {
             if reflink {
                 sync_clone(j)?;

@@ -127,6 +127,8 @@ pub fn tempdir() -> tempfile::TempDir {
 pub enum HostKind {
     Xfs,
     Btrfs,
+    /// No reflinks: snapshots are copies.
+    Ext4,
 }
 
 /// A loop-mounted host filesystem with a pool on it.
@@ -146,10 +148,15 @@ impl TestHost {
         match kind {
             HostKind::Xfs => sh("mkfs.xfs", &["-q", "-m", "reflink=1", img.to_str().unwrap()]),
             HostKind::Btrfs => sh("mkfs.btrfs", &["-q", img.to_str().unwrap()]),
+            HostKind::Ext4 => sh("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()]),
         };
         let loop_dev = sh("losetup", &["--direct-io=on", "--show", "-f", img.to_str().unwrap()]).trim().to_string();
         let mut host = TestHost { pool: mnt.join("pool"), mnt, dir };
-        let fstype = if kind == HostKind::Xfs { "xfs" } else { "btrfs" };
+        let fstype = match kind {
+            HostKind::Xfs => "xfs",
+            HostKind::Btrfs => "btrfs",
+            HostKind::Ext4 => "ext4",
+        };
         sh("mount", &["-t", fstype, &loop_dev, host.mnt.to_str().unwrap()]);
         let pool = host.mnt.join("pool");
         subvol(&pool, &["pool", "init", pool.to_str().unwrap()]).ok();
@@ -258,4 +265,24 @@ pub fn hash_file(p: &Path) -> String {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// Writes `len` bytes of deterministic pseudo-random data and returns its hash.
+pub fn write_data(path: &Path, seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(len);
+    std::fs::write(path, &data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    blake3::hash(&data).to_hex().to_string()
+}
+
+/// The mount point of a freshly mounted object.
+pub fn mount(host: &TestHost, name: &str) -> PathBuf {
+    PathBuf::from(host.run(&["mount", name, "--json"]).json()["mount_point"].as_str().unwrap())
 }

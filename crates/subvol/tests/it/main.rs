@@ -8,3 +8,4 @@ mod errors;
 mod lifecycle;
 mod mounting;
 mod pools;
+mod snapshots;

@@ -1,0 +1,16 @@
+//! Named crash points for crash-injection tests: when the environment
+//! variable `SUBVOL_CRASH_AT` names a point, the process kills itself with
+//! SIGKILL there, exactly as a power cut or an OOM kill would stop it. The
+//! check is one environment lookup; nothing happens unless the variable is set.
+
+/// The variable naming the crash point to die at.
+pub const ENV: &str = "SUBVOL_CRASH_AT";
+
+/// Dies with SIGKILL if `SUBVOL_CRASH_AT` equals `name`.
+pub fn point(name: &str) {
+    if std::env::var_os(ENV).is_some_and(|v| v == name) {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        // SIGKILL cannot be caught; if it somehow returned, stop anyway.
+        std::process::abort();
+    }
+}
