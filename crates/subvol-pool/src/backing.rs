@@ -59,7 +59,14 @@ pub fn create_and_mount(dir: &Path, backing_file: Option<&Path>, size: u64) -> R
         subvol_os::cmd::run(
             "mkfs.xfs",
             "xfsprogs",
-            [std::ffi::OsStr::new("-q"), "-m".as_ref(), "reflink=1".as_ref(), file.as_os_str()],
+            [
+                std::ffi::OsStr::new("-q"),
+                "-m".as_ref(),
+                "reflink=1".as_ref(),
+                "-s".as_ref(),
+                "size=4096".as_ref(),
+                file.as_os_str(),
+            ],
         )
         .map_err(|e| Error::os("cannot make the pool's XFS", e))?;
         std::fs::DirBuilder::new()
