@@ -4,6 +4,7 @@
 //! is attached and mounted is read from sysfs and mountinfo each time).
 
 mod backing;
+pub mod delta;
 mod error;
 mod kernel;
 mod layout;

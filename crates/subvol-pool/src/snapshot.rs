@@ -19,7 +19,6 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use subvol_core::diff::{diff, Change};
 use subvol_core::meta::Origin;
 use subvol_core::{ObjectKind, ObjectName, SubvolumeMeta};
 use subvol_os::freeze::FreezeGuard;
@@ -263,42 +262,14 @@ impl Pool {
     }
 }
 
-/// Re-clones into the pre-made clone every range of the source whose host
-/// blocks changed since it was made, and punches what became holes.
+/// Re-clones into the pre-made clone what changed since it was made.
 fn sync_clone(j: &mut Job) -> Result<()> {
-    let size = j.src.metadata().map_err(|e| Error::io("stat", e))?.len();
-    let src_map = subvol_os::fiemap::fiemap(&j.src, true).map_err(|e| Error::os("cannot map the image", e))?;
-    j.extents = src_map.len();
-    let tmp_size = j.tmp.metadata().map_err(|e| Error::io("stat", e))?.len();
-    if tmp_size != size {
-        j.tmp.set_len(size).map_err(|e| Error::io("cannot size the snapshot", e))?;
-    }
     let empty = subvol_core::ExtentMap::default();
-    let d = diff(j.tmp_map.as_ref().unwrap_or(&empty), tmp_size.min(size), &src_map, size);
-    for c in &d.changes {
-        match *c {
-            Change::Data { offset, length } => {
-                subvol_os::reflink::ficlonerange(&j.tmp, &j.src, offset, clone_len(offset, length, size), offset)
-                    .map_err(|e| Error::os(format!("cannot re-clone {} at {offset}", j.name), e))?;
-                j.frozen_copy_bytes += length;
-            }
-            Change::Hole { offset, length } => {
-                subvol_os::alloc::punch_hole(&j.tmp, offset, length)
-                    .map_err(|e| Error::os("cannot punch the snapshot", e))?;
-            }
-        }
-    }
+    let stats = crate::delta::update_clone(&j.tmp, j.tmp_map.as_ref().unwrap_or(&empty), &j.src)
+        .map_err(|e| Error::new(e.kind, format!("{}: {}", j.name, e.message)))?;
+    j.extents = stats.source_extents;
+    j.frozen_copy_bytes = stats.recloned_bytes;
     Ok(())
-}
-
-/// FICLONERANGE wants block-aligned lengths, except a range that ends at
-/// EOF, which may be given as 0 ("to the end").
-fn clone_len(offset: u64, length: u64, size: u64) -> u64 {
-    if offset + length >= size {
-        0
-    } else {
-        length
-    }
 }
 
 /// Copies the image's data ranges (hosts without reflinks).
