@@ -13,6 +13,7 @@ pub mod mountopts;
 pub mod name;
 pub mod retention;
 pub mod size;
+pub mod stream;
 
 pub use extent::{Extent, ExtentFlags, ExtentMap};
 pub use fstype::{FsKind, HostFs};
