@@ -14,6 +14,7 @@ pub mod name;
 pub mod retention;
 pub mod size;
 pub mod stream;
+pub mod token;
 
 pub use extent::{Extent, ExtentFlags, ExtentMap};
 pub use fstype::{FsKind, HostFs};

@@ -33,7 +33,9 @@ const SUM: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    #[error("not a subvol stream (bad magic); was it encrypted (use --identity/--passphrase-file) or is it another format?")]
+    #[error(
+        "not a subvol stream (bad magic); was it encrypted (use --identity/--passphrase-file) or is it another format?"
+    )]
     BadMagic,
     #[error("stream format {0}.{1} is newer than this subvol reads (1.x); upgrade subvol on the receiver")]
     UnknownVersion(u16, u16),
@@ -200,8 +202,8 @@ impl<W: Write> StreamWriter<W> {
         Ok(())
     }
 
-    /// Writes END and returns the output and the totals.
-    pub fn finish(mut self) -> Result<(W, Totals), StreamError> {
+    /// Writes END and returns the output, the totals and the stream's size.
+    pub fn finish(mut self) -> Result<(W, Totals, u64), StreamError> {
         let totals = self.totals;
         let stream_hash = self.hasher.finalize();
         let mut payload = Vec::with_capacity(24 + SUM);
@@ -211,7 +213,7 @@ impl<W: Write> StreamWriter<W> {
         payload.extend_from_slice(stream_hash.as_bytes());
         self.emit(KIND_END, 0, 0, 0, &payload)?;
         self.out.flush()?;
-        Ok((self.out, totals))
+        Ok((self.out, totals, self.bytes_written))
     }
 }
 

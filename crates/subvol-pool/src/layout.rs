@@ -19,6 +19,8 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const FROZEN_DIR: &str = ".subvol/frozen";
 /// Intent records of multi-step operations, replayed by recovery.
 pub const INTENT_DIR: &str = ".subvol/intent";
+/// Receives in progress (and resumable partial receives).
+pub const RECEIVE_DIR: &str = ".subvol/receive";
 /// Default parent of mount points.
 pub const MOUNT_DIR: &str = "mnt";
 /// Extension of every image file.
@@ -79,6 +81,10 @@ impl Layout {
 
     pub fn intent_dir(&self) -> PathBuf {
         self.root.join(INTENT_DIR)
+    }
+
+    pub fn receive_dir(&self) -> PathBuf {
+        self.root.join(RECEIVE_DIR)
     }
 
     pub fn default_mount_base(&self) -> PathBuf {

@@ -32,7 +32,11 @@ impl Recovered {
 pub fn recover(layout: &Layout) -> Result<Recovered> {
     Ok(Recovered {
         thawed: thaw_frozen(layout),
-        removed_tmp: clean_tmp(layout)?,
+        removed_tmp: {
+            let mut v = clean_tmp(layout)?;
+            v.extend(clean_receives(layout));
+            v
+        },
         finished_renames: crate::rename::replay(layout)?,
         protected: protect_snapshots(layout),
     })
@@ -108,4 +112,22 @@ pub fn protect_snapshots(layout: &Layout) -> Vec<String> {
         }
     }
     fixed
+}
+
+/// Removes partial receives that are neither running (their image is not
+/// locked) nor resumable (no state record).
+pub fn clean_receives(layout: &Layout) -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(layout.receive_dir()) else { return removed };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("img") || path.with_extension("state").exists() {
+            continue;
+        }
+        let Ok(f) = std::fs::File::open(&path) else { continue };
+        if f.try_lock().is_ok() && std::fs::remove_file(&path).is_ok() {
+            removed.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    removed
 }

@@ -157,6 +157,82 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Write a snapshot as a stream (full, or incremental with --from).
+    Send {
+        /// NAME@SNAP to send.
+        snapshot: String,
+        /// Send only what changed since this older snapshot.
+        #[arg(long, value_name = "NAME@BASE")]
+        from: Option<String>,
+        /// Compress records with zstd (level 1-19, default 3).
+        #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true, default_missing_value = "3")]
+        compress: Option<i32>,
+        /// Encrypt to this age recipient (age1..., repeatable).
+        #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
+        encrypt_to: Vec<String>,
+        /// Encrypt with the passphrase in this file (first line).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Write to FILE instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Continue an interrupted stream from the receiver's token.
+        #[arg(long, value_name = "TOKEN")]
+        resume: Option<String>,
+        /// Only print how many bytes the stream would carry.
+        #[arg(long)]
+        estimate: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Read a stream from standard input into subvolume NAME.
+    Receive {
+        name: String,
+        /// Keep a resumable state if the stream breaks off (and continue one).
+        #[arg(long)]
+        resume: bool,
+        /// Drop a partial (resumable) receive into NAME.
+        #[arg(long)]
+        abort: bool,
+        /// Print the resume token of a partial receive into NAME.
+        #[arg(long)]
+        token: bool,
+        /// Roll NAME back to the stream's base first if it moved on.
+        #[arg(long)]
+        force: bool,
+        /// age identity file for encrypted streams (repeatable).
+        #[arg(long, value_name = "FILE")]
+        identity: Vec<PathBuf>,
+        /// Passphrase file for passphrase-encrypted streams.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Read from FILE instead of standard input.
+        #[arg(long = "input", value_name = "FILE")]
+        input: Option<PathBuf>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Replicate SRC to DST: snapshot, send the increment, hold the new base.
+    Sync {
+        /// NAME, POOLDIR:NAME, or [user@]host:[POOLDIR:]NAME.
+        src: String,
+        /// NAME, POOLDIR:NAME, or [user@]host:[POOLDIR:]NAME.
+        dst: String,
+        /// Limit the transfer rate, e.g. 10M (bytes per second).
+        #[arg(long, value_name = "RATE")]
+        bwlimit: Option<String>,
+        /// Compress the stream (zstd level 3).
+        #[arg(long)]
+        compress: bool,
+        /// Extra ssh option (repeatable), e.g. --ssh-opt=-p --ssh-opt=2222.
+        #[arg(long = "ssh-opt", value_name = "OPT", allow_hyphen_values = true)]
+        ssh_opt: Vec<String>,
+        /// The subvol command on remote hosts.
+        #[arg(long, value_name = "PATH", default_value = "subvol")]
+        remote_bin: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Mount a subvolume (default: under the pool's mount base); snapshots read-only.
     Mount {
         name: String,

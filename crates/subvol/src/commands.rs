@@ -4,6 +4,7 @@
 use crate::cli::{Cli, Command, PoolCommand};
 use crate::output::{emit, fields, json, Table};
 use crate::progress;
+use crate::{replication, sync};
 use std::time::Duration;
 use subvol_core::retention::KeepPolicy;
 use subvol_core::{format_size, parse_size, FsKind};
@@ -250,6 +251,38 @@ pub fn run(cli: Cli) -> Result<()> {
                     emit(&format!("snapshot {}; pruned {} ({})\n", s.name, p.deleted.len(), p.policy));
                 }
             }
+        }
+        Command::Send { snapshot, from, compress, encrypt_to, passphrase_file, output, resume, estimate, json: j } => {
+            let args = replication::SendArgs {
+                snapshot,
+                from,
+                compress,
+                encrypt_to,
+                passphrase_file,
+                output,
+                resume,
+                estimate,
+                json: j.json,
+            };
+            replication::send(&open()?, args)?;
+        }
+        Command::Receive { name, resume, abort, token, force, identity, passphrase_file, input, json: j } => {
+            let args = replication::ReceiveArgs {
+                name,
+                resume,
+                abort,
+                token,
+                force,
+                identity,
+                passphrase_file,
+                input,
+                json: j.json,
+            };
+            replication::receive(&open()?, args)?;
+        }
+        Command::Sync { src, dst, bwlimit, compress, ssh_opt, remote_bin, json: j } => {
+            let runner = sync::Runner { local_pool: cli.pool.clone(), ssh_opts: ssh_opt, remote_bin };
+            sync::sync(&runner, &src, &dst, bwlimit.as_deref(), compress, j.json)?;
         }
         Command::Set { name, assignment } => {
             let (k, v) = assignment

@@ -5,6 +5,8 @@ mod cli;
 mod commands;
 mod output;
 mod progress;
+mod replication;
+mod sync;
 
 use clap::Parser;
 use std::process::ExitCode;

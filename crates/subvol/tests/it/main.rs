@@ -8,4 +8,5 @@ mod errors;
 mod lifecycle;
 mod mounting;
 mod pools;
+mod replication;
 mod snapshots;

@@ -1,0 +1,579 @@
+#!/usr/bin/env bash
+# bench/snapshot.sh -- what a snapshot costs, next to its peers.
+#
+# One run, one host, everything in one `mktemp -d` directory under TMPBASE:
+# a backing-image pool (XFS, reflink=1, on a loop device with direct I/O) and,
+# as the peer, a btrfs filesystem in a sparse file on a loop device with
+# direct I/O. Three parts:
+#
+#  1. Latency. For images of SIZES GiB (default 1 4 16), each with a file
+#     filling FILL_PCT % of the subvolume's XFS, idle and under write load:
+#       - `subvol snapshot` of the MOUNTED subvolume: wall time of the
+#         command, its reported total_us and the frozen window (frozen_us),
+#       - `cp --reflink=always` of the same image file on the pool's XFS
+#         (the plain clone of the same extents, not consistent),
+#       - `btrfs subvolume snapshot -r` of a btrfs subvolume holding a file
+#         of the same size on the btrfs host.
+#     Write load = fio randwrite 4 KiB, O_DIRECT, iodepth 16, on the data
+#     file (inside the subvolume; inside the btrfs subvolume for btrfs),
+#     started WARMUP s before the timed operation and stopped right after
+#     it; its worst write latency ("stall") is what a writer saw.
+#  2. Fragmented images. A 4 GiB subvolume whose image is fragmented to
+#     about FRAG_TARGETS extents (default 20000 100000) by 4 KiB random
+#     writes inside the mounted subvolume while the image shares its blocks
+#     with a reflink copy (so every write lands in a new host block).
+#     subvol snapshot (total, frozen) vs cp --reflink, idle and under load.
+#  3. Price after a snapshot. fio randwrite 4 KiB direct iodepth 16 for
+#     RUNTIME s inside a mounted subvolume: without a snapshot, then right
+#     after one; image extents before/after; with XFS extent size hints on
+#     the image (HINTS, default: none cow1m cow2m cow16m ext1m). cowN sets the
+#     CoW extent size hint (xfs_io cowextsize) on the image after create;
+#     extN the extent size hint (xfs_io extsize), which XFS only accepts on a
+#     file without extents, so it is inherited from the pool's tmp directory
+#     where `subvol create` builds the image.
+#
+# Prints markdown tables of medians and ratios on stdout, progress on stderr.
+#
+# Usage (as root):   bench/snapshot.sh            (~20-25 min)
+#                    QUICK=1 bench/snapshot.sh    (smoke run, a few minutes)
+# Environment:
+#   SUBVOL        subvol binary (default: target/release/subvol of this repo,
+#                 built with `cargo build --release` if it is missing)
+#   RUNS          runs per measurement in parts 1 and 2 (default 5; median)
+#   SIZES         image sizes in GiB for part 1 (default "1 4 16")
+#   FILL_PCT      how much of each subvolume the data file fills (default 80)
+#   WARMUP        seconds the writer runs before a timed operation (default 1)
+#   FRAG_TARGETS  extent counts for part 2 (default "20000 100000")
+#   RUNTIME       seconds per fio run in part 3 (default 20)
+#   PRICE_RUNS    runs per hint in part 3 (default 2; each is 2 x RUNTIME)
+#   HINTS         hint variants for part 3 (default "none cow1m cow2m cow16m ext1m";
+#                 any of none, cowN, extN, extN+cowM with N, M in k/m units)
+#   PARTS         which parts to run (default "1 2 3")
+#   TMPBASE       where the temporary directory is made (default /var/tmp)
+#   FIO_WAIT      seconds to wait for other fio processes to finish before
+#                 measuring (default 900)
+#   QUICK=1       smoke run: SIZES=1 RUNS=1 FRAG_TARGETS=20000 RUNTIME=5
+#                 PRICE_RUNS=1 HINTS="none cow1m ext1m" (explicit values win)
+
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    : "${SIZES:=1}" "${RUNS:=1}" "${FRAG_TARGETS:=20000}" "${RUNTIME:=5}" "${PRICE_RUNS:=1}"
+    : "${HINTS:=none cow1m ext1m}"
+fi
+RUNS=${RUNS:-5}
+SIZES=${SIZES:-1 4 16}
+FILL_PCT=${FILL_PCT:-80}
+WARMUP=${WARMUP:-1}
+FRAG_TARGETS=${FRAG_TARGETS:-20000 100000}
+RUNTIME=${RUNTIME:-20}
+PRICE_RUNS=${PRICE_RUNS:-2}
+HINTS=${HINTS:-none cow1m cow2m cow16m ext1m}
+PARTS=${PARTS:-1 2 3}
+TMPBASE=${TMPBASE:-/var/tmp}
+FIO_WAIT=${FIO_WAIT:-900}
+IODEPTH=16
+FRAG_GIB=4              # part 2 image size
+PRICE_GIB=4             # part 3 image size
+PRICE_FILE_MIB=2048     # part 3 data file
+
+die() { echo "snapshot.sh: $*" >&2; exit 1; }
+note() { echo "== $(date +%T) $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "run as root (loop devices and mounts)"
+for t in fio python3 losetup findmnt mkfs.xfs mkfs.btrfs btrfs xfs_io fstrim cp; do
+    command -v "$t" >/dev/null || die "$t is not installed"
+done
+case $RUNS in '' | *[!0-9]* | 0) die "RUNS must be a positive integer" ;; esac
+case $PRICE_RUNS in '' | *[!0-9]* | 0) die "PRICE_RUNS must be a positive integer" ;; esac
+case $RUNTIME in '' | *[!0-9]* | 0) die "RUNTIME must be a positive number of seconds" ;; esac
+for s in $SIZES; do case $s in *[!0-9]* | 0) die "SIZES are whole GiB: $s" ;; esac; done
+
+if [ -z "${SUBVOL:-}" ]; then
+    SUBVOL=$REPO/target/release/subvol
+    if [ ! -x "$SUBVOL" ]; then
+        note "building $SUBVOL"
+        (cd "$REPO" && cargo build --release) >&2
+    fi
+fi
+[ -x "$SUBVOL" ] || die "no subvol binary at $SUBVOL"
+SUBVOL=$(readlink -f "$SUBVOL")
+
+[ "$(stat -f -c %T "$TMPBASE")" != tmpfs ] || die "$TMPBASE is tmpfs; set TMPBASE to a directory on disk"
+MAXS=0
+for s in $SIZES; do [ "$s" -gt "$MAXS" ] && MAXS=$s; done
+[ "$MAXS" -lt "$FRAG_GIB" ] && MAXS=$FRAG_GIB
+# Peak: the largest image's data on the pool and the same on btrfs, + slack.
+NEED_GIB=$((MAXS * FILL_PCT * 2 / 100 + 6))
+AVAIL_GIB=$(($(df -k --output=avail "$TMPBASE" | tail -1) / 1048576))
+[ "$AVAIL_GIB" -ge "$NEED_GIB" ] || die "$TMPBASE has $AVAIL_GIB GiB free, need about $NEED_GIB GiB"
+POOL_SIZE=$((MAXS * 2 + 16))G
+BTRFS_SIZE=$((MAXS * 2 + 8))G
+
+W=$(mktemp -d "$TMPBASE/subvol-snapbench.XXXXXX")
+POOL=$W/pool
+HOSTDIR=$POOL/bench-host
+BT=$W/btrfs
+BTIMG=$W/btrfs.img
+RES=$W/results.tsv
+NOTES=$W/notes.txt
+WPID=
+: >"$RES"
+: >"$NOTES"
+
+sv() { "$SUBVOL" --pool "$POOL" "$@"; }
+
+mounts_below() {
+    findmnt -rn -o TARGET | awk -v w="$W" 'index($0, w "/") == 1' | sort -r
+}
+loops_below() {
+    local f b
+    for f in /sys/block/loop*/loop/backing_file; do
+        [ -r "$f" ] || continue
+        b=$(cat "$f" 2>/dev/null) || continue
+        case $b in "$W"/*) f=${f#/sys/block/}; echo "/dev/${f%%/*}" ;; esac
+    done
+}
+
+cleanup() {
+    local rc=$? m d i
+    set +e
+    trap - EXIT INT TERM
+    cd /
+    if [ -n "$WPID" ]; then kill -INT "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; fi
+    if mountpoint -q "$POOL" 2>/dev/null; then
+        "$SUBVOL" pool umount "$POOL" --force >/dev/null 2>&1
+    fi
+    for m in $(mounts_below); do umount "$m" 2>/dev/null || umount -l "$m"; done
+    for i in 1 2 3 4 5 6; do
+        d=$(loops_below)
+        [ -z "$d" ] && break
+        for m in $d; do losetup -d "$m" 2>/dev/null; done
+        sleep 0.5
+    done
+    if [ -n "$(mounts_below)" ] || [ -n "$(loops_below)" ]; then
+        echo "snapshot.sh: could not release everything under $W:" >&2
+        mounts_below >&2
+        loops_below >&2
+    else
+        chattr -R -i "$W" 2>/dev/null
+        rm -rf --one-file-system "$W"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+now() { date +%s%N; }
+ms_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", (b - a) / 1e6 }'; }
+# rec PART CASE METRIC VALUE
+rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
+# Extents of a file as FIEMAP reports them (holes not counted).
+extents() { xfs_io -r -c fiemap "$1" | awk 'NR > 1 && !/hole/' | wc -l; }
+pool_used_mib() { echo $(($(df -k --output=used "$POOL" | tail -1) / 1024)); }
+
+FIO_WAITED=0
+# Waits (up to FIO_WAIT s in all) while a fio that is not ours is running.
+wait_quiet() {
+    local waited=0
+    while pgrep -x fio >/dev/null; do
+        if [ "$FIO_WAITED" -ge "$FIO_WAIT" ]; then
+            note "another fio is still running; measuring anyway"
+            echo "another fio process was running during part $1" >>"$NOTES"
+            return
+        fi
+        [ $waited = 0 ] && note "another fio is running (pid $(pgrep -x fio | tr '\n' ' ')); waiting"
+        sleep 30
+        waited=$((waited + 30))
+        FIO_WAITED=$((FIO_WAITED + 30))
+    done
+    [ $waited = 0 ] || echo "waited ${waited}s for other fio processes before part $1" >>"$NOTES"
+}
+
+# fill FILE MIB: writes a data file sequentially (1 MiB direct writes).
+fill() {
+    fio --name=fill --filename="$1" --size="$2"M --rw=write --bs=1M --direct=1 \
+        --ioengine=libaio --iodepth=16 --end_fsync=1 --output-format=terse >/dev/null
+}
+# start_writer FILE OUT: fio randwrite 4k direct on FILE until stop_writer.
+start_writer() {
+    fio --name=writer --filename="$1" --rw=randwrite --bs=4k --direct=1 --ioengine=libaio \
+        --iodepth=$IODEPTH --time_based --runtime=36000 --randrepeat=0 --norandommap \
+        --output-format=json --output="$2" >/dev/null 2>&1 &
+    WPID=$!
+}
+stop_writer() {
+    kill -INT "$WPID"
+    wait "$WPID" || true
+    WPID=
+}
+# fio_metric OUT: "IOPS MAX_LATENCY_MS" of a fio JSON report.
+fio_metric() {
+    python3 - "$1" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+w = json.loads(text[text.index("{"):])["jobs"][0]["write"]
+print(f'{w["iops"]:.0f} {w["lat_ns"]["max"] / 1e6:.3f}')
+PY
+}
+# snap_json FILE: "total_ms frozen_ms extents frozen_copy_bytes" of `subvol snapshot --json`.
+snap_json() {
+    python3 - "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))[0]
+print(f'{r["total_us"] / 1000:.3f} {r["frozen_us"] / 1000:.3f} {r["extents"]} {r["frozen_copy_bytes"]}')
+PY
+}
+mount_point() { sv info "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["mount_point"] or "")'; }
+image_of() { sv info "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["image"])'; }
+
+# timed_snapshot PART CASE NAME SNAP: subvol snapshot, recorded as sv_*.
+timed_snapshot() {
+    local t j
+    j=$W/snap.json
+    t=$(now)
+    sv snapshot "$3@$4" --json >"$j"
+    rec "$1" "$2" sv_wall "$(ms_since "$t")"
+    read -r total frozen ext fcb < <(snap_json "$j")
+    rec "$1" "$2" sv_total "$total"
+    rec "$1" "$2" sv_frozen "$frozen"
+    rec "$1" "$2" sv_ext "$ext"
+    rec "$1" "$2" sv_fcb "$fcb"
+}
+# timed_clone PART CASE IMAGE: cp --reflink=always, recorded as cp.
+timed_clone() {
+    local t
+    t=$(now)
+    cp --reflink=always "$3" "$HOSTDIR/clone.img"
+    rec "$1" "$2" cp "$(ms_since "$t")"
+}
+drop_clone() { rm -f "$HOSTDIR/clone.img"; }
+# timed_btrfs PART CASE SUBVOL: btrfs subvolume snapshot -r, recorded as bt.
+timed_btrfs() {
+    local t
+    t=$(now)
+    btrfs -q subvolume snapshot -r "$3" "$BT/snap" >/dev/null
+    rec "$1" "$2" bt "$(ms_since "$t")"
+}
+drop_btrfs_snap() {
+    btrfs -q subvolume delete -c "$BT/snap" >/dev/null
+    btrfs -q subvolume sync "$BT" >/dev/null 2>&1 || true
+}
+# loaded PART CASE PREFIX FILE CMD...: runs CMD while a writer writes FILE,
+# records the writer's IOPS and worst latency as PREFIX_wiops/PREFIX_stall.
+loaded() {
+    local part=$1 case=$2 prefix=$3 file=$4 out=$W/writer.json iops lat
+    shift 4
+    start_writer "$file" "$out"
+    sleep "$WARMUP"
+    "$@"
+    stop_writer
+    read -r iops lat < <(fio_metric "$out")
+    rec "$part" "$case" "${prefix}_wiops" "$iops"
+    rec "$part" "$case" "${prefix}_stall" "$lat"
+}
+
+# ---------------------------------------------------------------- setup
+wait_quiet setup
+note "work dir $W; pool backing image $POOL_SIZE, btrfs image $BTRFS_SIZE"
+"$SUBVOL" pool init "$POOL" --backing-image "$POOL_SIZE" >&2
+mkdir -p "$HOSTDIR" "$BT"
+truncate -s "$BTRFS_SIZE" "$BTIMG"
+mkfs.btrfs -q -f "$BTIMG" >/dev/null
+BTDEV=$(losetup -f --show --direct-io=on --sector-size 4096 "$BTIMG")
+mount "$BTDEV" "$BT"
+POOLDEV=$(findmnt -n -o SOURCE --target "$POOL")
+POOLTMP=$POOL/.subvol/tmp
+mkdir -p "$POOLTMP"
+
+loopdesc() { local n=${1#/dev/}; echo "$n dio=$(cat "/sys/block/$n/loop/dio") lbs=$(cat "/sys/block/$n/queue/logical_block_size")"; }
+{
+    echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
+    echo "tools: $(fio --version), subvol $("$SUBVOL" --version | awk '{print $NF}'), $(mkfs.xfs -V), $(btrfs --version | head -1)"
+    echo "work dir: $W on $(findmnt -n -o FSTYPE --target "$W") ($(findmnt -n -o SOURCE --target "$W"))"
+    echo "pool: XFS reflink=1 on $(loopdesc "$POOLDEV"); btrfs host: $(loopdesc "$BTDEV")"
+    echo "settings: RUNS=$RUNS SIZES='$SIZES' FILL_PCT=$FILL_PCT WARMUP=${WARMUP}s FRAG_TARGETS='$FRAG_TARGETS' RUNTIME=${RUNTIME}s PRICE_RUNS=$PRICE_RUNS HINTS='$HINTS'"
+    echo "writer: fio randwrite bs=4k direct=1 libaio iodepth=$IODEPTH"
+} >"$W/machine.txt"
+cat "$W/machine.txt" >&2
+T_START=$(date +%s)
+
+has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# ---------------------------------------------------------------- part 1
+if has_part 1; then
+    wait_quiet 1
+    for S in $SIZES; do
+        name=lat$S
+        mib=$((S * 1024 * FILL_PCT / 100))
+        note "part 1: ${S} GiB subvolume, ${mib} MiB data file (and the same on btrfs)"
+        sv create "$name" --size "${S}G" >/dev/null
+        sv mount "$name" >/dev/null
+        mp=$(mount_point "$name")
+        img=$(image_of "$name")
+        fill "$mp/data" "$mib"
+        btrfs -q subvolume create "$BT/vol" >/dev/null
+        fill "$BT/vol/data" "$mib"
+        sync
+        rec p1 "$S" ext_before "$(extents "$img")"
+        for r in $(seq 1 "$RUNS"); do
+            sync
+            timed_snapshot p1 "$S idle" "$name" "r$r"
+            sv delete "$name@r$r" >/dev/null
+            sync
+            timed_clone p1 "$S idle" "$img"
+            drop_clone
+            sync
+            timed_btrfs p1 "$S idle" "$BT/vol"
+            drop_btrfs_snap
+        done
+        note "part 1: ${S} GiB idle done; under load"
+        for r in $(seq 1 "$RUNS"); do
+            sync
+            loaded p1 "$S load" sv "$mp/data" timed_snapshot p1 "$S load" "$name" "l$r"
+            sv delete "$name@l$r" >/dev/null
+            sync
+            loaded p1 "$S load" cp "$mp/data" timed_clone p1 "$S load" "$img"
+            drop_clone
+            sync
+            loaded p1 "$S load" bt "$BT/vol/data" timed_btrfs p1 "$S load" "$BT/vol"
+            drop_btrfs_snap
+        done
+        rec p1 "$S" ext_after "$(extents "$img")"
+        sv delete "$name" --recursive --force >/dev/null
+        btrfs -q subvolume delete -c "$BT/vol" >/dev/null
+        btrfs -q subvolume sync "$BT" >/dev/null 2>&1 || true
+        fstrim "$POOL"
+        fstrim "$BT"
+    done
+fi
+
+# ---------------------------------------------------------------- part 2
+if has_part 2; then
+    wait_quiet 2
+    name=frag
+    mib=$((FRAG_GIB * 1024 * 85 / 100))
+    note "part 2: ${FRAG_GIB} GiB subvolume, ${mib} MiB data file"
+    sv create "$name" --size "${FRAG_GIB}G" >/dev/null
+    sv mount "$name" >/dev/null
+    mp=$(mount_point "$name")
+    img=$(image_of "$name")
+    fill "$mp/data" "$mib"
+    sync
+    for target in $FRAG_TARGETS; do
+        # Share every block with a reflink copy; then each 4 KiB write inside
+        # the subvolume lands in a new host block: about +2 extents a write.
+        cp --reflink=always "$img" "$HOSTDIR/base.img"
+        n=$(extents "$img")
+        i=0
+        t=$(now)
+        while [ "$n" -lt $((target * 97 / 100)) ] && [ $i -lt 10 ]; do
+            ios=$(((target - n) / 2 + 256))
+            fio --name=frag --filename="$mp/data" --rw=randwrite --bs=4k --direct=1 \
+                --ioengine=libaio --iodepth=$IODEPTH --io_size=$((ios * 4))k --randrepeat=0 \
+                --output-format=terse >/dev/null
+            n=$(extents "$img")
+            i=$((i + 1))
+        done
+        rm -f "$HOSTDIR/base.img"
+        note "part 2: image has $n extents (target $target) after $(ms_since "$t") ms of random writes"
+        rec p2 "$target" ext_made "$n"
+        for r in $(seq 1 "$RUNS"); do
+            sync
+            rec p2 "$target idle" cp_ext "$(extents "$img")"
+            timed_clone p2 "$target idle" "$img"
+            drop_clone
+            sync
+            timed_snapshot p2 "$target idle" "$name" "i$target-$r"
+            sv delete "$name@i$target-$r" >/dev/null
+        done
+        for r in $(seq 1 "$RUNS"); do
+            sync
+            rec p2 "$target load" cp_ext "$(extents "$img")"
+            loaded p2 "$target load" cp "$mp/data" timed_clone p2 "$target load" "$img"
+            drop_clone
+            sync
+            loaded p2 "$target load" sv "$mp/data" timed_snapshot p2 "$target load" "$name" "l$target-$r"
+            sv delete "$name@l$target-$r" >/dev/null
+        done
+        n=$(extents "$img")
+        rec p2 "$target" ext_end "$n"
+        note "part 2: $target done; image now has $n extents"
+    done
+    sv delete "$name" --recursive --force >/dev/null
+    fstrim "$POOL"
+fi
+
+# ---------------------------------------------------------------- part 3
+# hint_bytes 1m -> 1048576
+hint_bytes() { numfmt --from=iec "$(echo "$1" | tr a-z A-Z)"; }
+if has_part 3; then
+    wait_quiet 3
+    k=0
+    for h in $HINTS; do
+        k=$((k + 1))
+        name=price$k
+        ext=
+        cow=
+        case $h in
+        none) ;;
+        ext*+cow*) ext=${h%%+*}; ext=${ext#ext}; cow=${h#*+cow} ;;
+        ext*) ext=${h#ext} ;;
+        cow*) cow=${h#cow} ;;
+        *) die "unknown hint variant $h" ;;
+        esac
+        note "part 3: hint $h: ${PRICE_GIB} GiB subvolume, ${PRICE_FILE_MIB} MiB data file"
+        if [ -n "$ext" ]; then
+            # Inherited by files created in the directory (EXTSZINHERIT).
+            xfs_io -c "extsize $(hint_bytes "$ext")" "$POOLTMP"
+        fi
+        sv create "$name" --size "${PRICE_GIB}G" >/dev/null
+        if [ -n "$ext" ]; then xfs_io -c "extsize 0" "$POOLTMP"; fi
+        img=$(image_of "$name")
+        if [ -n "$cow" ]; then xfs_io -c "cowextsize $(hint_bytes "$cow")" "$img"; fi
+        echo "hint $h: image $(xfs_io -r -c extsize "$img" | awk '{print "extsize=" $1}') $(xfs_io -r -c cowextsize "$img" | awk '{print "cowextsize=" $1}')" >>"$NOTES"
+        sv mount "$name" >/dev/null
+        mp=$(mount_point "$name")
+        fill "$mp/data" "$PRICE_FILE_MIB"
+        sync
+        rec p3 "$h" ext_fill "$(extents "$img")"
+        for r in $(seq 1 "$PRICE_RUNS"); do
+            sync
+            rec p3 "$h" ext_before "$(extents "$img")"
+            out=$W/price.json
+            fio --name=price --filename="$mp/data" --rw=randwrite --bs=4k --direct=1 --ioengine=libaio \
+                --iodepth=$IODEPTH --time_based --runtime="$RUNTIME" --randrepeat=0 --norandommap \
+                --output-format=json --output="$out" >/dev/null
+            read -r base _ < <(fio_metric "$out")
+            rec p3 "$h" iops_base "$base"
+            rec p3 "$h" ext_mid "$(extents "$img")"
+            timed_snapshot p3 "$h" "$name" "p$r"
+            used0=$(pool_used_mib)
+            fio --name=price --filename="$mp/data" --rw=randwrite --bs=4k --direct=1 --ioengine=libaio \
+                --iodepth=$IODEPTH --time_based --runtime="$RUNTIME" --randrepeat=0 --norandommap \
+                --output-format=json --output="$out" >/dev/null
+            read -r snap _ < <(fio_metric "$out")
+            rec p3 "$h" iops_snap "$snap"
+            rec p3 "$h" growth_mib $(($(pool_used_mib) - used0))
+            rec p3 "$h" ext_after "$(extents "$img")"
+            note "part 3: $h run $r: $base IOPS without, $snap IOPS after a snapshot"
+            sv delete "$name@p$r" >/dev/null
+        done
+        sv delete "$name" --recursive --force >/dev/null
+        fstrim "$POOL"
+    done
+fi
+T_END=$(date +%s)
+echo "measuring took $((T_END - T_START)) s" >>"$NOTES"
+
+# ---------------------------------------------------------------- report
+python3 - "$RES" "$W/machine.txt" "$NOTES" "$SIZES" "$FRAG_TARGETS" "$HINTS" <<'PY'
+import statistics, sys
+res, machine, notes, sizes, targets, hints = sys.argv[1:]
+vals = {}
+for line in open(res):
+    if not line.strip():
+        continue
+    part, case, metric, v = line.rstrip("\n").split("\t")
+    vals.setdefault((part, case, metric), []).append(float(v))
+
+def med(part, case, metric):
+    v = vals.get((part, case, metric))
+    return statistics.median(v) if v else None
+
+def f(x, fmt="{:,.1f}"):
+    return "-" if x is None else fmt.format(x)
+
+def ratio(a, b):
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+print(open(machine).read().rstrip())
+print()
+if any(k[0] == "p1" for k in vals):
+    print("### Snapshot latency (ms, medians)")
+    print()
+    print("| image | load | subvol wall | subvol total | frozen | cp --reflink | btrfs snap -r "
+          "| subvol wall/cp | subvol wall/btrfs | frozen/cp | extents |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for s in sizes.split():
+        for load in ("idle", "load"):
+            c = f"{s} {load}"
+            if (("p1", c, "cp")) not in vals:
+                continue
+            w, t, fr = med("p1", c, "sv_wall"), med("p1", c, "sv_total"), med("p1", c, "sv_frozen")
+            cp, bt = med("p1", c, "cp"), med("p1", c, "bt")
+            print(f"| {s} GiB | {load} | {f(w)} | {f(t)} | {f(fr, '{:,.2f}')} | {f(cp)} | {f(bt)} "
+                  f"| {ratio(w, cp)} | {ratio(w, bt)} | {ratio(fr, cp)} | {f(med('p1', c, 'sv_ext'), '{:,.0f}')} |")
+    print()
+    print("Under load: the writer's IOPS and its worst write latency (ms) in the window around each operation")
+    print()
+    print("| image | subvol: IOPS / worst lat | cp --reflink: IOPS / worst lat | btrfs: IOPS / worst lat | extents before -> after |")
+    print("|---|---:|---:|---:|---:|")
+    for s in sizes.split():
+        c = f"{s} load"
+        if ("p1", c, "cp") not in vals:
+            continue
+        cells = [f"{f(med('p1', c, p + '_wiops'), '{:,.0f}')} / {f(med('p1', c, p + '_stall'))}" for p in ("sv", "cp", "bt")]
+        print(f"| {s} GiB | " + " | ".join(cells) +
+              f" | {f(med('p1', s, 'ext_before'), '{:,.0f}')} -> {f(med('p1', s, 'ext_after'), '{:,.0f}')} |")
+    print()
+if any(k[0] == "p2" for k in vals):
+    print("### Fragmented 4 GiB image (ms, medians)")
+    print()
+    print("| extents | load | extents (cp / snapshot) | cp --reflink | subvol wall | subvol total | frozen "
+          "| re-cloned frozen (MiB) | total/cp | frozen/cp | writer worst lat: cp / subvol |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for tg in targets.split():
+        for load in ("idle", "load"):
+            c = f"{tg} {load}"
+            if ("p2", c, "cp") not in vals:
+                continue
+            cp, w, t, fr = (med("p2", c, m) for m in ("cp", "sv_wall", "sv_total", "sv_frozen"))
+            fcb = med("p2", c, "sv_fcb")
+            stall = "-" if load == "idle" else f"{f(med('p2', c, 'cp_stall'))} / {f(med('p2', c, 'sv_stall'))}"
+            print(f"| ~{int(tg):,} | {load} | {f(med('p2', c, 'cp_ext'), '{:,.0f}')} / {f(med('p2', c, 'sv_ext'), '{:,.0f}')} "
+                  f"| {f(cp)} | {f(w)} | {f(t)} | {f(fr, '{:,.2f}')} | {f(None if fcb is None else fcb / 2**20)} "
+                  f"| {ratio(t, cp)} | {ratio(fr, cp)} | {stall} |")
+    print()
+    print("Targets:")
+    for tg in targets.split():
+        for load in ("idle", "load"):
+            c = f"{tg} {load}"
+            if ("p2", c, "cp") not in vals:
+                continue
+            cp, t, fr = med("p2", c, "cp"), med("p2", c, "sv_total"), med("p2", c, "sv_frozen")
+            checks = [f"total {t:.1f} ms <= 1.2 x cp {cp:.1f} ms: {'yes' if t <= 1.2 * cp else 'NO'}"]
+            if int(tg) <= 20000:
+                checks.append(f"frozen {fr:.1f} ms < 50 ms: {'yes' if fr < 50 else 'NO'}")
+            else:
+                checks.append(f"frozen {fr:.1f} ms <= cp/4 {cp / 4:.1f} ms: {'yes' if fr <= cp / 4 else 'NO'}")
+            print(f"- ~{int(tg):,} extents, {load}: " + "; ".join(checks))
+    print()
+if any(k[0] == "p3" for k in vals):
+    print("### Random 4 KiB writes after a snapshot, with XFS hints on the image (medians)")
+    print()
+    print("| hint | IOPS, no snapshot | IOPS, after snapshot | ratio | extents: filled / before / after "
+          "| pool growth during the post-snapshot run (MiB) | snapshot total / frozen (ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for h in hints.split():
+        if ("p3", h, "iops_base") not in vals:
+            continue
+        b, s = med("p3", h, "iops_base"), med("p3", h, "iops_snap")
+        e = " / ".join(f(med("p3", h, m), "{:,.0f}") for m in ("ext_fill", "ext_mid", "ext_after"))
+        print(f"| {h} | {f(b, '{:,.0f}')} | {f(s, '{:,.0f}')} | {ratio(s, b)} | {e} "
+              f"| {f(med('p3', h, 'growth_mib'), '{:,.0f}')} | {f(med('p3', h, 'sv_total'))} / {f(med('p3', h, 'sv_frozen'))} |")
+    print()
+print("Raw values (all runs):")
+for (part, case, metric), v in sorted(vals.items()):
+    print(f"  {part} {case:14} {metric:10} " + " ".join(f"{x:g}" for x in v))
+n = open(notes).read().strip()
+if n:
+    print()
+    print("Notes:")
+    for line in n.splitlines():
+        print(f"  {line}")
+PY

@@ -1,0 +1,525 @@
+//! Receiving a stream into a pool: a full stream becomes a new subvolume's
+//! first snapshot; an incremental one is applied to a reflink clone of its
+//! base. The result is published atomically (rename) with the sender's
+//! snapshot guid, and the subvolume follows it when it safely can.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::KernelView;
+use crate::pool::Pool;
+use crate::snapshot::{write_meta, Progress};
+use crate::subvolume::{open_image, read_meta, rename_noreplace};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use subvol_core::meta::Origin;
+use subvol_core::stream::{Record, StreamError, StreamHeader, StreamReader};
+use subvol_core::token::ResumeToken;
+use subvol_core::{FsKind, ObjectKind, ObjectName, SubvolumeMeta};
+
+/// How often a resumable receive makes its progress durable.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Largest image a stream may declare.
+const MAX_VIRTUAL_SIZE: u64 = 1 << 62;
+
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveOptions {
+    /// Keep a resumable partial state if the stream breaks off.
+    pub resume: bool,
+    /// Roll the subvolume back to the base (dropping newer snapshots and
+    /// changes) when it moved on since, like `zfs receive -F`.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiveReport {
+    /// `NAME@SNAP` as received here.
+    pub name: String,
+    pub full: bool,
+    pub data_bytes: u64,
+    pub hole_bytes: u64,
+    pub records: u64,
+    pub stream_bytes: u64,
+    /// Whether the subvolume NAME now has the received content.
+    pub followed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A resumable partial receive (`.subvol/receive/NAME.state`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartialState {
+    header: StreamHeader,
+    offset: u64,
+}
+
+/// What the receiving subvolume looks like.
+enum Target {
+    /// Does not exist: it will be created from the received snapshot.
+    Absent,
+    /// Exists, unchanged since the base, not mounted: it will follow.
+    Follows,
+    /// Exists and will be replaced (--force), having moved on.
+    Replace,
+    /// Exists but is mounted: the snapshot is received, NAME stays.
+    Stays(String),
+}
+
+fn stream_error(e: StreamError) -> Error {
+    match e {
+        StreamError::Io(io) => Error::io("cannot read the stream", io),
+        other => Error::new(ErrorKind::Corrupt, other.to_string()),
+    }
+}
+
+fn snap_part(h: &StreamHeader) -> Result<String> {
+    let obj = ObjectName::parse_snapshot(&h.snapshot.name)
+        .map_err(|e| Error::new(ErrorKind::Corrupt, format!("stream names a bad snapshot: {e}")))?;
+    Ok(obj.snapshot.unwrap_or_default())
+}
+
+impl Pool {
+    fn partial_paths(&self, name: &str) -> (PathBuf, PathBuf) {
+        let dir = self.layout.receive_dir();
+        (dir.join(format!("{name}.img")), dir.join(format!("{name}.state")))
+    }
+
+    fn read_state(&self, state_path: &Path) -> Result<Option<PartialState>> {
+        match std::fs::read(state_path) {
+            Ok(b) => subvol_core::meta::decode::<PartialState>("receive", 1, &b)
+                .map(Some)
+                .map_err(|e| Error::new(ErrorKind::Corrupt, format!("{}: {e}", state_path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("cannot read {}", state_path.display()), e)),
+        }
+    }
+
+    fn write_state(&self, state_path: &Path, st: &PartialState) -> Result<()> {
+        subvol_os::fsync::write_atomic(state_path, &subvol_core::meta::encode("receive", 1, st))
+            .map_err(|e| Error::os("cannot record the receive's progress", e))
+    }
+
+    /// The resume token of a partial receive into `name`, if there is one.
+    pub fn receive_token(&self, name: &str) -> Result<Option<ResumeToken>> {
+        let n = ObjectName::parse_subvolume(name)?.subvolume;
+        let (_, state_path) = self.partial_paths(&n);
+        Ok(self.read_state(&state_path)?.map(|st| token_of(&st)))
+    }
+
+    /// Drops a partial receive into `name`.
+    pub fn receive_abort(&self, name: &str) -> Result<bool> {
+        let n = ObjectName::parse_subvolume(name)?.subvolume;
+        let _lock = self.lock()?;
+        let (img, state) = self.partial_paths(&n);
+        if let Ok(f) = File::open(&img) {
+            if f.try_lock().is_err() {
+                return Err(Error::new(ErrorKind::Busy, format!("a receive into {n} is running; stop it first")));
+            }
+        }
+        let a = std::fs::remove_file(&img).is_ok();
+        let b = std::fs::remove_file(&state).is_ok();
+        Ok(a || b)
+    }
+
+    /// Checks the stream against the subvolume and finds the base image.
+    fn check_target(&self, n: &str, h: &StreamHeader, snap: &str, force: bool) -> Result<(Option<PathBuf>, Target)> {
+        if h.virtual_size > MAX_VIRTUAL_SIZE {
+            return Err(Error::new(ErrorKind::Corrupt, "stream declares an impossible size"));
+        }
+        h.fs.parse::<FsKind>().map_err(|e| Error::new(ErrorKind::Corrupt, format!("stream: {e}")))?;
+        let snaps = self.snapshot_images(n)?;
+        let mut metas = Vec::new();
+        for (s, p) in &snaps {
+            let f = open_image(p, false).map_err(|e| Error::io("open", e))?;
+            if let Ok(m) = read_meta(&f) {
+                if m.guid == h.snapshot.guid {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("{n}@{s} is already this snapshot; nothing to receive"),
+                    ));
+                }
+                metas.push((s.clone(), p.clone(), m));
+            }
+        }
+        if snaps.iter().any(|(s, _)| s == snap) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("snapshot {n}@{snap} already exists with other content"),
+            ));
+        }
+        let image = self.layout.subvolume_image(n);
+        let exists = image.exists();
+        let Some(base) = &h.base else {
+            if exists || !snaps.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("{n} already exists; a full stream needs a new name (or send incrementally with --from)"),
+                ));
+            }
+            return Ok((None, Target::Absent));
+        };
+        let Some(pos) = metas.iter().position(|(_, _, m)| m.guid == base.guid) else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("{n} has no snapshot with guid {} (the stream's base {}); send a full stream or from a common snapshot", base.guid, base.name),
+            ));
+        };
+        let base_created = metas[pos].2.created;
+        let base_path = metas[pos].1.clone();
+        let newer: Vec<&(String, PathBuf, SubvolumeMeta)> =
+            metas.iter().filter(|(_, _, m)| m.created > base_created).collect();
+        if !newer.is_empty() {
+            if !force {
+                let names: Vec<String> = newer.iter().map(|(s, _, _)| format!("{n}@{s}")).collect();
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "{n} has snapshots newer than the base {}: {}; use --force to drop them",
+                        base.name,
+                        names.join(", ")
+                    ),
+                ));
+            }
+            if let Some((s, _, m)) = newer.iter().find(|(_, _, m)| !m.holds.is_empty()) {
+                return Err(crate::subvolume::held_error(&format!("{n}@{s}"), m));
+            }
+        }
+        if !exists {
+            return Ok((Some(base_path), Target::Absent));
+        }
+        let kernel = KernelView::read()?;
+        let mounted = kernel.attachments(&image).first().map(crate::subvolume::where_);
+        let changed = self.changed_since(&image, &base_path)?;
+        let target = match (changed, mounted, force) {
+            (false, None, _) => Target::Follows,
+            (false, Some(at), _) => Target::Stays(format!(
+                "{n} is {at}; it keeps its content (umount it and `subvol rollback {n}@{snap}` to follow)"
+            )),
+            (true, _, false) => {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "{n} was modified since {n}@{}; use --force to roll it back to the received snapshot",
+                        metas[pos].0
+                    ),
+                ))
+            }
+            (true, Some(at), true) => {
+                return Err(Error::new(ErrorKind::Busy, format!("{n} is {at} and modified; umount it first")));
+            }
+            (true, None, true) => Target::Replace,
+        };
+        Ok((Some(base_path), target))
+    }
+
+    /// Whether `image` differs from `base` (by host blocks, or contents
+    /// without reflinks).
+    fn changed_since(&self, image: &Path, base: &Path) -> Result<bool> {
+        let a = open_image(base, false).map_err(|e| Error::io("open", e))?;
+        let b = open_image(image, false).map_err(|e| Error::io("open", e))?;
+        let (sa, sb) = (
+            a.metadata().map_err(|e| Error::io("stat", e))?.len(),
+            b.metadata().map_err(|e| Error::io("stat", e))?.len(),
+        );
+        if sa != sb {
+            return Ok(true);
+        }
+        if self.meta.reflink {
+            let ma = subvol_os::fiemap::fiemap(&a, true).map_err(|e| Error::os("fiemap", e))?;
+            let mb = subvol_os::fiemap::fiemap(&b, true).map_err(|e| Error::os("fiemap", e))?;
+            return Ok(!subvol_core::diff::diff(&ma, sa, &mb, sb).is_empty());
+        }
+        Ok(!crate::send::content_diff(&a, sa, &b, sb)?.changes.is_empty())
+    }
+
+    /// Receives a stream into subvolume `name`.
+    pub fn receive(
+        &self,
+        name: &str,
+        input: &mut dyn Read,
+        opts: &ReceiveOptions,
+        progress: Progress<'_>,
+    ) -> Result<ReceiveReport> {
+        let n = ObjectName::parse_subvolume(name)?.subvolume;
+        let mut reader = StreamReader::new(input).map_err(stream_error)?;
+        let h = reader.header.clone();
+        let snap = snap_part(&h)?;
+        let (img_path, state_path) = self.partial_paths(&n);
+
+        // Phase 1, locked: check, and set up the partial image.
+        let lock = self.lock()?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(self.layout.receive_dir())
+            .map_err(|e| Error::io("cannot create the receive dir", e))?;
+        let state = self.read_state(&state_path)?;
+        let (file, target) = if h.resume_offset > 0 {
+            let Some(st) = state else {
+                return Err(Error::invalid(format!(
+                    "this is a resumed stream, but there is no partial receive into {n}"
+                )));
+            };
+            if !opts.resume {
+                return Err(Error::invalid("this is a resumed stream; receive it with --resume"));
+            }
+            if st.header.snapshot.guid != h.snapshot.guid
+                || st.header.base.as_ref().map(|b| b.guid) != h.base.as_ref().map(|b| b.guid)
+                || st.offset != h.resume_offset
+            {
+                return Err(Error::invalid(format!(
+                    "the stream does not continue the partial receive into {n}; its token is {}",
+                    token_of(&st)
+                )));
+            }
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&img_path)
+                .map_err(|e| Error::io("cannot open the partial receive", e))?;
+            if f.try_lock().is_err() {
+                return Err(Error::new(ErrorKind::Busy, format!("another receive into {n} is running")));
+            }
+            let (_, t) = self.check_target(&n, &h, &snap, opts.force)?;
+            (f, t)
+        } else {
+            if let Some(st) = &state {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "a partial receive into {n} exists; continue it with `subvol send --resume {} ...`, or drop it with `subvol receive {n} --abort`",
+                        token_of(st)
+                    ),
+                ));
+            }
+            if let Ok(f) = File::open(&img_path) {
+                if f.try_lock().is_err() {
+                    return Err(Error::new(ErrorKind::Busy, format!("another receive into {n} is running")));
+                }
+                drop(f);
+                let _ = std::fs::remove_file(&img_path);
+            }
+            let (base, t) = self.check_target(&n, &h, &snap, opts.force)?;
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&img_path)
+                .map_err(|e| Error::io(format!("cannot create {}", img_path.display()), e))?;
+            if f.try_lock().is_err() {
+                return Err(Error::new(ErrorKind::Busy, format!("another receive into {n} is running")));
+            }
+            let setup = (|| -> Result<()> {
+                if let Some(bp) = &base {
+                    let b = open_image(bp, false).map_err(|e| Error::io("cannot open the base", e))?;
+                    if self.meta.reflink {
+                        subvol_os::reflink::ficlone(&f, &b).map_err(|e| Error::os("cannot clone the base", e))?;
+                    } else {
+                        let size = b.metadata().map_err(|e| Error::io("stat", e))?.len();
+                        f.set_len(size).map_err(|e| Error::io("size", e))?;
+                        for (off, len) in subvol_os::alloc::data_ranges(&b, size).map_err(|e| Error::os("scan", e))? {
+                            subvol_os::copy::copy_range(&b, &f, off, len, |_| {})
+                                .map_err(|e| Error::os("cannot copy the base", e))?;
+                        }
+                    }
+                }
+                f.set_len(h.virtual_size).map_err(|e| Error::io("cannot size the received image", e))?;
+                if opts.resume {
+                    f.sync_all().map_err(|e| Error::io("sync", e))?;
+                    self.write_state(&state_path, &PartialState { header: h.clone(), offset: 0 })?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = setup {
+                let _ = std::fs::remove_file(&img_path);
+                return Err(e);
+            }
+            (f, t)
+        };
+        drop(lock);
+
+        // Phase 2, unlocked: apply the records to our private image.
+        let mut applied = h.resume_offset;
+        let mut since_checkpoint = 0u64;
+        let mut end = None;
+        let result = (|| -> Result<()> {
+            while let Some(rec) = reader.next_record().map_err(stream_error)? {
+                match rec {
+                    Record::Data { offset, data } => {
+                        file.write_all_at(&data, offset)
+                            .map_err(|e| Error::io("cannot write the received image", e))?;
+                        applied = offset + data.len() as u64;
+                        since_checkpoint += data.len() as u64;
+                        progress(reader.bytes_read, 0);
+                    }
+                    Record::Hole { offset, length } => {
+                        punch_or_zero(&file, offset, length)?;
+                        applied = offset + length;
+                    }
+                    Record::End(t) => end = Some(t),
+                }
+                if opts.resume && since_checkpoint >= CHECKPOINT_BYTES {
+                    file.sync_data().map_err(|e| Error::io("sync", e))?;
+                    self.write_state(&state_path, &PartialState { header: h.clone(), offset: applied / 4096 * 4096 })?;
+                    since_checkpoint = 0;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            if opts.resume {
+                let _ = file.sync_data();
+                let st = PartialState { header: h.clone(), offset: applied / 4096 * 4096 };
+                self.write_state(&state_path, &st)?;
+                return Err(Error::new(
+                    e.kind,
+                    format!(
+                        "{}; the receive can resume: `subvol send --resume {} {}{} | subvol receive {n} --resume`",
+                        e.message,
+                        token_of(&st),
+                        h.snapshot.name,
+                        h.base.as_ref().map(|b| format!(" --from {}", b.name)).unwrap_or_default()
+                    ),
+                ));
+            }
+            drop(file);
+            let _ = std::fs::remove_file(&img_path);
+            return Err(e);
+        }
+        let totals = end.ok_or_else(|| Error::new(ErrorKind::Corrupt, "stream ended without END"))?;
+        file.sync_all().map_err(|e| Error::io("cannot sync the received image", e))?;
+
+        // Phase 3, locked: publish the snapshot, then let NAME follow.
+        let _lock = self.lock()?;
+        let created: DateTime<Utc> = DateTime::parse_from_rfc3339(&h.created)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| Error::new(ErrorKind::Corrupt, "stream: bad creation time"))?;
+        let fs: FsKind = h.fs.parse().map_err(|e: String| Error::new(ErrorKind::Corrupt, e))?;
+        let mut meta = SubvolumeMeta::new_subvolume(fs, created);
+        meta.kind = ObjectKind::Snapshot;
+        meta.guid = h.snapshot.guid;
+        meta.origin = Some(Origin { name: h.source_name.clone(), guid: h.source_guid });
+        meta.tags = h.tags.clone();
+        write_meta(&file, &meta)?;
+        file.sync_all().map_err(|e| Error::io("sync", e))?;
+        // Snapshots newer than the base go first (--force, checked above).
+        if matches!(target, Target::Replace) || opts.force {
+            self.drop_newer_than_base(&n, &h)?;
+        }
+        let dir = self.layout.snapshot_dir(&n);
+        std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&dir).map_err(|e| Error::io("mkdir", e))?;
+        let dst = self.layout.snapshot_image(&n, &snap);
+        rename_noreplace(&img_path, &dst).map_err(|e| Error::os(format!("cannot publish {n}@{snap}"), e))?;
+        subvol_os::fsync::fsync_dir(&dir).map_err(|e| Error::os("sync", e))?;
+        subvol_os::flags::set_immutable(&file, true).map_err(|e| Error::os("cannot protect the snapshot", e))?;
+        drop(file);
+        let _ = std::fs::remove_file(&state_path);
+        let (followed, note) = match target {
+            Target::Stays(why) => (false, Some(why)),
+            Target::Absent | Target::Follows | Target::Replace => {
+                self.follow(&n, &dst, h.source_guid)?;
+                (true, None)
+            }
+        };
+        Ok(ReceiveReport {
+            name: format!("{n}@{snap}"),
+            full: h.base.is_none(),
+            data_bytes: totals.data_bytes,
+            hole_bytes: totals.hole_bytes,
+            records: totals.records,
+            stream_bytes: reader.bytes_read,
+            followed,
+            note,
+        })
+    }
+
+    fn drop_newer_than_base(&self, n: &str, h: &StreamHeader) -> Result<()> {
+        let Some(base) = &h.base else { return Ok(()) };
+        let mut base_created = None;
+        let mut all = Vec::new();
+        for (s, p) in self.snapshot_images(n)? {
+            let f = open_image(&p, false).map_err(|e| Error::io("open", e))?;
+            if let Ok(m) = read_meta(&f) {
+                if m.guid == base.guid {
+                    base_created = Some(m.created);
+                }
+                all.push((s, m.created));
+            }
+        }
+        let Some(bc) = base_created else { return Ok(()) };
+        for (s, c) in all {
+            if c > bc {
+                self.delete_snapshot_locked(&ObjectName { subvolume: n.to_string(), snapshot: Some(s) }, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Points subvolume `n` at a clone of the received snapshot `snap_path`.
+    fn follow(&self, n: &str, snap_path: &Path, source_guid: uuid::Uuid) -> Result<()> {
+        let image = self.layout.subvolume_image(n);
+        let meta = match open_image(&image, false) {
+            Ok(f) => read_meta(&f).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{n}: {e}")))?,
+            Err(_) => {
+                let src = open_image(snap_path, false).map_err(|e| Error::io("open", e))?;
+                let sm = read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, e))?;
+                let mut m = SubvolumeMeta::new_subvolume(sm.fs, Utc::now());
+                m.guid = source_guid;
+                m
+            }
+        };
+        let tmp_path = self.layout.tmp_image("follow", n);
+        let result = (|| {
+            let src = open_image(snap_path, false).map_err(|e| Error::io("open", e))?;
+            let tmp = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp_path)
+                .map_err(|e| Error::io("create", e))?;
+            if self.meta.reflink {
+                subvol_os::reflink::ficlone(&tmp, &src).map_err(|e| Error::os("cannot clone the snapshot", e))?;
+            } else {
+                let size = src.metadata().map_err(|e| Error::io("stat", e))?.len();
+                tmp.set_len(size).map_err(|e| Error::io("size", e))?;
+                for (off, len) in subvol_os::alloc::data_ranges(&src, size).map_err(|e| Error::os("scan", e))? {
+                    subvol_os::copy::copy_range(&src, &tmp, off, len, |_| {}).map_err(|e| Error::os("copy", e))?;
+                }
+            }
+            write_meta(&tmp, &meta)?;
+            tmp.sync_all().map_err(|e| Error::io("sync", e))?;
+            std::fs::rename(&tmp_path, &image).map_err(|e| Error::io(format!("cannot update {n}"), e))?;
+            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp_path);
+        }
+        result
+    }
+}
+
+fn token_of(st: &PartialState) -> ResumeToken {
+    ResumeToken { target: st.header.snapshot.guid, base: st.header.base.as_ref().map(|b| b.guid), offset: st.offset }
+}
+
+/// Punches a hole; where the host cannot (EOPNOTSUPP), writes zeroes.
+fn punch_or_zero(file: &File, offset: u64, length: u64) -> Result<()> {
+    match subvol_os::alloc::punch_hole(file, offset, length) {
+        Ok(()) => Ok(()),
+        Err(e) if e.errno() == Some(95) => {
+            let zeros = vec![0u8; 1 << 20];
+            let mut off = offset;
+            while off < offset + length {
+                let n = (offset + length - off).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], off).map_err(|e| Error::io("cannot write zeroes", e))?;
+                off += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::os("cannot punch a hole", e)),
+    }
+}

@@ -1,0 +1,260 @@
+//! Sending a snapshot as a stream: everything (full) or only the ranges
+//! whose host blocks differ from a base snapshot (incremental), found from
+//! the two extent maps without reading unchanged data.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::Pool;
+use crate::snapshot::Progress;
+use crate::subvolume::{open_image, read_meta};
+use serde::Serialize;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use subvol_core::diff::{diff, Change, ExtentDiff};
+use subvol_core::stream::{SnapshotRef, StreamError, StreamHeader, StreamWriter, MAX_DATA_RECORD};
+use subvol_core::token::ResumeToken;
+use subvol_core::{ExtentMap, ObjectName, SubvolumeMeta};
+
+/// Block size the content comparison works in (hosts without reflinks).
+const COMPARE_BLOCK: u64 = 64 * 1024;
+
+/// What a send will carry, known before any data is read.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendEstimate {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub virtual_size_bytes: u64,
+    /// Bytes of DATA records the stream will carry (before compression).
+    pub data_bytes: u64,
+    pub hole_bytes: u64,
+    pub ranges: usize,
+    /// The host has no reflinks, so the diff compared contents.
+    pub content_compared: bool,
+}
+
+/// What a send did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendReport {
+    pub name: String,
+    pub data_bytes: u64,
+    pub hole_bytes: u64,
+    pub records: u64,
+    pub stream_bytes: u64,
+    pub content_compared: bool,
+}
+
+/// A snapshot opened for sending.
+struct Side {
+    obj: ObjectName,
+    file: File,
+    meta: SubvolumeMeta,
+    size: u64,
+}
+
+impl Pool {
+    fn open_snapshot(&self, name: &str) -> Result<Side> {
+        let obj = ObjectName::parse_snapshot(name)?;
+        let path = self.object_image(&obj)?;
+        let file = open_image(&path, false).map_err(|e| Error::io(format!("cannot open {obj}"), e))?;
+        let meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
+        let size = file.metadata().map_err(|e| Error::io("stat", e))?.len();
+        Ok(Side { obj, file, meta, size })
+    }
+
+    /// The changes from `base` (or from nothing) to `target`.
+    fn plan(&self, target: &Side, base: Option<&Side>) -> Result<(ExtentDiff, bool)> {
+        let tmap =
+            subvol_os::fiemap::fiemap(&target.file, true).map_err(|e| Error::os("cannot map the snapshot", e))?;
+        let Some(base) = base else {
+            return Ok((diff(&ExtentMap::default(), 0, &tmap, target.size), false));
+        };
+        if self.meta.reflink {
+            let bmap = subvol_os::fiemap::fiemap(&base.file, true).map_err(|e| Error::os("cannot map the base", e))?;
+            return Ok((diff(&bmap, base.size, &tmap, target.size), false));
+        }
+        // No shared blocks to compare: compare contents block by block.
+        Ok((content_diff(&base.file, base.size, &target.file, target.size)?, true))
+    }
+
+    fn open_pair(&self, name: &str, from: Option<&str>) -> Result<(Side, Option<Side>)> {
+        let target = self.open_snapshot(name)?;
+        let base = from.map(|f| self.open_snapshot(f)).transpose()?;
+        if let Some(b) = &base {
+            if b.meta.guid == target.meta.guid {
+                return Err(Error::invalid(format!("--from {} is the snapshot being sent", b.obj)));
+            }
+            if b.meta.created > target.meta.created {
+                return Err(Error::invalid(format!(
+                    "--from {} is newer than {}; send from an older snapshot",
+                    b.obj, target.obj
+                )));
+            }
+        }
+        Ok((target, base))
+    }
+
+    /// `send --estimate`: what the stream will carry, from the extent maps.
+    pub fn send_estimate(&self, name: &str, from: Option<&str>) -> Result<SendEstimate> {
+        let (target, base) = self.open_pair(name, from)?;
+        let (d, content_compared) = self.plan(&target, base.as_ref())?;
+        Ok(SendEstimate {
+            name: target.obj.to_string(),
+            from: base.map(|b| b.obj.to_string()),
+            virtual_size_bytes: target.size,
+            data_bytes: d.data_bytes(),
+            hole_bytes: d.hole_bytes(),
+            ranges: d.changes.len(),
+            content_compared,
+        })
+    }
+
+    /// Writes the stream of `name` (incremental from `from`) to `out`.
+    /// With `resume`, continues an interrupted stream after checking that
+    /// the token names these very snapshots.
+    pub fn send(
+        &self,
+        name: &str,
+        from: Option<&str>,
+        zstd_level: Option<i32>,
+        resume: Option<&ResumeToken>,
+        out: &mut dyn Write,
+        progress: Progress<'_>,
+    ) -> Result<SendReport> {
+        let (target, base) = self.open_pair(name, from)?;
+        let mut resume_offset = 0;
+        if let Some(t) = resume {
+            if t.target != target.meta.guid {
+                return Err(Error::invalid(format!("the resume token is for another snapshot than {}", target.obj)));
+            }
+            if t.base != base.as_ref().map(|b| b.meta.guid) {
+                return Err(Error::invalid(
+                    "the resume token was made for another --from base; give the same --from as the first send",
+                ));
+            }
+            if t.offset > target.size || t.offset % 4096 != 0 {
+                return Err(Error::invalid("the resume token's offset does not fit this snapshot"));
+            }
+            resume_offset = t.offset;
+        }
+        let (d, content_compared) = self.plan(&target, base.as_ref())?;
+        let source_name = target.obj.subvolume.clone();
+        let source_guid = target.meta.origin.as_ref().map(|o| o.guid).unwrap_or(target.meta.guid);
+        let header = StreamHeader {
+            stream_guid: uuid::Uuid::new_v4(),
+            source_name,
+            source_guid,
+            snapshot: SnapshotRef { name: target.obj.to_string(), guid: target.meta.guid },
+            created: crate::subvolume::rfc3339(target.meta.created),
+            fs: target.meta.fs.to_string(),
+            tags: target.meta.tags.clone(),
+            base: base.as_ref().map(|b| SnapshotRef { name: b.obj.to_string(), guid: b.meta.guid }),
+            virtual_size: target.size,
+            block_size: 4096,
+            resume_offset,
+        };
+        let stream_err = |e: StreamError| match e {
+            StreamError::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+                Error::new(ErrorKind::Io, "the receiver went away (broken pipe)")
+            }
+            other => Error::new(ErrorKind::Io, format!("cannot write the stream: {other}")),
+        };
+        let mut w = StreamWriter::new(out, header, zstd_level).map_err(stream_err)?;
+        let total = d.data_bytes();
+        let mut done = 0u64;
+        let mut buf = vec![0u8; MAX_DATA_RECORD as usize];
+        for c in clip(&d.changes, resume_offset) {
+            match c {
+                Change::Hole { offset, length } => w.hole(offset, length).map_err(stream_err)?,
+                Change::Data { offset, length } => {
+                    let mut off = offset;
+                    let end = offset + length;
+                    while off < end {
+                        let n = (end - off).min(MAX_DATA_RECORD) as usize;
+                        target
+                            .file
+                            .read_exact_at(&mut buf[..n], off)
+                            .map_err(|e| Error::io(format!("cannot read {} at {off}", target.obj), e))?;
+                        // Zero-filled blocks travel as holes: they read the same.
+                        if buf[..n].iter().all(|&b| b == 0) {
+                            w.hole(off, n as u64).map_err(stream_err)?;
+                        } else {
+                            w.data(off, &buf[..n]).map_err(stream_err)?;
+                        }
+                        off += n as u64;
+                        done += n as u64;
+                        progress(done, total);
+                    }
+                }
+            }
+        }
+        let (_, totals, stream_bytes) = w.finish().map_err(stream_err)?;
+        Ok(SendReport {
+            name: target.obj.to_string(),
+            data_bytes: totals.data_bytes,
+            hole_bytes: totals.hole_bytes,
+            records: totals.records,
+            stream_bytes,
+            content_compared,
+        })
+    }
+}
+
+/// The changes at or after `from`, the first one cut to start there.
+fn clip(changes: &[Change], from: u64) -> impl Iterator<Item = Change> + '_ {
+    changes.iter().filter_map(move |c| {
+        let end = c.offset() + c.length();
+        if end <= from {
+            return None;
+        }
+        let start = c.offset().max(from);
+        Some(match c {
+            Change::Data { .. } => Change::Data { offset: start, length: end - start },
+            Change::Hole { .. } => Change::Hole { offset: start, length: end - start },
+        })
+    })
+}
+
+/// Content comparison for hosts without reflinks: reads both images and
+/// reports the blocks that differ.
+pub(crate) fn content_diff(base: &File, base_size: u64, target: &File, size: u64) -> Result<ExtentDiff> {
+    let mut changes: Vec<Change> = Vec::new();
+    let mut push = |c: Change| {
+        if let (Some(Change::Data { offset, length }), Change::Data { offset: o, length: l }) = (changes.last_mut(), c)
+        {
+            if *offset + *length == o {
+                *length += l;
+                return;
+            }
+        }
+        if let (Some(Change::Hole { offset, length }), Change::Hole { offset: o, length: l }) = (changes.last_mut(), c)
+        {
+            if *offset + *length == o {
+                *length += l;
+                return;
+            }
+        }
+        changes.push(c);
+    };
+    let mut a = vec![0u8; COMPARE_BLOCK as usize];
+    let mut b = vec![0u8; COMPARE_BLOCK as usize];
+    let mut off = 0u64;
+    while off < size {
+        let n = (size - off).min(COMPARE_BLOCK) as usize;
+        target.read_exact_at(&mut b[..n], off).map_err(|e| Error::io("cannot read the snapshot", e))?;
+        let base_n = base_size.saturating_sub(off).min(n as u64) as usize;
+        a[..n].fill(0);
+        if base_n > 0 {
+            base.read_exact_at(&mut a[..base_n], off).map_err(|e| Error::io("cannot read the base", e))?;
+        }
+        if a[..n] != b[..n] {
+            if b[..n].iter().all(|&x| x == 0) {
+                push(Change::Hole { offset: off, length: n as u64 });
+            } else {
+                push(Change::Data { offset: off, length: n as u64 });
+            }
+        }
+        off += n as u64;
+    }
+    Ok(ExtentDiff { target_size: size, changes })
+}
