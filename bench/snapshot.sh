@@ -45,7 +45,7 @@
 #   WARMUP        seconds the writer runs before a timed operation (default 1)
 #   FRAG_TARGETS  extent counts for part 2 (default "20000 100000")
 #   RUNTIME       seconds per fio run in part 3 (default 20)
-#   PRICE_RUNS    runs per hint in part 3 (default 2; each is 2 x RUNTIME)
+#   PRICE_RUNS    runs per hint in part 3 (default 3; each is 2 x RUNTIME)
 #   HINTS         hint variants for part 3 (default "none cow1m cow2m cow16m ext1m";
 #                 any of none, cowN, extN, extN+cowM with N, M in k/m units)
 #   PARTS         which parts to run (default "1 2 3")
@@ -69,7 +69,7 @@ FILL_PCT=${FILL_PCT:-80}
 WARMUP=${WARMUP:-1}
 FRAG_TARGETS=${FRAG_TARGETS:-20000 100000}
 RUNTIME=${RUNTIME:-20}
-PRICE_RUNS=${PRICE_RUNS:-2}
+PRICE_RUNS=${PRICE_RUNS:-3}
 HINTS=${HINTS:-none cow1m cow2m cow16m ext1m}
 PARTS=${PARTS:-1 2 3}
 TMPBASE=${TMPBASE:-/var/tmp}
@@ -244,6 +244,58 @@ timed_snapshot() {
     rec "$1" "$2" sv_ext "$ext"
     rec "$1" "$2" sv_fcb "$fcb"
 }
+# traced_snapshot PART CASE NAME SNAP: one extra snapshot under `perf trace
+# -e ioctl` (in-kernel tracing, no ptrace stops), to split its time into
+# phases: the pre-clone (FICLONE), mapping the clone (FIEMAP), the FIFREEZE
+# call, mapping the source and re-cloning while frozen, FITHAW. Writers are
+# blocked from the start of FIFREEZE to the end of FITHAW ("window"), which
+# is longer than the reported frozen_us (that starts after FIFREEZE returns).
+traced_snapshot() {
+    local j=$W/snap.json pt=$W/perf.txt
+    perf trace -e ioctl -o "$pt" -- "$SUBVOL" --pool "$POOL" snapshot "$3@$4" --json >"$j"
+    python3 - "$pt" "$j" "$1" "$2" >>"$RES" <<'PY'
+import json, re, sys
+pt, j, part, case = sys.argv[1:]
+kinds = [
+    ("ficlonerange", r"FICLONERANGE|CLONE_RANGE|0x94, 0xd,"),
+    ("ficlone", r"FICLONE|BTRFS_IOC_CLONE\b|0x94, 0x9,"),
+    ("fiemap", r"FIEMAP|0x66, 0xb,"),
+    ("freeze", r"FIFREEZE|0x58, 0x77,"),
+    ("thaw", r"FITHAW|0x58, 0x78,"),
+]
+calls = []
+for line in open(pt):
+    m = re.match(r"\s*([\d.]+)\s+\(\s*([\d.]+) ms\):.*?ioctl\((.*)", line)
+    if not m:
+        continue
+    for k, rx in kinds:
+        if re.search(rx, m.group(3)):
+            calls.append((k, float(m.group(1)), float(m.group(2))))
+            break
+fz = next((c for c in calls if c[0] == "freeze"), None)
+th = next((c for c in calls if c[0] == "thaw"), None)
+if fz is None or th is None:
+    sys.exit(0)
+def total(kind, before=None, after=None):
+    return sum(d for k, t, d in calls if k == kind and (before is None or t < before) and (after is None or t >= after))
+out = {
+    "t_ficlone": total("ficlone"),
+    "t_map_clone": total("fiemap", before=fz[1]),
+    "t_freeze": fz[2],
+    "t_map_src": total("fiemap", after=fz[1]),
+    "t_reclone": total("ficlonerange", after=fz[1]),
+    "t_reclone_n": sum(1 for k, t, d in calls if k == "ficlonerange" and t >= fz[1]),
+    "t_thaw": th[2],
+    "t_window": th[1] + th[2] - fz[1],
+}
+r = json.load(open(j))[0]
+out["t_frozen_rep"] = r["frozen_us"] / 1000
+out["t_total_rep"] = r["total_us"] / 1000
+for k, v in out.items():
+    print(f"{part}\t{case}\t{k}\t{v:.3f}")
+PY
+    sv delete "$3@$4" >/dev/null
+}
 # timed_clone PART CASE IMAGE: cp --reflink=always, recorded as cp.
 timed_clone() {
     local t
@@ -276,6 +328,11 @@ loaded() {
     rec "$part" "$case" "${prefix}_wiops" "$iops"
     rec "$part" "$case" "${prefix}_stall" "$lat"
 }
+
+HAVE_PERF=0
+if command -v perf >/dev/null && perf trace -e ioctl -o /dev/null -- true >/dev/null 2>&1; then HAVE_PERF=1; fi
+# traced PART CASE NAME SNAP: a traced extra snapshot if perf can trace.
+traced() { if [ $HAVE_PERF = 1 ]; then traced_snapshot "$@"; fi; }
 
 # ---------------------------------------------------------------- setup
 wait_quiet setup
@@ -331,6 +388,7 @@ if has_part 1; then
             timed_btrfs p1 "$S idle" "$BT/vol"
             drop_btrfs_snap
         done
+        traced p1 "$S idle" "$name" tr
         note "part 1: ${S} GiB idle done; under load"
         for r in $(seq 1 "$RUNS"); do
             sync
@@ -343,6 +401,7 @@ if has_part 1; then
             loaded p1 "$S load" bt "$BT/vol/data" timed_btrfs p1 "$S load" "$BT/vol"
             drop_btrfs_snap
         done
+        [ $HAVE_PERF = 1 ] && loaded p1 "$S load" tr "$mp/data" traced p1 "$S load" "$name" trl
         rec p1 "$S" ext_after "$(extents "$img")"
         sv delete "$name" --recursive --force >/dev/null
         btrfs -q subvolume delete -c "$BT/vol" >/dev/null
@@ -391,6 +450,7 @@ if has_part 2; then
             timed_snapshot p2 "$target idle" "$name" "i$target-$r"
             sv delete "$name@i$target-$r" >/dev/null
         done
+        traced p2 "$target idle" "$name" "tr$target"
         for r in $(seq 1 "$RUNS"); do
             sync
             rec p2 "$target load" cp_ext "$(extents "$img")"
@@ -400,6 +460,7 @@ if has_part 2; then
             loaded p2 "$target load" sv "$mp/data" timed_snapshot p2 "$target load" "$name" "l$target-$r"
             sv delete "$name@l$target-$r" >/dev/null
         done
+        [ $HAVE_PERF = 1 ] && loaded p2 "$target load" tr "$mp/data" traced p2 "$target load" "$name" "trl$target"
         n=$(extents "$img")
         rec p2 "$target" ext_end "$n"
         note "part 2: $target done; image now has $n extents"
@@ -566,6 +627,26 @@ if any(k[0] == "p3" for k in vals):
         e = " / ".join(f(med("p3", h, m), "{:,.0f}") for m in ("ext_fill", "ext_mid", "ext_after"))
         print(f"| {h} | {f(b, '{:,.0f}')} | {f(s, '{:,.0f}')} | {ratio(s, b)} | {e} "
               f"| {f(med('p3', h, 'growth_mib'), '{:,.0f}')} | {f(med('p3', h, 'sv_total'))} / {f(med('p3', h, 'sv_frozen'))} |")
+    print()
+if any(k[2] == "t_window" for k in vals):
+    print("### Where a snapshot's time goes (one extra run under `perf trace -e ioctl`, ms)")
+    print()
+    print("Writers are blocked from the start of FIFREEZE to the end of FITHAW (\"window\"); on XFS the")
+    print("pre-clone (FICLONE) blocks writes to the image as well, for its whole duration.")
+    print()
+    print("| case | FICLONE (pre-clone) | FIEMAP clone | FIFREEZE call | FIEMAP source (frozen) "
+          "| re-clone (frozen): n / ms | FITHAW | window | reported frozen | reported total | writer worst lat |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for part, label in (("p1", "GiB"), ("p2", "extents")):
+        cases = sorted({k[1] for k in vals if k[0] == part and k[2] == "t_window"},
+                       key=lambda c: (int(c.split()[0]), c.split()[1]))
+        for c in cases:
+            g = lambda m: med(part, c, m)
+            n, load = c.split()
+            name = f"{n} GiB {load}" if part == "p1" else f"~{int(n):,} extents {load}"
+            print(f"| {name} | {f(g('t_ficlone'))} | {f(g('t_map_clone'))} | {f(g('t_freeze'))} | {f(g('t_map_src'))} "
+                  f"| {f(g('t_reclone_n'), '{:,.0f}')} / {f(g('t_reclone'))} | {f(g('t_thaw'), '{:.2f}')} | {f(g('t_window'))} "
+                  f"| {f(g('t_frozen_rep'))} | {f(g('t_total_rep'))} | {f(g('tr_stall'))} |")
     print()
 print("Raw values (all runs):")
 for (part, case, metric), v in sorted(vals.items()):

@@ -82,6 +82,62 @@ impl ExtentMap {
     }
 }
 
+/// Magic of the binary extent-map encoding (the pool's map cache).
+const MAP_MAGIC: &[u8; 8] = b"SVEXTMP1";
+
+impl ExtentMap {
+    /// Binary encoding: magic, u64 count, count × (logical, physical,
+    /// length: u64, flags: u32), then BLAKE3 of everything before it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.extents.len() * 28 + 32);
+        out.extend_from_slice(MAP_MAGIC);
+        out.extend_from_slice(&(self.extents.len() as u64).to_le_bytes());
+        for e in &self.extents {
+            out.extend_from_slice(&e.logical.to_le_bytes());
+            out.extend_from_slice(&e.physical.to_le_bytes());
+            out.extend_from_slice(&e.length.to_le_bytes());
+            out.extend_from_slice(&e.flags.0.to_le_bytes());
+        }
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out
+    }
+
+    /// Decodes `to_bytes`; `None` if damaged in any way.
+    pub fn from_bytes(b: &[u8]) -> Option<ExtentMap> {
+        if b.len() < 16 + 32 || &b[..8] != MAP_MAGIC {
+            return None;
+        }
+        let (body, sum) = b.split_at(b.len() - 32);
+        if blake3::hash(body).as_bytes() != sum {
+            return None;
+        }
+        let n = u64::from_le_bytes(body[8..16].try_into().ok()?) as usize;
+        if body.len() != 16 + n.checked_mul(28)? {
+            return None;
+        }
+        let mut v = Vec::with_capacity(n);
+        for c in body[16..].chunks_exact(28) {
+            v.push(Extent {
+                logical: u64::from_le_bytes(c[0..8].try_into().ok()?),
+                physical: u64::from_le_bytes(c[8..16].try_into().ok()?),
+                length: u64::from_le_bytes(c[16..24].try_into().ok()?),
+                flags: ExtentFlags(u32::from_le_bytes(c[24..28].try_into().ok()?)),
+            });
+        }
+        ExtentMap::new(v)
+    }
+
+    /// Physical ranges `(start, end)` holding data (for sharing accounting).
+    pub fn physical_ranges(&self) -> Vec<(u64, u64)> {
+        self.extents
+            .iter()
+            .filter(|e| !e.flags.has(ExtentFlags::DELALLOC) && !e.flags.has(ExtentFlags::UNKNOWN))
+            .map(|e| (e.physical, e.physical.saturating_add(e.length)))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +155,13 @@ mod tests {
         assert_eq!(m.mapped_bytes(), 8192);
         assert_eq!(m.shared_bytes(), 4096);
         assert!(ExtentMap::new(vec![e(0, 0, 8192, 0), e(4096, 0, 10, 0)]).is_none());
+        let b = m.to_bytes();
+        assert_eq!(ExtentMap::from_bytes(&b), Some(m.clone()));
+        for i in 0..b.len() {
+            let mut bad = b.clone();
+            bad[i] ^= 0x10;
+            assert_eq!(ExtentMap::from_bytes(&bad), None, "flip at {i} accepted");
+        }
+        assert_eq!(ExtentMap::from_bytes(&b[..b.len() - 1]), None);
     }
 }

@@ -13,6 +13,7 @@ pub mod mountopts;
 pub mod name;
 pub mod retention;
 pub mod size;
+pub mod space;
 pub mod stream;
 pub mod token;
 

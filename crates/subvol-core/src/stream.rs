@@ -274,7 +274,7 @@ impl<R: Read> StreamReader<R> {
         }
         hasher.update(&sum);
         let header: StreamHeader = serde_json::from_slice(&json).map_err(|e| corrupt(format!("header: {e}")))?;
-        if header.block_size == 0 || header.virtual_size % u64::from(header.block_size) != 0 {
+        if header.block_size == 0 || !header.virtual_size.is_multiple_of(u64::from(header.block_size)) {
             return Err(corrupt("header: size is not a whole number of blocks"));
         }
         if header.resume_offset > header.virtual_size {

@@ -16,7 +16,9 @@ fn apply(image: &mut Vec<u8>, stream: &[u8]) -> subvol_core::stream::StreamHeade
     let mut ended = false;
     while let Some(rec) = r.next_record().expect("record") {
         match rec {
-            Record::Data { offset, data } => image[offset as usize..offset as usize + data.len()].copy_from_slice(&data),
+            Record::Data { offset, data } => {
+                image[offset as usize..offset as usize + data.len()].copy_from_slice(&data)
+            }
             Record::Hole { offset, length } => image[offset as usize..(offset + length) as usize].fill(0),
             Record::End(_) => ended = true,
         }
@@ -31,8 +33,14 @@ fn v1_samples_still_decode() {
     let full = apply(&mut image, &data("v1-full.stream"));
     assert!(full.base.is_none());
     assert_eq!(full.snapshot.name, "sample@one");
-    assert_eq!(blake3::hash(&image).to_hex().as_str(), "a6d351a36ba8f13fa229658e579f81316d3a30c00de716a30e976a3f47512735");
+    assert_eq!(
+        blake3::hash(&image).to_hex().as_str(),
+        "a6d351a36ba8f13fa229658e579f81316d3a30c00de716a30e976a3f47512735"
+    );
     let inc = apply(&mut image, &data("v1-incremental-zstd.stream"));
     assert_eq!(inc.base.as_ref().map(|b| b.guid), Some(full.snapshot.guid));
-    assert_eq!(blake3::hash(&image).to_hex().as_str(), "0d19041e6bc77e3b6e0f3134d0987aa410e28d014f47736621363d808c9cac39");
+    assert_eq!(
+        blake3::hash(&image).to_hex().as_str(),
+        "0d19041e6bc77e3b6e0f3134d0987aa410e28d014f47736621363d808c9cac39"
+    );
 }

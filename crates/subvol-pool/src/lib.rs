@@ -6,6 +6,7 @@
 mod backing;
 pub mod delta;
 mod error;
+mod guard;
 mod kernel;
 mod layout;
 mod lock;
@@ -18,9 +19,11 @@ mod rename;
 mod send;
 mod snapops;
 mod snapshot;
+mod space;
 mod subvolume;
 
 pub use error::{Error, ErrorKind, Result};
+pub use guard::{GuardFreeze, GuardOptions};
 pub use kernel::Attachment;
 pub use lock::PoolLock;
 pub use mounting::{MountOptions, MountOutcome};
@@ -30,4 +33,5 @@ pub use recovery::Recovered;
 pub use send::{SendEstimate, SendReport};
 pub use snapops::{is_snapshot, PruneReport, RollbackReport, AUTOSNAP_TAG, POLICY_PROPERTY};
 pub use snapshot::{Progress, SnapshotReport};
+pub use space::{ImageSpace, PoolSpace, GUARANTEE_PROPERTY};
 pub use subvolume::{CreateOptions, SubvolumeInfo};

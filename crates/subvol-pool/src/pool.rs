@@ -48,7 +48,16 @@ pub struct PoolStatus {
     /// virtual_bytes / capacity_bytes.
     pub overcommit_ratio: f64,
     pub subvolumes: usize,
+    pub snapshots: usize,
     pub mounted: usize,
+    /// What guaranteed subvolumes may still need, in total.
+    pub outstanding_guarantees_bytes: u64,
+    /// Kept back by admission control and the guard.
+    pub margin_bytes: u64,
+    /// What can still be guaranteed.
+    pub available_bytes: u64,
+    /// Subvolumes frozen by the guard, and why.
+    pub frozen: Vec<crate::GuardFreeze>,
     pub problems: Vec<String>,
 }
 
@@ -277,7 +286,10 @@ impl Pool {
     pub fn status(&self) -> Result<PoolStatus> {
         let stats = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot stat the pool", e))?;
         let subs = self.list()?;
-        let allocated_bytes = subs.iter().map(|s| s.allocated_bytes).sum();
+        let snaps = self.list_snapshots(None)?;
+        let space = self.space()?;
+        let budget = self.budget(&space)?;
+        let allocated_bytes = subs.iter().chain(snaps.iter()).map(|s| s.allocated_bytes).sum();
         let virtual_bytes: u64 = subs.iter().map(|s| s.virtual_size_bytes).sum();
         let problems = subs.iter().filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.name))).collect();
         Ok(PoolStatus {
@@ -300,7 +312,12 @@ impl Pool {
                 virtual_bytes as f64 / stats.total_bytes as f64
             },
             subvolumes: subs.len(),
+            snapshots: snaps.len(),
             mounted: subs.iter().filter(|s| s.mount_point.is_some()).count(),
+            outstanding_guarantees_bytes: space.outstanding_bytes,
+            margin_bytes: budget.margin_bytes,
+            available_bytes: budget.available(),
+            frozen: self.guard_frozen(),
             problems,
         })
     }

@@ -387,7 +387,13 @@ impl Pool {
         let path = self.existing_image(&n)?;
         let f = open_image(&path, false).map_err(|e| Error::io("open", e))?;
         let mut meta = read_meta(&f).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{n}: {e}")))?;
-        if value.is_empty() {
+        if key == crate::space::GUARANTEE_PROPERTY && value == "on" && !crate::space::is_guaranteed(&meta.properties) {
+            let space = self.space()?;
+            let virtual_bytes = f.metadata().map_err(|e| Error::io("stat", e))?.len();
+            let excl = space.images.get(&path).map(|s| s.exclusive_bytes).unwrap_or(0);
+            self.admit(&format!("guarantee=on for {n}"), subvol_core::space::still_needed(virtual_bytes, excl))?;
+        }
+        if value.is_empty() || (key == crate::space::GUARANTEE_PROPERTY && value == "off") {
             meta.properties.remove(key);
         } else {
             let v = if key == POLICY_PROPERTY {
@@ -412,6 +418,10 @@ fn validate_property(key: &str, value: &str) -> Result<()> {
         return Err(Error::invalid("property values are at most 4096 bytes, without NUL"));
     }
     match key {
+        crate::space::GUARANTEE_PROPERTY => match value {
+            "on" | "off" | "" => Ok(()),
+            _ => Err(Error::invalid("guarantee is on or off")),
+        },
         POLICY_PROPERTY => {
             if !value.is_empty() {
                 value.parse::<KeepPolicy>().map_err(|e| Error::invalid(e.to_string()))?;
@@ -420,7 +430,7 @@ fn validate_property(key: &str, value: &str) -> Result<()> {
         }
         k if k.contains(':') => Ok(()),
         _ => Err(Error::invalid(format!(
-            "unknown property {key:?}; known: {POLICY_PROPERTY}; user properties need a ':' (e.g. org.example:owner)"
+            "unknown property {key:?}; known: {POLICY_PROPERTY}, guarantee; user properties need a ':' (e.g. org.example:owner)"
         ))),
     }
 }

@@ -186,6 +186,16 @@ impl Pool {
                 frozen_copy_bytes: 0,
             });
         }
+        // A snapshot of a guaranteed subvolume turns its exclusive blocks
+        // into shared ones, which a later write must copy: that is owed.
+        if jobs.iter().any(|j| crate::space::is_guaranteed(&j.meta.properties)) {
+            let space = self.space()?;
+            for j in jobs.iter().filter(|j| crate::space::is_guaranteed(&j.meta.properties)) {
+                let path = self.layout.subvolume_image(&j.name);
+                let extra = space.images.get(&path).map(|s| s.exclusive_bytes).unwrap_or(0);
+                self.admit(&format!("snapshot of guaranteed {}", j.name), extra)?;
+            }
+        }
         // Phase 1, writers running: clone the whole image and map the clone.
         if reflink {
             for j in &mut jobs {

@@ -21,6 +21,8 @@ pub struct CreateOptions {
     pub fs: FsKind,
     /// Extra mkfs arguments, passed through as given.
     pub mkfs_opts: Vec<String>,
+    /// Reserve the whole virtual size (admission-checked).
+    pub guarantee: bool,
 }
 
 /// Everything `list` and `info` show about one subvolume.
@@ -47,6 +49,18 @@ pub struct SubvolumeInfo {
     pub tags: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<String>,
+    /// A guaranteed subvolume can always write its whole virtual size.
+    pub guarantee: bool,
+    /// Host blocks only this image holds: what deleting it frees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive_bytes: Option<u64>,
+    /// Host blocks shared with other images (snapshots, clones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_bytes: Option<u64>,
+    /// Subvolumes: bytes changed since the newest snapshot (what the next
+    /// incremental send carries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written_bytes: Option<u64>,
     /// Set when the image's metadata could not be read (see `pool check`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -151,6 +165,9 @@ impl Pool {
                 format!("subvolume {name:?} already exists; pick another name or delete it first"),
             ));
         }
+        if opts.guarantee {
+            self.admit(&format!("create {name} --guarantee"), size)?;
+        }
         let tmp = self.layout.tmp_image("create", &name);
         let result = self.build_image(&tmp, size, opts).and_then(|meta| {
             subvol_os::fsync::fsync_dir(&self.layout.tmp_dir()).map_err(|e| Error::os("sync", e))?;
@@ -190,7 +207,10 @@ impl Pool {
         } else if !opts.mkfs_opts.is_empty() {
             return Err(Error::invalid("--mkfs-opt makes no sense with --fs raw"));
         }
-        let meta = SubvolumeMeta::new_subvolume(opts.fs, Utc::now());
+        let mut meta = SubvolumeMeta::new_subvolume(opts.fs, Utc::now());
+        if opts.guarantee {
+            meta.properties.insert(crate::space::GUARANTEE_PROPERTY.into(), "on".into());
+        }
         subvol_os::xattr::fset(&file, META_XATTR, &meta.encode())
             .map_err(|e| Error::os("cannot write subvolume metadata", e))?;
         file.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
@@ -239,6 +259,10 @@ impl Pool {
             properties: BTreeMap::new(),
             tags: Vec::new(),
             holds: Vec::new(),
+            guarantee: false,
+            exclusive_bytes: None,
+            shared_bytes: None,
+            written_bytes: None,
             problem: None,
         };
         let file = match open_image(path, false) {
@@ -259,6 +283,7 @@ impl Pool {
                 info.guid = meta.guid.to_string();
                 info.created = rfc3339(meta.created);
                 info.origin = meta.origin;
+                info.guarantee = crate::space::is_guaranteed(&meta.properties);
                 info.properties = meta.properties;
                 info.tags = meta.tags;
                 info.holds = meta.holds.into_iter().collect();
@@ -286,6 +311,9 @@ impl Pool {
                 format_size(new_size),
                 format_size(old)
             )));
+        }
+        if crate::space::is_guaranteed(&meta.properties) {
+            self.admit(&format!("resize {name}"), new_size - old)?;
         }
         let kernel = KernelView::read()?;
         let attachments = kernel.attachments(&path);

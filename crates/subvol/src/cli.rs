@@ -46,6 +46,9 @@ pub enum Command {
         /// Extra option for mkfs (repeatable), e.g. --mkfs-opt=-L --mkfs-opt=data.
         #[arg(long = "mkfs-opt", value_name = "OPT", allow_hyphen_values = true)]
         mkfs_opt: Vec<String>,
+        /// Reserve the whole size: it can always be written (checked against free space).
+        #[arg(long)]
+        guarantee: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -230,6 +233,33 @@ pub enum Command {
         /// The subvol command on remote hosts.
         #[arg(long, value_name = "PATH", default_value = "subvol")]
         remote_bin: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Watch free space; freeze thin subvolumes before the host fills up.
+    Guard {
+        /// Check once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Poll interval in milliseconds.
+        #[arg(long, default_value_t = 100, value_name = "MS")]
+        interval_ms: u64,
+        /// Freeze below this much headroom (default: the pool's margin).
+        #[arg(long, value_name = "SIZE")]
+        low_watermark: Option<String>,
+        /// Thaw above this much headroom (default: low + 5% of capacity).
+        #[arg(long, value_name = "SIZE")]
+        high_watermark: Option<String>,
+        /// Allow pruning snapshots by their snapshot.policy to reclaim space.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Give space freed inside mounted subvolumes back to the host (FITRIM).
+    Trim {
+        names: Vec<String>,
+        /// All mounted subvolumes.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
         #[command(flatten)]
         json: JsonFlag,
     },

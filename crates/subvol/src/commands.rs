@@ -9,8 +9,8 @@ use std::time::Duration;
 use subvol_core::retention::KeepPolicy;
 use subvol_core::{format_size, parse_size, FsKind};
 use subvol_pool::{
-    is_snapshot, CreateOptions, Error, ErrorKind, InitOptions, MountOptions, Pool, PoolStatus, PruneReport, Result,
-    SubvolumeInfo, POLICY_PROPERTY,
+    is_snapshot, CreateOptions, Error, ErrorKind, GuardOptions, InitOptions, MountOptions, Pool, PoolStatus,
+    PruneReport, Result, SubvolumeInfo, POLICY_PROPERTY,
 };
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -72,10 +72,10 @@ pub fn run(cli: Cli) -> Result<()> {
             pool.umount_backing(force)?;
             emit(&format!("unmounted pool {}\n", root.display()));
         }
-        Command::Create { name, size, fs, mkfs_opt, json: j } => {
+        Command::Create { name, size, fs, mkfs_opt, guarantee, json: j } => {
             let fs: FsKind = fs.parse().map_err(Error::invalid)?;
-            let info =
-                open()?.create(&name, &CreateOptions { size_bytes: parse_size(&size)?, fs, mkfs_opts: mkfs_opt })?;
+            let info = open()?
+                .create(&name, &CreateOptions { size_bytes: parse_size(&size)?, fs, mkfs_opts: mkfs_opt, guarantee })?;
             if j.json {
                 json(&info);
             } else {
@@ -101,6 +101,9 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             if snapshots {
                 list.extend(pool.list_snapshots(name.as_deref())?);
+            }
+            pool.fill_space(&mut list)?;
+            if snapshots {
                 list.sort_by(|a, b| {
                     let key = |s: &SubvolumeInfo| {
                         (s.name.split('@').next().unwrap_or("").to_string(), is_snapshot(s), s.created.clone())
@@ -115,7 +118,10 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Info { name, json: j } => {
-            let info = open()?.info(&name)?;
+            let pool = open()?;
+            let mut info = vec![pool.info(&name)?];
+            pool.fill_space(&mut info)?;
+            let info = info.remove(0);
             if j.json {
                 json(&info);
             } else {
@@ -284,6 +290,38 @@ pub fn run(cli: Cli) -> Result<()> {
             let runner = sync::Runner { local_pool: cli.pool.clone(), ssh_opts: ssh_opt, remote_bin };
             sync::sync(&runner, &src, &dst, bwlimit.as_deref(), compress, j.json)?;
         }
+        Command::Guard { once, interval_ms, low_watermark, high_watermark, prune } => {
+            let pool = open()?;
+            let opts = GuardOptions {
+                interval: Duration::from_millis(interval_ms.max(10)),
+                low_watermark_bytes: low_watermark.as_deref().map(parse_size).transpose()?,
+                high_watermark_bytes: high_watermark.as_deref().map(parse_size).transpose()?,
+                once,
+                prune,
+                ..GuardOptions::default()
+            };
+            let stop = signal_flag();
+            pool.guard(&opts, &|| stop.load(std::sync::atomic::Ordering::Relaxed), &mut |line| eprintln!("{line}"))?;
+        }
+        Command::Trim { names, all, json: j } => {
+            if names.is_empty() && !all {
+                return Err(Error::invalid("name the subvolumes to trim, or --all"));
+            }
+            let (done, freed) = open()?.trim(&names)?;
+            if j.json {
+                let v: Vec<_> = done.iter().map(|(n, b)| serde_json::json!({"name": n, "trimmed_bytes": b})).collect();
+                json(&serde_json::json!({"subvolumes": v, "host_freed_bytes": freed}));
+            } else {
+                for (n, b) in &done {
+                    emit(&format!("{n}: trimmed {}\n", format_size(*b)));
+                }
+                emit(&format!(
+                    "host free space changed by {}{}\n",
+                    if freed < 0 { "-" } else { "+" },
+                    format_size(freed.unsigned_abs())
+                ));
+            }
+        }
         Command::Set { name, assignment } => {
             let (k, v) = assignment
                 .split_once('=')
@@ -337,7 +375,7 @@ fn render_list(list: &[SubvolumeInfo], with_origin: bool) -> String {
     if list.is_empty() {
         return "no subvolumes; create one with `subvol create NAME --size SIZE`\n".into();
     }
-    let mut header = vec!["NAME", "TYPE", "FS", "SIZE", "ALLOC", "MOUNTPOINT", "CREATED"];
+    let mut header = vec!["NAME", "TYPE", "FS", "SIZE", "ALLOC", "EXCL", "WRITTEN", "MOUNTPOINT", "CREATED"];
     if with_origin {
         header.push("ORIGIN");
     }
@@ -350,6 +388,8 @@ fn render_list(list: &[SubvolumeInfo], with_origin: bool) -> String {
             s.fs.to_string(),
             format_size(s.virtual_size_bytes),
             format_size(s.allocated_bytes),
+            s.exclusive_bytes.map(format_size).unwrap_or_else(|| "-".into()),
+            s.written_bytes.map(format_size).unwrap_or_else(|| "-".into()),
             dash(&s.mount_point),
             s.created.clone(),
         ];
@@ -429,6 +469,20 @@ fn render_info(s: &SubvolumeInfo) -> String {
         ("filesystem", s.fs.to_string()),
         ("size", format!("{} ({} bytes)", format_size(s.virtual_size_bytes), s.virtual_size_bytes)),
         ("allocated", format!("{} ({} bytes)", format_size(s.allocated_bytes), s.allocated_bytes)),
+        (
+            "exclusive",
+            s.exclusive_bytes
+                .map(|b| format!("{} (freed by deleting it)", format_size(b)))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("shared", s.shared_bytes.map(format_size).unwrap_or_else(|| "-".into())),
+        (
+            "written",
+            s.written_bytes
+                .map(|b| format!("{} since the newest snapshot", format_size(b)))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("guarantee", if s.guarantee { "on".into() } else { "off (thin)".into() }),
         ("created", s.created.clone()),
         ("guid", s.guid.clone()),
         ("image", s.image.display().to_string()),
@@ -475,11 +529,32 @@ fn render_status(st: &PoolStatus) -> String {
         ("free", format_size(st.free_bytes)),
         ("allocated", format_size(st.allocated_bytes)),
         ("virtual", format!("{} (overcommit {:.2}x)", format_size(st.virtual_bytes), st.overcommit_ratio)),
-        ("subvolumes", format!("{} ({} mounted)", st.subvolumes, st.mounted)),
+        ("subvolumes", format!("{} ({} mounted), {} snapshots", st.subvolumes, st.mounted, st.snapshots)),
+        (
+            "guaranteed",
+            format!(
+                "{} outstanding, margin {}, {} can still be guaranteed",
+                format_size(st.outstanding_guarantees_bytes),
+                format_size(st.margin_bytes),
+                format_size(st.available_bytes)
+            ),
+        ),
         ("mount base", st.mount_base.display().to_string()),
     ]);
+    for f in &st.frozen {
+        pairs.push(("frozen", format!("{} at {} since {}: {}", f.name, f.mount_point.display(), f.at, f.reason)));
+    }
     for p in &st.problems {
         pairs.push(("problem", p.clone()));
     }
     fields(&pairs)
+}
+
+/// A flag set by SIGINT/SIGTERM, for the long-running guard.
+fn signal_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    flag
 }

@@ -1,0 +1,222 @@
+//! Space accounting and admission control.
+//!
+//! Exclusive and shared bytes come from the extent maps of every image in
+//! the pool: a block is exclusive to an image when no other image maps it.
+//! Snapshot maps never change (the images are immutable), so they are
+//! cached in `.subvol/cache/`; only live subvolumes are mapped each time.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::Pool;
+use crate::subvolume::{open_image, read_meta};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use subvol_core::space::{margin, still_needed, Budget};
+use subvol_core::{format_size, ExtentMap, ObjectKind};
+
+/// The property that makes a subvolume guaranteed.
+pub const GUARANTEE_PROPERTY: &str = "guarantee";
+/// Dirty data each mounted thin subvolume may hold (its loop device's BDI
+/// `max_bytes`); counted in the safety margin.
+pub const DIRTY_LIMIT_BYTES: u64 = 64 << 20;
+
+/// Space figures of one image.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ImageSpace {
+    pub exclusive_bytes: u64,
+    pub shared_bytes: u64,
+    /// Subvolumes: bytes whose blocks differ from the newest snapshot.
+    pub written_bytes: Option<u64>,
+}
+
+/// Space figures of the whole pool.
+#[derive(Debug, Clone, Default)]
+pub struct PoolSpace {
+    pub images: HashMap<PathBuf, ImageSpace>,
+    /// Guaranteed subvolumes and what each may still need.
+    pub guaranteed: Vec<(String, u64)>,
+    pub outstanding_bytes: u64,
+}
+
+/// One image seen by the accounting.
+struct Item {
+    path: PathBuf,
+    map: ExtentMap,
+    kind: ObjectKind,
+    name: String,
+    virtual_bytes: u64,
+    created: chrono::DateTime<chrono::Utc>,
+    guaranteed: bool,
+}
+
+pub(crate) fn is_guaranteed(props: &std::collections::BTreeMap<String, String>) -> bool {
+    props.get(GUARANTEE_PROPERTY).map(String::as_str) == Some("on")
+}
+
+impl Pool {
+    fn cache_path(&self, guid: &uuid::Uuid) -> PathBuf {
+        self.layout.meta_dir().join("cache").join(format!("{}.extents", guid.simple()))
+    }
+
+    /// The extent map of a snapshot, from the cache or FIEMAP (then cached).
+    fn snapshot_map(&self, file: &std::fs::File, guid: &uuid::Uuid) -> Result<ExtentMap> {
+        let cache = self.cache_path(guid);
+        if let Ok(b) = std::fs::read(&cache) {
+            if let Some(m) = ExtentMap::from_bytes(&b) {
+                return Ok(m);
+            }
+        }
+        let m = subvol_os::fiemap::fiemap(file, true).map_err(|e| Error::os("cannot map a snapshot", e))?;
+        if let Some(dir) = cache.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = subvol_os::fsync::write_atomic(&cache, &m.to_bytes());
+        Ok(m)
+    }
+
+    fn collect(&self) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut add = |path: &Path, name: String| -> Result<()> {
+            let Ok(f) = open_image(path, false) else { return Ok(()) };
+            let Ok(meta) = read_meta(&f) else { return Ok(()) };
+            let virtual_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let map = match meta.kind {
+                ObjectKind::Snapshot => self.snapshot_map(&f, &meta.guid)?,
+                ObjectKind::Subvolume => {
+                    subvol_os::fiemap::fiemap(&f, true).map_err(|e| Error::os("cannot map an image", e))?
+                }
+            };
+            items.push(Item {
+                path: path.to_path_buf(),
+                map,
+                kind: meta.kind,
+                name,
+                virtual_bytes,
+                created: meta.created,
+                guaranteed: meta.kind == ObjectKind::Subvolume && is_guaranteed(&meta.properties),
+            });
+            Ok(())
+        };
+        for entry in
+            std::fs::read_dir(self.layout.subvolumes_dir()).map_err(|e| Error::io("read subvolumes", e))?.flatten()
+        {
+            if let Some(n) = crate::layout::name_of_image(Path::new(&entry.file_name())) {
+                add(&entry.path(), n)?;
+            }
+        }
+        if let Ok(dirs) = std::fs::read_dir(self.layout.snapshots_dir()) {
+            for d in dirs.flatten() {
+                let sub = d.file_name().to_string_lossy().into_owned();
+                for (snap, path) in self.snapshot_images(&sub)? {
+                    add(&path, format!("{sub}@{snap}"))?;
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    /// Exclusive/shared/written bytes of every image and what guarantees
+    /// are outstanding.
+    pub fn space(&self) -> Result<PoolSpace> {
+        let items = self.collect()?;
+        let ranges: Vec<Vec<(u64, u64)>> = items.iter().map(|i| i.map.physical_ranges()).collect();
+        let excl = subvol_core::space::exclusive_bytes(&ranges);
+        let mut out = PoolSpace::default();
+        // Newest snapshot of each subvolume, for "written since".
+        let mut newest: HashMap<&str, usize> = HashMap::new();
+        for (idx, it) in items.iter().enumerate() {
+            if it.kind == ObjectKind::Snapshot {
+                let sub = it.name.split_once('@').map(|p| p.0).unwrap_or(&it.name);
+                let entry = newest.entry(sub).or_insert(idx);
+                if it.created > items[*entry].created {
+                    *entry = idx;
+                }
+            }
+        }
+        for (idx, it) in items.iter().enumerate() {
+            let mapped = it.map.mapped_bytes();
+            let exclusive = excl[idx].min(mapped);
+            let written = (it.kind == ObjectKind::Subvolume).then(|| match newest.get(it.name.as_str()) {
+                Some(&s) => {
+                    let base = &items[s];
+                    subvol_core::diff::diff(&base.map, base.virtual_bytes, &it.map, it.virtual_bytes).data_bytes()
+                }
+                None => mapped,
+            });
+            out.images.insert(
+                it.path.clone(),
+                ImageSpace { exclusive_bytes: exclusive, shared_bytes: mapped - exclusive, written_bytes: written },
+            );
+            if it.guaranteed {
+                let need = still_needed(it.virtual_bytes, exclusive);
+                out.guaranteed.push((it.name.clone(), need));
+                out.outstanding_bytes += need;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fills in the space figures of listed objects; returns the pool's.
+    pub fn fill_space(&self, infos: &mut [crate::SubvolumeInfo]) -> Result<PoolSpace> {
+        let space = self.space()?;
+        for i in infos.iter_mut() {
+            if let Some(sp) = space.images.get(&i.image) {
+                i.exclusive_bytes = Some(sp.exclusive_bytes);
+                i.shared_bytes = Some(sp.shared_bytes);
+                i.written_bytes = sp.written_bytes;
+            }
+        }
+        Ok(space)
+    }
+
+    /// The budget admission control works with.
+    pub fn budget(&self, space: &PoolSpace) -> Result<Budget> {
+        let st = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
+        let mounted_thin = self.list()?.iter().filter(|s| s.mount_point.is_some() && !s.guarantee).count() as u64;
+        Ok(Budget {
+            free_bytes: st.free_bytes,
+            outstanding_bytes: space.outstanding_bytes,
+            margin_bytes: margin(st.total_bytes, mounted_thin, DIRTY_LIMIT_BYTES),
+        })
+    }
+
+    /// Refuses an operation that would add `extra` bytes to what the pool
+    /// owes if the host cannot honour it, naming what would free space.
+    pub(crate) fn admit(&self, what: &str, extra: u64) -> Result<()> {
+        if extra == 0 {
+            return Ok(());
+        }
+        let space = self.space()?;
+        let b = self.budget(&space)?;
+        if b.admits(extra) {
+            return Ok(());
+        }
+        // Which snapshots would free the most.
+        let mut freeable: Vec<(String, u64)> = Vec::new();
+        for s in self.list_snapshots(None)? {
+            if let Some(sp) = space.images.get(&s.image) {
+                if sp.exclusive_bytes > 0 && s.holds.is_empty() {
+                    freeable.push((s.name.clone(), sp.exclusive_bytes));
+                }
+            }
+        }
+        freeable.sort_by_key(|f| std::cmp::Reverse(f.1));
+        let hint = if freeable.is_empty() {
+            "no unheld snapshot would free space; grow the pool or delete data".to_string()
+        } else {
+            let list: Vec<String> = freeable.iter().take(3).map(|(n, b)| format!("{n} {}", format_size(*b))).collect();
+            format!("deleting snapshots would free: {}", list.join(", "))
+        };
+        Err(Error::new(
+            ErrorKind::NoSpace,
+            format!(
+                "{what} needs {} guaranteed, but only {} can be promised (free {} - guaranteed {} - margin {}); {hint}",
+                format_size(extra),
+                format_size(b.available()),
+                format_size(b.free_bytes),
+                format_size(b.outstanding_bytes),
+                format_size(b.margin_bytes)
+            ),
+        ))
+    }
+}
