@@ -226,10 +226,13 @@ for key, label, unit in labels:
     s = statistics.median(vals[(key, "subvolume")])
     print(f"| {label} ({unit}) | {h:,.0f} | {s:,.0f} | {s / h:.2f} |")
 print()
+print("per run (host and subvolume runs of one job ran back to back):")
 for key, label, unit in labels:
     for side in ("host", "subvolume"):
         runs = " ".join(f"{v:.0f}" for v in vals[(key, side)])
-        print(f"runs  {label:17} {side:9} {runs}")
+        print(f"  {label:17} {side:9} {runs}")
+    pairs = zip(vals[(key, "subvolume")], vals[(key, "host")])
+    print(f"  {label:17} {'ratio':9} " + " ".join(f"{s / h:.2f}" for s, h in pairs))
 h, s = vals[("layout", "host")][0], vals[("layout", "subvolume")][0]
 print(f"layout (first write of the file, 1 run): host {h:.0f} MiB/s, subvolume {s:.0f} MiB/s, ratio {s / h:.2f}")
 PY

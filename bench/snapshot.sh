@@ -23,14 +23,18 @@
 #     writes inside the mounted subvolume while the image shares its blocks
 #     with a reflink copy (so every write lands in a new host block).
 #     subvol snapshot (total, frozen) vs cp --reflink, idle and under load.
-#  3. Price after a snapshot. fio randwrite 4 KiB direct iodepth 16 for
-#     RUNTIME s inside a mounted subvolume: without a snapshot, then right
-#     after one; image extents before/after; with XFS extent size hints on
-#     the image (HINTS, default: none cow1m cow2m cow16m ext1m). cowN sets the
-#     CoW extent size hint (xfs_io cowextsize) on the image after create;
-#     extN the extent size hint (xfs_io extsize), which XFS only accepts on a
-#     file without extents, so it is inherited from the pool's tmp directory
-#     where `subvol create` builds the image.
+#  3. Price after a snapshot. fio randwrite 4 KiB direct iodepth 16 inside
+#     a freshly made, mounted subvolume (2 GiB file in 4 GiB): RUNTIME s
+#     without a snapshot, RUNTIME s right after one, RUNTIME/2 s after that
+#     snapshot is deleted again; image extents and pool space at each step;
+#     with XFS extent size hints on the image (HINTS, default: none cow4k
+#     cow1m cow2m cow16m ext1m). cowN sets the CoW extent size hint (xfs_io
+#     cowextsize) on the image after create; extN the extent size hint
+#     (xfs_io extsize), which XFS only accepts on a file without extents, so
+#     it is inherited from the pool's tmp directory where `subvol create`
+#     builds the image.
+#  Where `perf trace` works, one extra snapshot per case of parts 1 and 2 is
+#  traced (ioctls only) to split its time into phases.
 #
 # Prints markdown tables of medians and ratios on stdout, progress on stderr.
 #
@@ -45,8 +49,8 @@
 #   WARMUP        seconds the writer runs before a timed operation (default 1)
 #   FRAG_TARGETS  extent counts for part 2 (default "20000 100000")
 #   RUNTIME       seconds per fio run in part 3 (default 20)
-#   PRICE_RUNS    runs per hint in part 3 (default 3; each is 2 x RUNTIME)
-#   HINTS         hint variants for part 3 (default "none cow1m cow2m cow16m ext1m";
+#   PRICE_RUNS    runs per hint in part 3 (default 2; each is 2.5 x RUNTIME)
+#   HINTS         hint variants for part 3 (default "none cow4k cow1m cow2m cow16m ext1m";
 #                 any of none, cowN, extN, extN+cowM with N, M in k/m units)
 #   PARTS         which parts to run (default "1 2 3")
 #   TMPBASE       where the temporary directory is made (default /var/tmp)
@@ -69,8 +73,8 @@ FILL_PCT=${FILL_PCT:-80}
 WARMUP=${WARMUP:-1}
 FRAG_TARGETS=${FRAG_TARGETS:-20000 100000}
 RUNTIME=${RUNTIME:-20}
-PRICE_RUNS=${PRICE_RUNS:-3}
-HINTS=${HINTS:-none cow1m cow2m cow16m ext1m}
+PRICE_RUNS=${PRICE_RUNS:-2}
+HINTS=${HINTS:-none cow4k cow1m cow2m cow16m ext1m}
 PARTS=${PARTS:-1 2 3}
 TMPBASE=${TMPBASE:-/var/tmp}
 FIO_WAIT=${FIO_WAIT:-900}
@@ -143,6 +147,10 @@ cleanup() {
     trap - EXIT INT TERM
     cd /
     if [ -n "$WPID" ]; then kill -INT "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; fi
+    if [ "$rc" != 0 ] && [ -s "$RES" ]; then
+        echo "snapshot.sh: failed (exit $rc); raw results so far:" >&2
+        cat "$RES" >&2
+    fi
     if mountpoint -q "$POOL" 2>/dev/null; then
         "$SUBVOL" pool umount "$POOL" --force >/dev/null 2>&1
     fi
@@ -355,10 +363,21 @@ loopdesc() { local n=${1#/dev/}; echo "$n dio=$(cat "/sys/block/$n/loop/dio") lb
     echo "pool: XFS reflink=1 on $(loopdesc "$POOLDEV"); btrfs host: $(loopdesc "$BTDEV")"
     echo "settings: RUNS=$RUNS SIZES='$SIZES' FILL_PCT=$FILL_PCT WARMUP=${WARMUP}s FRAG_TARGETS='$FRAG_TARGETS' RUNTIME=${RUNTIME}s PRICE_RUNS=$PRICE_RUNS HINTS='$HINTS'"
     echo "writer: fio randwrite bs=4k direct=1 libaio iodepth=$IODEPTH"
+    echo "command: QUICK=$QUICK RUNS=$RUNS bench/snapshot.sh (SUBVOL=$SUBVOL)"
 } >"$W/machine.txt"
 cat "$W/machine.txt" >&2
 T_START=$(date +%s)
 
+# order RUN A B...: the arguments, rotated by RUN-1 (A B C, B C A, C A B, ...).
+order() {
+    local r=$1 n i
+    shift
+    n=$#
+    for i in $(seq 0 $((n - 1))); do
+        local k=$(((i + r - 1) % n + 1))
+        echo "${!k}"
+    done
+}
 has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # ---------------------------------------------------------------- part 1
@@ -378,28 +397,38 @@ if has_part 1; then
         sync
         rec p1 "$S" ext_before "$(extents "$img")"
         for r in $(seq 1 "$RUNS"); do
-            sync
-            timed_snapshot p1 "$S idle" "$name" "r$r"
-            sv delete "$name@r$r" >/dev/null
-            sync
-            timed_clone p1 "$S idle" "$img"
-            drop_clone
-            sync
-            timed_btrfs p1 "$S idle" "$BT/vol"
-            drop_btrfs_snap
+            # Alternate the order, so drift (the image fragments under
+            # load) does not always hit the same peer.
+            for op in $(order "$r" sv cp bt); do
+                sync
+                case $op in
+                sv) timed_snapshot p1 "$S idle" "$name" "r$r"; sv delete "$name@r$r" >/dev/null ;;
+                cp) timed_clone p1 "$S idle" "$img"; drop_clone ;;
+                bt) timed_btrfs p1 "$S idle" "$BT/vol"; drop_btrfs_snap ;;
+                esac
+            done
         done
         traced p1 "$S idle" "$name" tr
         note "part 1: ${S} GiB idle done; under load"
         for r in $(seq 1 "$RUNS"); do
-            sync
-            loaded p1 "$S load" sv "$mp/data" timed_snapshot p1 "$S load" "$name" "l$r"
-            sv delete "$name@l$r" >/dev/null
-            sync
-            loaded p1 "$S load" cp "$mp/data" timed_clone p1 "$S load" "$img"
-            drop_clone
-            sync
-            loaded p1 "$S load" bt "$BT/vol/data" timed_btrfs p1 "$S load" "$BT/vol"
-            drop_btrfs_snap
+            for op in $(order "$r" sv cp bt); do
+                sync
+                case $op in
+                sv)
+                    loaded p1 "$S load" sv "$mp/data" timed_snapshot p1 "$S load" "$name" "l$r"
+                    sv delete "$name@l$r" >/dev/null
+                    ;;
+                cp)
+                    loaded p1 "$S load" cp "$mp/data" timed_clone p1 "$S load" "$img"
+                    rec p1 "$S load" cp_ext "$(extents "$img")"
+                    drop_clone
+                    ;;
+                bt)
+                    loaded p1 "$S load" bt "$BT/vol/data" timed_btrfs p1 "$S load" "$BT/vol"
+                    drop_btrfs_snap
+                    ;;
+                esac
+            done
         done
         [ $HAVE_PERF = 1 ] && loaded p1 "$S load" tr "$mp/data" traced p1 "$S load" "$name" trl
         rec p1 "$S" ext_after "$(extents "$img")"
@@ -442,23 +471,37 @@ if has_part 2; then
         note "part 2: image has $n extents (target $target) after $(ms_since "$t") ms of random writes"
         rec p2 "$target" ext_made "$n"
         for r in $(seq 1 "$RUNS"); do
-            sync
-            rec p2 "$target idle" cp_ext "$(extents "$img")"
-            timed_clone p2 "$target idle" "$img"
-            drop_clone
-            sync
-            timed_snapshot p2 "$target idle" "$name" "i$target-$r"
-            sv delete "$name@i$target-$r" >/dev/null
+            for op in $(order "$r" cp sv); do
+                sync
+                case $op in
+                cp)
+                    rec p2 "$target idle" cp_ext "$(extents "$img")"
+                    timed_clone p2 "$target idle" "$img"
+                    drop_clone
+                    ;;
+                sv)
+                    timed_snapshot p2 "$target idle" "$name" "i$target-$r"
+                    sv delete "$name@i$target-$r" >/dev/null
+                    ;;
+                esac
+            done
         done
         traced p2 "$target idle" "$name" "tr$target"
         for r in $(seq 1 "$RUNS"); do
-            sync
-            rec p2 "$target load" cp_ext "$(extents "$img")"
-            loaded p2 "$target load" cp "$mp/data" timed_clone p2 "$target load" "$img"
-            drop_clone
-            sync
-            loaded p2 "$target load" sv "$mp/data" timed_snapshot p2 "$target load" "$name" "l$target-$r"
-            sv delete "$name@l$target-$r" >/dev/null
+            for op in $(order "$r" cp sv); do
+                sync
+                case $op in
+                cp)
+                    loaded p2 "$target load" cp "$mp/data" timed_clone p2 "$target load" "$img"
+                    rec p2 "$target load" cp_ext "$(extents "$img")"
+                    drop_clone
+                    ;;
+                sv)
+                    loaded p2 "$target load" sv "$mp/data" timed_snapshot p2 "$target load" "$name" "l$target-$r"
+                    sv delete "$name@l$target-$r" >/dev/null
+                    ;;
+                esac
+            done
         done
         [ $HAVE_PERF = 1 ] && loaded p2 "$target load" tr "$mp/data" traced p2 "$target load" "$name" "trl$target"
         n=$(extents "$img")
@@ -472,60 +515,69 @@ fi
 # ---------------------------------------------------------------- part 3
 # hint_bytes 1m -> 1048576
 hint_bytes() { numfmt --from=iec "$(echo "$1" | tr a-z A-Z)"; }
+# price_fio OUT SECONDS: the part 3 random-write job on $mp/data.
+price_fio() {
+    fio --name=price --filename="$mp/data" --rw=randwrite --bs=4k --direct=1 --ioengine=libaio \
+        --iodepth=$IODEPTH --time_based --runtime="$2" --randrepeat=0 --norandommap \
+        --output-format=json --output="$1" >/dev/null
+}
 if has_part 3; then
     wait_quiet 3
-    k=0
-    for h in $HINTS; do
-        k=$((k + 1))
-        name=price$k
-        ext=
-        cow=
-        case $h in
-        none) ;;
-        ext*+cow*) ext=${h%%+*}; ext=${ext#ext}; cow=${h#*+cow} ;;
-        ext*) ext=${h#ext} ;;
-        cow*) cow=${h#cow} ;;
-        *) die "unknown hint variant $h" ;;
-        esac
-        note "part 3: hint $h: ${PRICE_GIB} GiB subvolume, ${PRICE_FILE_MIB} MiB data file"
-        if [ -n "$ext" ]; then
-            # Inherited by files created in the directory (EXTSZINHERIT).
-            xfs_io -c "extsize $(hint_bytes "$ext")" "$POOLTMP"
-        fi
-        sv create "$name" --size "${PRICE_GIB}G" >/dev/null
-        if [ -n "$ext" ]; then xfs_io -c "extsize 0" "$POOLTMP"; fi
-        img=$(image_of "$name")
-        if [ -n "$cow" ]; then xfs_io -c "cowextsize $(hint_bytes "$cow")" "$img"; fi
-        echo "hint $h: image $(xfs_io -r -c extsize "$img" | awk '{print "extsize=" $1}') $(xfs_io -r -c cowextsize "$img" | awk '{print "cowextsize=" $1}')" >>"$NOTES"
-        sv mount "$name" >/dev/null
-        mp=$(mount_point "$name")
-        fill "$mp/data" "$PRICE_FILE_MIB"
-        sync
-        rec p3 "$h" ext_fill "$(extents "$img")"
-        for r in $(seq 1 "$PRICE_RUNS"); do
+    # A fresh subvolume per run and hint (hints alternate within a run), so
+    # "no snapshot" always means a never-snapshotted image.
+    for r in $(seq 1 "$PRICE_RUNS"); do
+        for h in $HINTS; do
+            name=price
+            ext=
+            cow=
+            case $h in
+            none) ;;
+            ext*+cow*) ext=${h%%+*}; ext=${ext#ext}; cow=${h#*+cow} ;;
+            ext*) ext=${h#ext} ;;
+            cow*) cow=${h#cow} ;;
+            *) die "unknown hint variant $h" ;;
+            esac
+            note "part 3: run $r, hint $h: ${PRICE_GIB} GiB subvolume, ${PRICE_FILE_MIB} MiB data file"
+            if [ -n "$ext" ]; then
+                # Inherited by files created in the directory (EXTSZINHERIT).
+                xfs_io -c "extsize $(hint_bytes "$ext")" "$POOLTMP"
+            fi
+            sv create "$name" --size "${PRICE_GIB}G" >/dev/null
+            if [ -n "$ext" ]; then xfs_io -c "extsize 0" "$POOLTMP"; fi
+            img=$(image_of "$name")
+            if [ -n "$cow" ]; then xfs_io -c "cowextsize $(hint_bytes "$cow")" "$img"; fi
+            if [ "$r" = 1 ]; then
+                echo "hint $h: image $(xfs_io -r -c extsize "$img" | awk '{print "extsize=" $1}')" \
+                    "$(xfs_io -r -c cowextsize "$img" | awk '{print "cowextsize=" $1}')" >>"$NOTES"
+            fi
+            sv mount "$name" >/dev/null
+            mp=$(mount_point "$name")
+            fill "$mp/data" "$PRICE_FILE_MIB"
             sync
-            rec p3 "$h" ext_before "$(extents "$img")"
+            rec p3 "$h" ext_fill "$(extents "$img")"
             out=$W/price.json
-            fio --name=price --filename="$mp/data" --rw=randwrite --bs=4k --direct=1 --ioengine=libaio \
-                --iodepth=$IODEPTH --time_based --runtime="$RUNTIME" --randrepeat=0 --norandommap \
-                --output-format=json --output="$out" >/dev/null
+            price_fio "$out" "$RUNTIME"
             read -r base _ < <(fio_metric "$out")
             rec p3 "$h" iops_base "$base"
             rec p3 "$h" ext_mid "$(extents "$img")"
-            timed_snapshot p3 "$h" "$name" "p$r"
+            timed_snapshot p3 "$h" "$name" snap
             used0=$(pool_used_mib)
-            fio --name=price --filename="$mp/data" --rw=randwrite --bs=4k --direct=1 --ioengine=libaio \
-                --iodepth=$IODEPTH --time_based --runtime="$RUNTIME" --randrepeat=0 --norandommap \
-                --output-format=json --output="$out" >/dev/null
+            price_fio "$out" "$RUNTIME"
             read -r snap _ < <(fio_metric "$out")
             rec p3 "$h" iops_snap "$snap"
             rec p3 "$h" growth_mib $(($(pool_used_mib) - used0))
             rec p3 "$h" ext_after "$(extents "$img")"
-            note "part 3: $h run $r: $base IOPS without, $snap IOPS after a snapshot"
-            sv delete "$name@p$r" >/dev/null
+            # The snapshot gone, are writes back to full speed?
+            sv delete "$name@snap" >/dev/null
+            sync
+            price_fio "$out" $(((RUNTIME + 1) / 2))
+            read -r del _ < <(fio_metric "$out")
+            rec p3 "$h" iops_del "$del"
+            rec p3 "$h" ext_del "$(extents "$img")"
+            note "part 3: $h run $r: $base IOPS without, $snap IOPS after a snapshot, $del after deleting it"
+            sv delete "$name" --recursive --force >/dev/null
+            fstrim "$POOL"
         done
-        sv delete "$name" --recursive --force >/dev/null
-        fstrim "$POOL"
     done
 fi
 T_END=$(date +%s)
@@ -558,7 +610,7 @@ if any(k[0] == "p1" for k in vals):
     print("### Snapshot latency (ms, medians)")
     print()
     print("| image | load | subvol wall | subvol total | frozen | cp --reflink | btrfs snap -r "
-          "| subvol wall/cp | subvol wall/btrfs | frozen/cp | extents |")
+          "| subvol wall/cp | subvol wall/btrfs | frozen/cp | image extents: snapshot / cp |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in sizes.split():
         for load in ("idle", "load"):
@@ -568,7 +620,8 @@ if any(k[0] == "p1" for k in vals):
             w, t, fr = med("p1", c, "sv_wall"), med("p1", c, "sv_total"), med("p1", c, "sv_frozen")
             cp, bt = med("p1", c, "cp"), med("p1", c, "bt")
             print(f"| {s} GiB | {load} | {f(w)} | {f(t)} | {f(fr, '{:,.2f}')} | {f(cp)} | {f(bt)} "
-                  f"| {ratio(w, cp)} | {ratio(w, bt)} | {ratio(fr, cp)} | {f(med('p1', c, 'sv_ext'), '{:,.0f}')} |")
+                  f"| {ratio(w, cp)} | {ratio(w, bt)} | {ratio(fr, cp)} "
+                  f"| {f(med('p1', c, 'sv_ext'), '{:,.0f}')} / {f(med('p1', c, 'cp_ext'), '{:,.0f}')} |")
     print()
     print("Under load: the writer's IOPS and its worst write latency (ms) in the window around each operation")
     print()
@@ -617,15 +670,16 @@ if any(k[0] == "p2" for k in vals):
 if any(k[0] == "p3" for k in vals):
     print("### Random 4 KiB writes after a snapshot, with XFS hints on the image (medians)")
     print()
-    print("| hint | IOPS, no snapshot | IOPS, after snapshot | ratio | extents: filled / before / after "
-          "| pool growth during the post-snapshot run (MiB) | snapshot total / frozen (ms) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| hint | IOPS, no snapshot | IOPS, after snapshot | ratio | IOPS, snapshot deleted | ratio "
+          "| extents: filled / before snapshot / after / after deleted-phase "
+          "| pool growth in the post-snapshot run (MiB) | snapshot total / frozen (ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for h in hints.split():
         if ("p3", h, "iops_base") not in vals:
             continue
-        b, s = med("p3", h, "iops_base"), med("p3", h, "iops_snap")
-        e = " / ".join(f(med("p3", h, m), "{:,.0f}") for m in ("ext_fill", "ext_mid", "ext_after"))
-        print(f"| {h} | {f(b, '{:,.0f}')} | {f(s, '{:,.0f}')} | {ratio(s, b)} | {e} "
+        b, s, d = med("p3", h, "iops_base"), med("p3", h, "iops_snap"), med("p3", h, "iops_del")
+        e = " / ".join(f(med("p3", h, m), "{:,.0f}") for m in ("ext_fill", "ext_mid", "ext_after", "ext_del"))
+        print(f"| {h} | {f(b, '{:,.0f}')} | {f(s, '{:,.0f}')} | {ratio(s, b)} | {f(d, '{:,.0f}')} | {ratio(d, b)} | {e} "
               f"| {f(med('p3', h, 'growth_mib'), '{:,.0f}')} | {f(med('p3', h, 'sv_total'))} / {f(med('p3', h, 'sv_frozen'))} |")
     print()
 if any(k[2] == "t_window" for k in vals):

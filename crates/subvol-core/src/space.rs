@@ -53,32 +53,69 @@ pub struct GuardPolicy {
     pub horizon_secs: f64,
 }
 
+/// Whether (and how) the guard holds writers frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Frozen {
+    No,
+    /// Frozen because the low watermark was about to be crossed at the
+    /// current fill rate: a pause; after the cool-down writers may go on
+    /// (and are caught again if they still race towards the watermark).
+    Soft {
+        for_secs: f64,
+    },
+    /// Frozen at or below the low watermark: stays until space is back
+    /// above the high watermark.
+    Hard,
+}
+
 /// What the guard should do after one sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum GuardAction {
     Nothing,
-    /// Writers must stop: reclaim first, freeze if still needed.
-    Freeze,
-    /// Space is back: thaw.
+    /// At or below the low watermark: reclaim, then freeze until the high
+    /// watermark is reached.
+    FreezeHard,
+    /// About to cross the low watermark: reclaim, then pause writers.
+    FreezeSoft,
+    /// A pause became a hard freeze (the low watermark was crossed).
+    Harden,
+    /// Space is back (or a pause is over): thaw.
     Thaw,
 }
 
 /// One decision. `headroom` is free minus outstanding guarantees;
 /// `fill_rate` is bytes per second being consumed (negative when freeing).
-pub fn guard_decision(p: &GuardPolicy, frozen: bool, headroom: u64, fill_rate: f64) -> GuardAction {
-    if frozen {
-        return if headroom >= p.high_watermark_bytes { GuardAction::Thaw } else { GuardAction::Nothing };
-    }
-    if headroom <= p.low_watermark_bytes {
-        return GuardAction::Freeze;
-    }
-    if fill_rate > 0.0 {
-        let secs_left = (headroom - p.low_watermark_bytes) as f64 / fill_rate;
-        if secs_left <= p.horizon_secs {
-            return GuardAction::Freeze;
+pub fn guard_decision(p: &GuardPolicy, frozen: Frozen, headroom: u64, fill_rate: f64) -> GuardAction {
+    match frozen {
+        Frozen::Hard => {
+            if headroom >= p.high_watermark_bytes {
+                GuardAction::Thaw
+            } else {
+                GuardAction::Nothing
+            }
+        }
+        Frozen::Soft { for_secs } => {
+            if headroom <= p.low_watermark_bytes {
+                GuardAction::Harden
+            } else if headroom >= p.high_watermark_bytes || for_secs >= p.horizon_secs {
+                GuardAction::Thaw
+            } else {
+                GuardAction::Nothing
+            }
+        }
+        Frozen::No => {
+            if headroom <= p.low_watermark_bytes {
+                return GuardAction::FreezeHard;
+            }
+            if fill_rate > 0.0 {
+                let secs_left = (headroom - p.low_watermark_bytes) as f64 / fill_rate;
+                if secs_left <= p.horizon_secs {
+                    return GuardAction::FreezeSoft;
+                }
+            }
+            GuardAction::Nothing
         }
     }
-    GuardAction::Nothing
 }
 
 /// Exclusive (held by one image only) bytes per image, from every image's
@@ -142,12 +179,19 @@ mod tests {
     #[test]
     fn guard_rules() {
         let p = GuardPolicy { low_watermark_bytes: 100, high_watermark_bytes: 300, horizon_secs: 1.0 };
-        assert_eq!(guard_decision(&p, false, 50, 0.0), GuardAction::Freeze);
-        assert_eq!(guard_decision(&p, false, 1000, 0.0), GuardAction::Nothing);
-        assert_eq!(guard_decision(&p, false, 1000, 950.0), GuardAction::Freeze, "would cross within the horizon");
-        assert_eq!(guard_decision(&p, false, 1000, 800.0), GuardAction::Nothing);
-        assert_eq!(guard_decision(&p, true, 200, -10.0), GuardAction::Nothing, "hysteresis");
-        assert_eq!(guard_decision(&p, true, 300, 0.0), GuardAction::Thaw);
+        assert_eq!(guard_decision(&p, Frozen::No, 50, 0.0), GuardAction::FreezeHard);
+        assert_eq!(guard_decision(&p, Frozen::No, 1000, 0.0), GuardAction::Nothing);
+        assert_eq!(
+            guard_decision(&p, Frozen::No, 1000, 950.0),
+            GuardAction::FreezeSoft,
+            "would cross within the horizon"
+        );
+        assert_eq!(guard_decision(&p, Frozen::No, 1000, 800.0), GuardAction::Nothing);
+        assert_eq!(guard_decision(&p, Frozen::Hard, 200, -10.0), GuardAction::Nothing, "hysteresis");
+        assert_eq!(guard_decision(&p, Frozen::Hard, 300, 0.0), GuardAction::Thaw);
+        assert_eq!(guard_decision(&p, Frozen::Soft { for_secs: 0.1 }, 200, 0.0), GuardAction::Nothing);
+        assert_eq!(guard_decision(&p, Frozen::Soft { for_secs: 1.5 }, 200, 0.0), GuardAction::Thaw, "a pause ends");
+        assert_eq!(guard_decision(&p, Frozen::Soft { for_secs: 1.5 }, 90, 0.0), GuardAction::Harden);
     }
 
     fn brute(ranges: &[Vec<(u64, u64)>]) -> Vec<u64> {
@@ -186,13 +230,18 @@ mod tests {
         }
 
         #[test]
-        fn guard_freezes_below_low_and_thaws_only_above_high(
-            low in 0u64..1000, gap in 1u64..1000, head in 0u64..3000, rate in -1000f64..1000.0, frozen in any::<bool>()) {
+        fn guard_never_lets_writers_run_below_low(
+            low in 0u64..1000, gap in 1u64..1000, head in 0u64..3000, rate in -1000f64..1000.0,
+            state in 0u8..3, secs in 0f64..3.0) {
             let p = GuardPolicy { low_watermark_bytes: low, high_watermark_bytes: low + gap, horizon_secs: 0.5 };
+            let frozen = match state { 0 => Frozen::No, 1 => Frozen::Soft { for_secs: secs }, _ => Frozen::Hard };
             let a = guard_decision(&p, frozen, head, rate);
-            if !frozen && head <= low { prop_assert_eq!(a, GuardAction::Freeze); }
-            if frozen { prop_assert!(a != GuardAction::Freeze); }
-            if a == GuardAction::Thaw { prop_assert!(head >= low + gap); }
+            if head <= low {
+                // Below the line writers are stopped and stay stopped.
+                prop_assert!(a != GuardAction::Thaw && a != GuardAction::Nothing || frozen == Frozen::Hard);
+            }
+            if frozen == Frozen::Hard && a == GuardAction::Thaw { prop_assert!(head >= low + gap); }
+            if a == GuardAction::Thaw { prop_assert!(head > low); }
         }
     }
 }

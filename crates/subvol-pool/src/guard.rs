@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use subvol_core::format_size;
-use subvol_core::space::{guard_decision, GuardAction, GuardPolicy};
+use subvol_core::space::{guard_decision, Frozen, GuardAction, GuardPolicy};
 
 #[derive(Debug, Clone)]
 pub struct GuardOptions {
@@ -52,6 +52,9 @@ pub struct GuardFreeze {
     pub mount_point: PathBuf,
     pub reason: String,
     pub at: String,
+    /// Hard: at or below the low watermark, held until the high one. Soft:
+    /// a pause ahead of a fast writer.
+    pub hard: bool,
 }
 
 impl Pool {
@@ -119,6 +122,8 @@ impl Pool {
         let mut last: Option<(Instant, u64)> = None;
         let mut rate = 0.0f64;
         let mut warned_unfreezable = false;
+        let mut soft_since: Option<Instant> = None;
+        let mut last_reclaim: Option<Instant> = None;
         log(format!(
             "guard: watching {} (capacity {}, free {}, guaranteed outstanding {})",
             self.root().display(),
@@ -153,44 +158,71 @@ impl Pool {
                 horizon_secs: opts.horizon.as_secs_f64(),
             };
             let frozen = self.guard_frozen();
+            let state = if frozen.is_empty() {
+                Frozen::No
+            } else if frozen.iter().any(|f| f.hard) {
+                Frozen::Hard
+            } else {
+                Frozen::Soft { for_secs: soft_since.map(|t: Instant| t.elapsed().as_secs_f64()).unwrap_or(f64::MAX) }
+            };
             let headroom = st.free_bytes.saturating_sub(outstanding);
-            match guard_decision(&policy, !frozen.is_empty(), headroom, rate) {
+            let numbers = || {
+                format!(
+                    "host free {} - guaranteed {} = {} (low {}, high {}), filling at {}/s",
+                    format_size(st.free_bytes),
+                    format_size(outstanding),
+                    format_size(headroom),
+                    format_size(low),
+                    format_size(high),
+                    format_size(rate.max(0.0) as u64)
+                )
+            };
+            match guard_decision(&policy, state, headroom, rate) {
                 GuardAction::Nothing => {}
-                GuardAction::Freeze => {
-                    let reason = format!(
-                        "host free {} - guaranteed {} = {} vs low watermark {}, filling at {}/s",
-                        format_size(st.free_bytes),
-                        format_size(outstanding),
-                        format_size(headroom),
-                        format_size(low),
-                        format_size(rate.max(0.0) as u64)
-                    );
-                    log(format!("guard: low on space: {reason}; reclaiming"));
-                    let reclaimed = self.reclaim(opts.prune, log);
+                action @ (GuardAction::FreezeHard | GuardAction::FreezeSoft) => {
+                    let hard = action == GuardAction::FreezeHard;
+                    let reason = numbers();
+                    log(format!(
+                        "guard: {}: {reason}; reclaiming",
+                        if hard { "at the low watermark" } else { "approaching the low watermark" }
+                    ));
+                    self.reclaim(opts.prune, &mut last_reclaim, log);
                     let st2 = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
                     let headroom2 = st2.free_bytes.saturating_sub(outstanding);
-                    if reclaimed && guard_decision(&policy, false, headroom2, 0.0) == GuardAction::Nothing {
-                        log(format!("guard: reclaim freed enough (headroom {}), not freezing", format_size(headroom2)));
-                        last = None;
-                        rate = 0.0;
+                    if guard_decision(&policy, Frozen::No, headroom2, rate) == GuardAction::Nothing {
+                        log(format!(
+                            "guard: reclaim made enough room (headroom {}), not freezing",
+                            format_size(headroom2)
+                        ));
                     } else {
-                        self.freeze_thin(&subs, &reason, log, &mut warned_unfreezable)?;
+                        self.freeze_thin(&subs, &reason, hard, log, &mut warned_unfreezable)?;
+                        soft_since = Some(Instant::now());
+                    }
+                }
+                GuardAction::Harden => {
+                    log(format!(
+                        "guard: the low watermark was crossed while paused, holding until the high watermark: {}",
+                        numbers()
+                    ));
+                    for mut f in frozen {
+                        f.hard = true;
+                        let _ = std::fs::write(self.guard_marker(&f.name), subvol_core::meta::encode("guard", 1, &f));
                     }
                 }
                 GuardAction::Thaw => {
                     for f in frozen {
                         match subvol_os::freeze::fithaw(&f.mount_point) {
-                            Ok(()) => log(format!(
-                                "guard: thawed {} at {} (headroom {} >= high watermark {})",
-                                f.name,
-                                f.mount_point.display(),
-                                format_size(headroom),
-                                format_size(high)
-                            )),
+                            Ok(()) => {
+                                log(format!("guard: thawed {} at {}: {}", f.name, f.mount_point.display(), numbers()))
+                            }
                             Err(e) => log(format!("guard: thaw of {} reported: {e}", f.name)),
                         }
                         let _ = std::fs::remove_file(self.guard_marker(&f.name));
                     }
+                    soft_since = None;
+                    // The rate measured while frozen means nothing now.
+                    last = None;
+                    rate = 0.0;
                 }
             }
             if opts.once || stop() {
@@ -202,7 +234,12 @@ impl Pool {
 
     /// Trims mounted subvolumes and, if allowed, prunes by policy. Returns
     /// whether anything was reclaimed.
-    fn reclaim(&self, prune: bool, log: &mut dyn FnMut(String)) -> bool {
+    fn reclaim(&self, prune: bool, last: &mut Option<Instant>, log: &mut dyn FnMut(String)) -> bool {
+        // Reclaiming is worth it once per burst, not on every pause.
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return false;
+        }
+        *last = Some(Instant::now());
         let mut any = false;
         if let Ok((trimmed, freed)) = self.trim(&[]) {
             let total: u64 = trimmed.iter().map(|t| t.1).sum();
@@ -230,6 +267,7 @@ impl Pool {
         &self,
         subs: &[crate::SubvolumeInfo],
         reason: &str,
+        hard: bool,
         log: &mut dyn FnMut(String),
         warned: &mut bool,
     ) -> Result<()> {
@@ -254,6 +292,7 @@ impl Pool {
                 mount_point: mp.clone(),
                 reason: reason.to_string(),
                 at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                hard,
             };
             let path = self.guard_marker(&s.name);
             if path.exists() {
@@ -265,10 +304,11 @@ impl Pool {
             let t = Instant::now();
             match subvol_os::freeze::fifreeze(mp) {
                 Ok(()) => log(format!(
-                    "guard: froze {} at {} in {:.1} ms: {reason}",
+                    "guard: froze {} at {} in {:.1} ms ({}): {reason}",
                     s.name,
                     mp.display(),
-                    t.elapsed().as_secs_f64() * 1000.0
+                    t.elapsed().as_secs_f64() * 1000.0,
+                    if hard { "until the high watermark" } else { "pause" }
                 )),
                 Err(e) if e.errno() == Some(16) => {
                     log(format!("guard: {} was already frozen (by a snapshot?)", s.name))

@@ -226,11 +226,13 @@ pub fn teardown(dir: &Path) {
 
 impl Drop for TestHost {
     fn drop(&mut self) {
-        // Snapshots are immutable; clear the flag so the dir can go.
-        let _ = Command::new("chattr").args(["-R", "-i"]).arg(&self.pool).output();
-        // Detaches the host's own loop device too (its file is in `dir`);
-        // never detach by a remembered name: the number may be reused.
+        // Thaw, unmount and detach first (a frozen filesystem would block
+        // anything that touches it), including the host's own loop device
+        // (its file is in `dir`); never detach by a remembered name: the
+        // number may be reused.
         teardown(self.dir.path());
+        // Snapshots are immutable; clear the flag so the dir can go.
+        let _ = Command::new("chattr").args(["-R", "-i"]).arg(self.dir.path()).output();
     }
 }
 

@@ -10,3 +10,4 @@ mod mounting;
 mod pools;
 mod replication;
 mod snapshots;
+mod space;
