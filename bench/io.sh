@@ -136,12 +136,14 @@ describe_loop() { # /dev/loopN -> "loopN dio=1 lbs=512 sched=none nr_requests=12
         "sched=$(sed 's/.*\[\(.*\)\].*/\1/' "$q/scheduler") nr_requests=$(cat "$q/nr_requests")"
 }
 
+xfs_sectsz() { xfs_info "$1" 2>/dev/null | grep -o 'sectsz=[0-9]*' | head -1; }
+
 {
     echo "machine:   $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
     echo "tools:     $(fio --version), subvol $("$SUBVOL" --version | awk '{print $NF}'), $(mkfs.xfs -V)"
     echo "tmp dir:   $W on $(findmnt -n -o FSTYPE --target "$W") ($(findmnt -n -o SOURCE --target "$W"))"
-    echo "host:      $HOSTDIR  (pool XFS on $(describe_loop "$HOSTDEV"))"
-    echo "subvolume: $SVMNT  (XFS on $(describe_loop "$SVDEV"))"
+    echo "host:      $HOSTDIR  (pool XFS $(xfs_sectsz "$POOL") on $(describe_loop "$HOSTDEV"))"
+    echo "subvolume: $SVMNT  (XFS $(xfs_sectsz "$SVMNT") on $(describe_loop "$SVDEV"))"
     echo "fio:       libaio direct=1 iodepth=$IODEPTH file=$FILE_SIZE runtime=${RUNTIME}s ramp=${RAMP}s runs=$RUNS"
 } >&2
 

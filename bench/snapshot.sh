@@ -17,18 +17,21 @@
 #     Write load = fio randwrite 4 KiB, O_DIRECT, iodepth 16, on the data
 #     file (inside the subvolume; inside the btrfs subvolume for btrfs),
 #     started WARMUP s before the timed operation and stopped right after
-#     it; its worst write latency ("stall") is what a writer saw.
+#     it; its worst write latency ("stall") is what a writer saw. Under load
+#     each XFS measurement gets a freshly made and filled subvolume, since
+#     every snapshot or clone under load fragments the image (part 2).
 #  2. Fragmented images. A 4 GiB subvolume whose image is fragmented to
 #     about FRAG_TARGETS extents (default 20000 100000) by 4 KiB random
 #     writes inside the mounted subvolume while the image shares its blocks
 #     with a reflink copy (so every write lands in a new host block).
-#     subvol snapshot (total, frozen) vs cp --reflink, idle and under load.
+#     subvol snapshot (total, frozen) vs cp --reflink, idle, under a light
+#     load (LIGHT_IOPS) and under the full-speed writer.
 #  3. Price after a snapshot. fio randwrite 4 KiB direct iodepth 16 inside
 #     a freshly made, mounted subvolume (2 GiB file in 4 GiB): RUNTIME s
 #     without a snapshot, RUNTIME s right after one, RUNTIME/2 s after that
 #     snapshot is deleted again; image extents and pool space at each step;
 #     with XFS extent size hints on the image (HINTS, default: none cow4k
-#     cow1m cow2m cow16m ext1m). cowN sets the CoW extent size hint (xfs_io
+#     cow1m cow16m ext1m). cowN sets the CoW extent size hint (xfs_io
 #     cowextsize) on the image after create; extN the extent size hint
 #     (xfs_io extsize), which XFS only accepts on a file without extents, so
 #     it is inherited from the pool's tmp directory where `subvol create`
@@ -47,10 +50,12 @@
 #   SIZES         image sizes in GiB for part 1 (default "1 4 16")
 #   FILL_PCT      how much of each subvolume the data file fills (default 80)
 #   WARMUP        seconds the writer runs before a timed operation (default 1)
+#   LIGHT_IOPS    part 2 also runs under a writer limited to this many IOPS
+#                 (default 1000; 0 = skip)
 #   FRAG_TARGETS  extent counts for part 2 (default "20000 100000")
 #   RUNTIME       seconds per fio run in part 3 (default 20)
 #   PRICE_RUNS    runs per hint in part 3 (default 2; each is 2.5 x RUNTIME)
-#   HINTS         hint variants for part 3 (default "none cow4k cow1m cow2m cow16m ext1m";
+#   HINTS         hint variants for part 3 (default "none cow4k cow1m cow16m ext1m";
 #                 any of none, cowN, extN, extN+cowM with N, M in k/m units)
 #   PARTS         which parts to run (default "1 2 3")
 #   TMPBASE       where the temporary directory is made (default /var/tmp)
@@ -74,10 +79,11 @@ WARMUP=${WARMUP:-1}
 FRAG_TARGETS=${FRAG_TARGETS:-20000 100000}
 RUNTIME=${RUNTIME:-20}
 PRICE_RUNS=${PRICE_RUNS:-2}
-HINTS=${HINTS:-none cow4k cow1m cow2m cow16m ext1m}
+HINTS=${HINTS:-none cow4k cow1m cow16m ext1m}
 PARTS=${PARTS:-1 2 3}
 TMPBASE=${TMPBASE:-/var/tmp}
 FIO_WAIT=${FIO_WAIT:-900}
+LIGHT_IOPS=${LIGHT_IOPS:-1000}
 IODEPTH=16
 FRAG_GIB=4              # part 2 image size
 PRICE_GIB=4             # part 3 image size
@@ -93,6 +99,7 @@ done
 case $RUNS in '' | *[!0-9]* | 0) die "RUNS must be a positive integer" ;; esac
 case $PRICE_RUNS in '' | *[!0-9]* | 0) die "PRICE_RUNS must be a positive integer" ;; esac
 case $RUNTIME in '' | *[!0-9]* | 0) die "RUNTIME must be a positive number of seconds" ;; esac
+case $LIGHT_IOPS in '' | *[!0-9]*) die "LIGHT_IOPS must be a number" ;; esac
 for s in $SIZES; do case $s in *[!0-9]* | 0) die "SIZES are whole GiB: $s" ;; esac; done
 
 if [ -z "${SUBVOL:-}" ]; then
@@ -207,10 +214,13 @@ fill() {
     fio --name=fill --filename="$1" --size="$2"M --rw=write --bs=1M --direct=1 \
         --ioengine=libaio --iodepth=16 --end_fsync=1 --output-format=terse >/dev/null
 }
-# start_writer FILE OUT: fio randwrite 4k direct on FILE until stop_writer.
+# start_writer FILE OUT: fio randwrite 4k direct on FILE until stop_writer;
+# at most WRITER_IOPS IOPS if that is set.
+WRITER_IOPS=
 start_writer() {
     fio --name=writer --filename="$1" --rw=randwrite --bs=4k --direct=1 --ioengine=libaio \
         --iodepth=$IODEPTH --time_based --runtime=36000 --randrepeat=0 --norandommap \
+        ${WRITER_IOPS:+--rate_iops=$WRITER_IOPS} \
         --output-format=json --output="$2" >/dev/null 2>&1 &
     WPID=$!
 }
@@ -276,19 +286,24 @@ for line in open(pt):
     m = re.match(r"\s*([\d.]+)\s+\(\s*([\d.]+) ms\):.*?ioctl\((.*)", line)
     if not m:
         continue
+    # perf occasionally pairs an exit with a lost entry: a "negative" duration.
+    if float(m.group(2)) > 1e7:
+        continue
     for k, rx in kinds:
         if re.search(rx, m.group(3)):
             calls.append((k, float(m.group(1)), float(m.group(2))))
             break
 fz = next((c for c in calls if c[0] == "freeze"), None)
 th = next((c for c in calls if c[0] == "thaw"), None)
-if fz is None or th is None:
+fc = next((c for c in calls if c[0] == "ficlone"), None)
+if fz is None or th is None or fc is None:
     sys.exit(0)
 def total(kind, before=None, after=None):
     return sum(d for k, t, d in calls if k == kind and (before is None or t < before) and (after is None or t >= after))
 out = {
-    "t_ficlone": total("ficlone"),
-    "t_map_clone": total("fiemap", before=fz[1]),
+    "t_ficlone": fc[2],
+    # From the end of the pre-clone to FIFREEZE: mapping the clone.
+    "t_map_clone": fz[1] - (fc[1] + fc[2]),
     "t_freeze": fz[2],
     "t_map_src": total("fiemap", after=fz[1]),
     "t_reclone": total("ficlonerange", after=fz[1]),
@@ -381,24 +396,29 @@ order() {
 has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # ---------------------------------------------------------------- part 1
+# fresh_xfs NAME GIB MIB: a new subvolume NAME with a MIB data file; sets mp, img.
+fresh_xfs() {
+    sv delete "$1" --recursive --force >/dev/null 2>&1 || true
+    sv create "$1" --size "$2G" >/dev/null
+    sv mount "$1" >/dev/null
+    mp=$(mount_point "$1")
+    img=$(image_of "$1")
+    fill "$mp/data" "$3"
+    sync
+}
 if has_part 1; then
     wait_quiet 1
     for S in $SIZES; do
         name=lat$S
         mib=$((S * 1024 * FILL_PCT / 100))
         note "part 1: ${S} GiB subvolume, ${mib} MiB data file (and the same on btrfs)"
-        sv create "$name" --size "${S}G" >/dev/null
-        sv mount "$name" >/dev/null
-        mp=$(mount_point "$name")
-        img=$(image_of "$name")
-        fill "$mp/data" "$mib"
+        fresh_xfs "$name" "$S" "$mib"
         btrfs -q subvolume create "$BT/vol" >/dev/null
         fill "$BT/vol/data" "$mib"
         sync
         rec p1 "$S" ext_before "$(extents "$img")"
         for r in $(seq 1 "$RUNS"); do
-            # Alternate the order, so drift (the image fragments under
-            # load) does not always hit the same peer.
+            # Alternate the order of the peers from run to run.
             for op in $(order "$r" sv cp bt); do
                 sync
                 case $op in
@@ -410,28 +430,36 @@ if has_part 1; then
         done
         traced p1 "$S idle" "$name" tr
         note "part 1: ${S} GiB idle done; under load"
+        # Under load every snapshot or clone leaves the image more fragmented
+        # (the writer's next writes land in new host blocks), so each XFS
+        # measurement starts from a freshly made and filled subvolume: this
+        # part shows the effect of size, part 2 the effect of fragmentation.
         for r in $(seq 1 "$RUNS"); do
             for op in $(order "$r" sv cp bt); do
-                sync
                 case $op in
                 sv)
+                    fresh_xfs "$name" "$S" "$mib"
                     loaded p1 "$S load" sv "$mp/data" timed_snapshot p1 "$S load" "$name" "l$r"
-                    sv delete "$name@l$r" >/dev/null
+                    rec p1 "$S load" sv_ext_after "$(extents "$img")"
                     ;;
                 cp)
+                    fresh_xfs "$name" "$S" "$mib"
                     loaded p1 "$S load" cp "$mp/data" timed_clone p1 "$S load" "$img"
                     rec p1 "$S load" cp_ext "$(extents "$img")"
                     drop_clone
                     ;;
                 bt)
+                    sync
                     loaded p1 "$S load" bt "$BT/vol/data" timed_btrfs p1 "$S load" "$BT/vol"
                     drop_btrfs_snap
                     ;;
                 esac
             done
         done
-        [ $HAVE_PERF = 1 ] && loaded p1 "$S load" tr "$mp/data" traced p1 "$S load" "$name" trl
-        rec p1 "$S" ext_after "$(extents "$img")"
+        if [ $HAVE_PERF = 1 ]; then
+            fresh_xfs "$name" "$S" "$mib"
+            loaded p1 "$S load" tr "$mp/data" traced p1 "$S load" "$name" trl
+        fi
         sv delete "$name" --recursive --force >/dev/null
         btrfs -q subvolume delete -c "$BT/vol" >/dev/null
         btrfs -q subvolume sync "$BT" >/dev/null 2>&1 || true
@@ -487,23 +515,34 @@ if has_part 2; then
             done
         done
         traced p2 "$target idle" "$name" "tr$target"
-        for r in $(seq 1 "$RUNS"); do
-            for op in $(order "$r" cp sv); do
-                sync
-                case $op in
-                cp)
-                    loaded p2 "$target load" cp "$mp/data" timed_clone p2 "$target load" "$img"
-                    rec p2 "$target load" cp_ext "$(extents "$img")"
-                    drop_clone
-                    ;;
-                sv)
-                    loaded p2 "$target load" sv "$mp/data" timed_snapshot p2 "$target load" "$name" "l$target-$r"
-                    sv delete "$name@l$target-$r" >/dev/null
-                    ;;
-                esac
+        # Light load first (LIGHT_IOPS), then full speed: the image fragments
+        # further with every operation under load.
+        for mode in light load; do
+            if [ $mode = light ]; then
+                [ "$LIGHT_IOPS" -gt 0 ] || continue
+                WRITER_IOPS=$LIGHT_IOPS
+            fi
+            for r in $(seq 1 "$RUNS"); do
+                for op in $(order "$r" cp sv); do
+                    sync
+                    case $op in
+                    cp)
+                        loaded p2 "$target $mode" cp "$mp/data" timed_clone p2 "$target $mode" "$img"
+                        rec p2 "$target $mode" cp_ext "$(extents "$img")"
+                        drop_clone
+                        ;;
+                    sv)
+                        loaded p2 "$target $mode" sv "$mp/data" timed_snapshot p2 "$target $mode" "$name" "$mode$target-$r"
+                        sv delete "$name@$mode$target-$r" >/dev/null
+                        ;;
+                    esac
+                done
             done
+            if [ $HAVE_PERF = 1 ]; then
+                loaded p2 "$target $mode" tr "$mp/data" traced p2 "$target $mode" "$name" "tr$mode$target"
+            fi
+            WRITER_IOPS=
         done
-        [ $HAVE_PERF = 1 ] && loaded p2 "$target load" tr "$mp/data" traced p2 "$target load" "$name" "trl$target"
         n=$(extents "$img")
         rec p2 "$target" ext_end "$n"
         note "part 2: $target done; image now has $n extents"
@@ -625,7 +664,8 @@ if any(k[0] == "p1" for k in vals):
     print()
     print("Under load: the writer's IOPS and its worst write latency (ms) in the window around each operation")
     print()
-    print("| image | subvol: IOPS / worst lat | cp --reflink: IOPS / worst lat | btrfs: IOPS / worst lat | extents before -> after |")
+    print("| image | subvol: IOPS / worst lat | cp --reflink: IOPS / worst lat | btrfs: IOPS / worst lat "
+          "| image extents before -> after the op: snapshot / cp |")
     print("|---|---:|---:|---:|---:|")
     for s in sizes.split():
         c = f"{s} load"
@@ -633,7 +673,8 @@ if any(k[0] == "p1" for k in vals):
             continue
         cells = [f"{f(med('p1', c, p + '_wiops'), '{:,.0f}')} / {f(med('p1', c, p + '_stall'))}" for p in ("sv", "cp", "bt")]
         print(f"| {s} GiB | " + " | ".join(cells) +
-              f" | {f(med('p1', s, 'ext_before'), '{:,.0f}')} -> {f(med('p1', s, 'ext_after'), '{:,.0f}')} |")
+              f" | {f(med('p1', s, 'ext_before'), '{:,.0f}')} -> {f(med('p1', c, 'sv_ext_after'), '{:,.0f}')}"
+              f" / {f(med('p1', c, 'cp_ext'), '{:,.0f}')} |")
     print()
 if any(k[0] == "p2" for k in vals):
     print("### Fragmented 4 GiB image (ms, medians)")
@@ -642,7 +683,7 @@ if any(k[0] == "p2" for k in vals):
           "| re-cloned frozen (MiB) | total/cp | frozen/cp | writer worst lat: cp / subvol |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for tg in targets.split():
-        for load in ("idle", "load"):
+        for load in ("idle", "light", "load"):
             c = f"{tg} {load}"
             if ("p2", c, "cp") not in vals:
                 continue
@@ -655,16 +696,20 @@ if any(k[0] == "p2" for k in vals):
     print()
     print("Targets:")
     for tg in targets.split():
-        for load in ("idle", "load"):
+        for load in ("idle", "light", "load"):
             c = f"{tg} {load}"
             if ("p2", c, "cp") not in vals:
                 continue
             cp, t, fr = med("p2", c, "cp"), med("p2", c, "sv_total"), med("p2", c, "sv_frozen")
             checks = [f"total {t:.1f} ms <= 1.2 x cp {cp:.1f} ms: {'yes' if t <= 1.2 * cp else 'NO'}"]
             if int(tg) <= 20000:
-                checks.append(f"frozen {fr:.1f} ms < 50 ms: {'yes' if fr < 50 else 'NO'}")
+                checks.append(f"frozen (reported) {fr:.1f} ms < 50 ms: {'yes' if fr < 50 else 'NO'}")
             else:
-                checks.append(f"frozen {fr:.1f} ms <= cp/4 {cp / 4:.1f} ms: {'yes' if fr <= cp / 4 else 'NO'}")
+                checks.append(f"frozen (reported) {fr:.1f} ms <= cp/4 {cp / 4:.1f} ms: {'yes' if fr <= cp / 4 else 'NO'}")
+            win = med("p2", c, "t_window")
+            if win is not None:
+                checks.append(f"traced run: writers blocked from FIFREEZE to FITHAW {win:.1f} ms"
+                              f" (FIFREEZE call {med('p2', c, 't_freeze'):.1f} ms), pre-clone FICLONE {med('p2', c, 't_ficlone'):.1f} ms")
             print(f"- ~{int(tg):,} extents, {load}: " + "; ".join(checks))
     print()
 if any(k[0] == "p3" for k in vals):

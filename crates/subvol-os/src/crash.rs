@@ -3,6 +3,32 @@
 //! SIGKILL there, exactly as a power cut or an OOM kill would stop it. The
 //! check is one environment lookup; nothing happens unless the variable is set.
 
+/// Every crash point compiled into subvol, for harnesses to enumerate.
+/// (A test checks this list against the `point("...")` calls in the source.)
+pub const POINTS: &[&str] = &[
+    "create-after-mkfs",
+    "create-before-publish",
+    "create-after-publish",
+    "resize-after-truncate",
+    "rename-after-intent",
+    "rename-between-moves",
+    "delete-before-unlink",
+    "delete-snapshot-unprotected",
+    "hold-unprotected",
+    "snapshot-after-preclone",
+    "snapshot-frozen",
+    "snapshot-before-publish",
+    "snapshot-before-protect",
+    "clone-before-publish",
+    "rollback-after-pre-snapshot",
+    "rollback-before-replace",
+    "prune-between-deletes",
+    "receive-after-setup",
+    "receive-mid-stream",
+    "receive-before-publish",
+    "receive-before-follow",
+];
+
 /// The variable naming the crash point to die at.
 pub const ENV: &str = "SUBVOL_CRASH_AT";
 

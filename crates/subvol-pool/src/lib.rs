@@ -4,6 +4,7 @@
 //! is attached and mounted is read from sysfs and mountinfo each time).
 
 mod backing;
+mod check;
 pub mod delta;
 mod error;
 mod guard;
@@ -22,6 +23,7 @@ mod snapshot;
 mod space;
 mod subvolume;
 
+pub use check::{CheckReport, Finding};
 pub use error::{Error, ErrorKind, Result};
 pub use guard::{GuardFreeze, GuardOptions};
 pub use kernel::Attachment;
@@ -34,4 +36,4 @@ pub use send::{SendEstimate, SendReport};
 pub use snapops::{is_snapshot, PruneReport, RollbackReport, AUTOSNAP_TAG, POLICY_PROPERTY};
 pub use snapshot::{Progress, SnapshotReport};
 pub use space::{ImageSpace, PoolSpace, GUARANTEE_PROPERTY};
-pub use subvolume::{CreateOptions, SubvolumeInfo};
+pub use subvolume::{CreateOptions, SubvolumeInfo, DEFAULT_EXTENT_HINT_BYTES};

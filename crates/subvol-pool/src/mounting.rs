@@ -138,7 +138,16 @@ impl Pool {
         let attachments = kernel.attachments(image);
         for a in &attachments {
             for mp in a.mount_points.iter().rev() {
-                subvol_os::mount::umount(mp).map_err(|e| {
+                // A frozen filesystem would be unmounted without its final log
+                // write and linger in the kernel: thaw it first (the guard or a
+                // crashed snapshot may have frozen it), refreeze if the
+                // unmount fails.
+                let was_frozen = subvol_os::freeze::fithaw(mp).is_ok();
+                let unmounted = subvol_os::mount::umount(mp);
+                if unmounted.is_err() && was_frozen {
+                    let _ = subvol_os::freeze::fifreeze(mp);
+                }
+                unmounted.map_err(|e| {
                     let base = Error::os(format!("cannot unmount {name} from {}", mp.display()), e);
                     if base.kind == ErrorKind::Busy {
                         Error::new(
@@ -154,6 +163,7 @@ impl Pool {
                     }
                 })?;
                 done.push(mp.clone());
+                let _ = std::fs::remove_file(self.layout.frozen_dir().join(format!("guard.{name}")));
                 if mp.starts_with(self.mount_base()) {
                     let _ = std::fs::remove_dir(mp);
                 }

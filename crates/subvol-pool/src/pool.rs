@@ -133,11 +133,11 @@ impl Pool {
     }
 
     /// Read-only commands do not take the lock, but a filesystem left frozen
-    /// by a dead snapshot must not wait for the next mutating command: if
-    /// markers exist and the lock is free, recover now.
+    /// by a dead snapshot (or any other debris of a crash) must not wait for
+    /// the next mutating command: if there is something to recover and the
+    /// lock is free, recover now.
     fn recover_if_idle(&self) {
-        let has_markers = std::fs::read_dir(self.layout.frozen_dir()).map(|mut d| d.next().is_some()).unwrap_or(false);
-        if has_markers {
+        if recovery::needed(&self.layout) {
             if let Ok(Some(_lock)) = PoolLock::try_acquire(&self.layout.lock_file()) {
                 let _ = recovery::recover(&self.layout);
             }

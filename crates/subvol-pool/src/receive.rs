@@ -340,6 +340,7 @@ impl Pool {
             (f, t)
         };
         drop(lock);
+        subvol_os::crash::point("receive-after-setup");
 
         // Phase 2, unlocked: apply the records to our private image.
         let mut applied = h.resume_offset;
@@ -352,6 +353,7 @@ impl Pool {
                         file.write_all_at(&data, offset)
                             .map_err(|e| Error::io("cannot write the received image", e))?;
                         applied = offset + data.len() as u64;
+                        subvol_os::crash::point("receive-mid-stream");
                         since_checkpoint += data.len() as u64;
                         progress(reader.bytes_read, 0);
                     }
@@ -392,6 +394,7 @@ impl Pool {
         let totals = end.ok_or_else(|| Error::new(ErrorKind::Corrupt, "stream ended without END"))?;
         file.sync_all().map_err(|e| Error::io("cannot sync the received image", e))?;
 
+        subvol_os::crash::point("receive-before-publish");
         // Phase 3, locked: publish the snapshot, then let NAME follow.
         let _lock = self.lock()?;
         let created: DateTime<Utc> = DateTime::parse_from_rfc3339(&h.created)
@@ -417,6 +420,7 @@ impl Pool {
         subvol_os::flags::set_immutable(&file, true).map_err(|e| Error::os("cannot protect the snapshot", e))?;
         drop(file);
         let _ = std::fs::remove_file(&state_path);
+        subvol_os::crash::point("receive-before-follow");
         let (followed, note) = match target {
             Target::Stays(why) => (false, Some(why)),
             Target::Absent | Target::Follows | Target::Replace => {

@@ -38,8 +38,50 @@ pub fn recover(layout: &Layout) -> Result<Recovered> {
             v
         },
         finished_renames: crate::rename::replay(layout)?,
-        protected: protect_snapshots(layout),
+        protected: {
+            // Only after an interrupted metadata update or delete: the
+            // marker says a snapshot may have been left without its flag.
+            let marker = layout.intent_dir().join("unprotected");
+            if marker.exists() {
+                let v = protect_snapshots(layout);
+                let _ = std::fs::remove_file(marker);
+                v
+            } else {
+                Vec::new()
+            }
+        },
     })
+}
+
+/// Records that a snapshot is about to lose its immutable flag for a
+/// moment, so recovery re-protects snapshots if we die before restoring it.
+pub fn mark_unprotected(layout: &Layout) -> Result<()> {
+    std::fs::write(layout.intent_dir().join("unprotected"), b"")
+        .map_err(|e| Error::io("cannot record the snapshot update", e))
+}
+
+/// The snapshot is protected again (or gone): drop the record.
+pub fn clear_unprotected(layout: &Layout) {
+    let _ = std::fs::remove_file(layout.intent_dir().join("unprotected"));
+}
+
+/// Whether anything is left for recovery to do (cheap: a few directory
+/// reads), so read-only commands can recover without taking the lock for
+/// nothing.
+pub fn needed(layout: &Layout) -> bool {
+    let nonempty = |p: std::path::PathBuf| std::fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(false);
+    let snapshot_frozen = std::fs::read_dir(layout.frozen_dir())
+        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("snapshot.")))
+        .unwrap_or(false);
+    let stale_receive = std::fs::read_dir(layout.receive_dir())
+        .map(|d| {
+            d.flatten().any(|e| {
+                let p = e.path();
+                p.extension().and_then(|x| x.to_str()) == Some("img") && !p.with_extension("state").exists()
+            })
+        })
+        .unwrap_or(false);
+    nonempty(layout.tmp_dir()) || snapshot_frozen || nonempty(layout.intent_dir()) || stale_receive
 }
 
 /// Thaws filesystems listed in frozen markers of dead snapshot commands.

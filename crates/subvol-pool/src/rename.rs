@@ -27,6 +27,7 @@ fn move_if_needed(src: &Path, dst: &Path) -> Result<()> {
 fn apply(layout: &Layout, i: &RenameIntent) -> Result<()> {
     move_if_needed(&layout.snapshot_dir(&i.old), &layout.snapshot_dir(&i.new))?;
     subvol_os::fsync::fsync_dir(&layout.snapshots_dir()).map_err(|e| Error::os("sync", e))?;
+    subvol_os::crash::point("rename-between-moves");
     move_if_needed(&layout.subvolume_image(&i.old), &layout.subvolume_image(&i.new))?;
     subvol_os::fsync::fsync_dir(&layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
     Ok(())
@@ -40,6 +41,7 @@ pub fn rename(layout: &Layout, old: &str, new: &str) -> Result<()> {
     std::fs::create_dir_all(layout.intent_dir()).map_err(|e| Error::io("cannot create the intent dir", e))?;
     let bytes = subvol_core::meta::encode("intent", 1, &intent);
     subvol_os::fsync::write_atomic(&path, &bytes).map_err(|e| Error::os("cannot record the rename", e))?;
+    subvol_os::crash::point("rename-after-intent");
     apply(layout, &intent)?;
     std::fs::remove_file(&path).map_err(|e| Error::io("cannot clear the rename record", e))?;
     Ok(())

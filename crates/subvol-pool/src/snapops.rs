@@ -54,8 +54,12 @@ impl Pool {
                 vec![n]
             }
             None => {
-                let mut v: Vec<String> = std::fs::read_dir(self.layout.snapshots_dir())
-                    .map_err(|e| Error::io("cannot read the snapshots dir", e))?
+                let entries = match std::fs::read_dir(self.layout.snapshots_dir()) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(Error::io("cannot read the snapshots dir", e)),
+                };
+                let mut v: Vec<String> = entries
                     .flatten()
                     .filter_map(|e| e.file_name().to_str().map(str::to_string))
                     .filter(|n| subvol_core::name::validate_part(n).is_ok())
@@ -96,9 +100,12 @@ impl Pool {
             }
             self.umount_image_locked(&obj.to_string(), &path)?;
         }
+        crate::recovery::mark_unprotected(&self.layout)?;
         subvol_os::flags::set_immutable(&file, false).map_err(|e| Error::os("cannot unprotect the snapshot", e))?;
+        subvol_os::crash::point("delete-snapshot-unprotected");
         drop(file);
         std::fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
+        crate::recovery::clear_unprotected(&self.layout);
         let dir = self.layout.snapshot_dir(&obj.subvolume);
         let _ = subvol_os::fsync::fsync_dir(&dir);
         // The directory goes with the last snapshot.
@@ -113,9 +120,12 @@ impl Pool {
         let file = open_image(&path, false).map_err(|e| Error::io("open", e))?;
         let mut meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
         f(&mut meta)?;
+        crate::recovery::mark_unprotected(&self.layout)?;
         subvol_os::flags::set_immutable(&file, false).map_err(|e| Error::os("cannot unprotect the snapshot", e))?;
+        subvol_os::crash::point("hold-unprotected");
         let r = write_meta(&file, &meta);
         subvol_os::flags::set_immutable(&file, true).map_err(|e| Error::os("cannot protect the snapshot", e))?;
+        crate::recovery::clear_unprotected(&self.layout);
         r
     }
 
@@ -199,6 +209,7 @@ impl Pool {
             meta.origin = Some(Origin { name: obj.to_string(), guid: smeta.guid });
             write_meta(&tmp, &meta)?;
             tmp.sync_all().map_err(|e| Error::io("cannot sync the clone", e))?;
+            subvol_os::crash::point("clone-before-publish");
             rename_noreplace(&tmp_path, &dst).map_err(|e| Error::os(format!("cannot create {new_name}"), e))?;
             subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))
         })();
@@ -242,6 +253,7 @@ impl Pool {
             let reports: Vec<SnapshotReport> =
                 self.snapshot_locked(&[(name.clone(), pre_name.clone())], &["pre-rollback".to_string()], progress)?;
             pre = reports.into_iter().next().map(|r| r.name);
+            subvol_os::crash::point("rollback-after-pre-snapshot");
         }
         let src = open_image(&snap_path, false).map_err(|e| Error::io("open", e))?;
         let smeta = read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
@@ -260,6 +272,7 @@ impl Pool {
             };
             write_meta(&tmp, &meta)?;
             tmp.sync_all().map_err(|e| Error::io("cannot sync", e))?;
+            subvol_os::crash::point("rollback-before-replace");
             std::fs::rename(&tmp_path, &dst).map_err(|e| Error::io(format!("cannot replace {}", dst.display()), e))?;
             subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))
         })();
@@ -329,6 +342,7 @@ impl Pool {
                 let obj = ObjectName::parse_snapshot(&v.name)?;
                 self.delete_snapshot_locked(&obj, false)?;
                 deleted.push(v.name.clone());
+                subvol_os::crash::point("prune-between-deletes");
             }
         }
         Ok(PruneReport { name: n.to_string(), policy: policy.to_string(), dry_run, verdicts, deleted })

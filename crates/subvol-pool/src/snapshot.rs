@@ -205,6 +205,7 @@ impl Pool {
                     Some(subvol_os::fiemap::fiemap(&j.tmp, false).map_err(|e| Error::os("cannot map the clone", e))?);
             }
         }
+        subvol_os::crash::point("snapshot-after-preclone");
         // Phase 2, frozen: bring the clone up to the frozen state.
         let _signals = subvol_os::signals::SignalBlock::new().map_err(|e| Error::os("cannot block signals", e))?;
         let mut markers = Vec::new();
@@ -251,9 +252,11 @@ impl Pool {
                 Err(e) => return Err(Error::io(format!("cannot create {}", dir.display()), e)),
             }
             let dst = self.layout.snapshot_image(&j.name, &j.snap);
+            subvol_os::crash::point("snapshot-before-publish");
             rename_noreplace(&j.tmp_path, &dst)
                 .map_err(|e| Error::os(format!("cannot publish {}@{}", j.name, j.snap), e))?;
             tmp_guard.0 = None;
+            subvol_os::crash::point("snapshot-before-protect");
             subvol_os::fsync::fsync_dir(&dir).map_err(|e| Error::os("sync", e))?;
             subvol_os::flags::set_immutable(&j.tmp, true)
                 .map_err(|e| Error::os("cannot make the snapshot immutable", e))?;

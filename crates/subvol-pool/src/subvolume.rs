@@ -23,7 +23,12 @@ pub struct CreateOptions {
     pub mkfs_opts: Vec<String>,
     /// Reserve the whole virtual size (admission-checked).
     pub guarantee: bool,
+    /// XFS extent size hint for the image (0: none).
+    pub extent_hint_bytes: u32,
 }
+
+/// Default extent size hint of new images (see `build_image`).
+pub const DEFAULT_EXTENT_HINT_BYTES: u32 = 1 << 20;
 
 /// Everything `list` and `info` show about one subvolume.
 #[derive(Debug, Clone, Serialize)]
@@ -78,8 +83,16 @@ fn align_up(n: u64) -> Result<u64> {
 /// Opens an image without following symlinks and checks it is a regular file.
 pub(crate) fn open_image(path: &Path, write: bool) -> std::io::Result<File> {
     let f = OpenOptions::new().read(true).write(write).custom_flags(libc::O_NOFOLLOW).open(path)?;
-    if !f.metadata()?.is_file() {
+    let m = f.metadata()?;
+    if !m.is_file() {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    // A hard link planted in the pool would let writes reach a file outside it.
+    if m.nlink() != 1 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "image has extra hard links; see `subvol pool check`",
+        ));
     }
     Ok(f)
 }
@@ -171,7 +184,9 @@ impl Pool {
         let tmp = self.layout.tmp_image("create", &name);
         let result = self.build_image(&tmp, size, opts).and_then(|meta| {
             subvol_os::fsync::fsync_dir(&self.layout.tmp_dir()).map_err(|e| Error::os("sync", e))?;
+            subvol_os::crash::point("create-before-publish");
             rename_noreplace(&tmp, &dst).map_err(|e| Error::os(format!("cannot create subvolume {name:?}"), e))?;
+            subvol_os::crash::point("create-after-publish");
             subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
             Ok(meta)
         });
@@ -190,6 +205,13 @@ impl Pool {
             .mode(0o600)
             .open(tmp)
             .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+        // An extent size hint must be set while the file is empty. It makes
+        // the host allocate in whole chunks, so an image under random writes
+        // keeps ~1,000 extents instead of ~70,000 (snapshots and diffs cost
+        // per extent); the price is space allocated in chunks. XFS only.
+        if opts.extent_hint_bytes > 0 {
+            let _ = subvol_os::hints::set_extent_hints(&file, Some(opts.extent_hint_bytes), None);
+        }
         file.set_len(size).map_err(|e| Error::io("cannot size the image", e))?;
         if let Some((tool, package)) = opts.fs.mkfs_tool() {
             let mut args: Vec<String> = match opts.fs {
@@ -204,6 +226,7 @@ impl Pool {
             args.push(tmp.to_string_lossy().into_owned());
             subvol_os::cmd::run(tool, package, &args)
                 .map_err(|e| Error::os(format!("cannot make {} in the image", opts.fs), e))?;
+            subvol_os::crash::point("create-after-mkfs");
         } else if !opts.mkfs_opts.is_empty() {
             return Err(Error::invalid("--mkfs-opt makes no sense with --fs raw"));
         }
@@ -328,6 +351,7 @@ impl Pool {
             ));
         }
         file.set_len(new_size).map_err(|e| Error::io("cannot grow the image", e))?;
+        subvol_os::crash::point("resize-after-truncate");
         file.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
         drop(file);
         for a in &attachments {
@@ -463,6 +487,7 @@ impl Pool {
                 )?;
             }
         }
+        subvol_os::crash::point("delete-before-unlink");
         std::fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
         subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
         let _ = std::fs::remove_dir(self.mount_base().join(&name));

@@ -57,6 +57,38 @@ pub fn run(cli: Cli) -> Result<()> {
                 emit(&render_status(&st));
             }
         }
+        Command::Pool(PoolCommand::Check { repair, json: j }) => {
+            let report = open()?.check(repair)?;
+            if j.json {
+                json(&report);
+            } else {
+                let mut out = String::new();
+                for f in &report.findings {
+                    let fix = match (&f.repair, f.repaired, repair) {
+                        (Some(r), true, _) => format!(" [repaired: {r}]"),
+                        (Some(r), false, false) => format!(" [--repair: {r}]"),
+                        (Some(_), false, true) => " [repair failed]".to_string(),
+                        (None, _, _) => String::new(),
+                    };
+                    out.push_str(&format!("{}: {}{fix}\n", f.severity, f.what));
+                }
+                let errors = report.findings.iter().filter(|f| f.severity == "error" && !f.repaired).count();
+                out.push_str(&format!(
+                    "{}: {} images checked, {} problem(s){}\n",
+                    report.pool.display(),
+                    report.images,
+                    errors,
+                    if report.clean { ", clean" } else { "" }
+                ));
+                emit(&out);
+            }
+            if !report.clean {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    "the pool has problems (listed above); run `subvol pool check --repair`",
+                ));
+            }
+        }
         Command::Pool(PoolCommand::Mount { dir, backing_file }) => {
             let (pool, newly) = Pool::mount_backing(&dir, backing_file.as_deref())?;
             if newly {
@@ -72,10 +104,22 @@ pub fn run(cli: Cli) -> Result<()> {
             pool.umount_backing(force)?;
             emit(&format!("unmounted pool {}\n", root.display()));
         }
-        Command::Create { name, size, fs, mkfs_opt, guarantee, json: j } => {
+        Command::Create { name, size, fs, mkfs_opt, guarantee, extent_hint, json: j } => {
+            let extent_hint_bytes = if extent_hint == "0" { 0 } else { parse_size(&extent_hint)? };
+            if extent_hint_bytes % 4096 != 0 || extent_hint_bytes > 1 << 30 {
+                return Err(Error::invalid("--extent-hint must be a multiple of 4K, at most 1G (or 0)"));
+            }
             let fs: FsKind = fs.parse().map_err(Error::invalid)?;
-            let info = open()?
-                .create(&name, &CreateOptions { size_bytes: parse_size(&size)?, fs, mkfs_opts: mkfs_opt, guarantee })?;
+            let info = open()?.create(
+                &name,
+                &CreateOptions {
+                    size_bytes: parse_size(&size)?,
+                    fs,
+                    mkfs_opts: mkfs_opt,
+                    guarantee,
+                    extent_hint_bytes: extent_hint_bytes as u32,
+                },
+            )?;
             if j.json {
                 json(&info);
             } else {

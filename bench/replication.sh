@@ -1,0 +1,466 @@
+#!/usr/bin/env bash
+# bench/replication.sh -- what incremental replication costs, next to its peers.
+#
+# One run, one host, everything in one `mktemp -d` directory under TMPBASE:
+#   - pool A (source) and pool B (destination), each a backing-image pool
+#     (`subvol pool init --backing-image`: XFS reflink=1 in a sparse file on a
+#     loop device with direct I/O), side by side on the same host disk;
+#   - as the peer, a btrfs filesystem in a sparse file on a loop device with
+#     direct I/O, with a source subvolume `src` and a destination dir `dst`.
+#
+# A raw subvolume of SIZE_GIB GiB (default 4) is filled with random data and
+# snapshotted (v@base); the base is replicated to pool B (`subvol send |
+# subvol receive`), to btrfs (a file holding the same bytes in subvolume src,
+# snapshot -r, `btrfs send | btrfs receive` into dst) and, for rsync, copied
+# to pool B's XFS as a plain file. Then, for each pattern (4k, 1m) and RUNS
+# times: CHANGE_PCT % of the image (default 1 % = 40 MiB) is rewritten with
+# random data as random 4 KiB or 1 MiB O_DIRECT writes at distinct offsets
+# (fio, fixed seed, so the btrfs file gets exactly the same change; the two
+# snapshots' hashes are compared), both sides are snapshotted, and, each
+# time with cold caches (sync; drop_caches):
+#   - subvol send NAME@NEW --from NAME@PREV | subvol --pool B receive NAME
+#     (byte-exactness checked: sha256 of the received snapshot image against
+#     the source snapshot image),
+#   - btrfs send -p PREV NEW | btrfs receive dst,
+#   - rsync --inplace --no-whole-file NEW-IMAGE COPY-OF-PREV (on pool B's XFS),
+# each base being the previous run's snapshot, which the destination holds.
+# Stream bytes are counted separately (`... send | wc -c`), not in the timed
+# pipe. Peak RSS of each side comes from /usr/bin/time -v. Full copies
+# (cp --reflink=never --sparse=always to pool B's XFS, full subvol send |
+# receive, full subvol send > /dev/null) are measured RUNS times, cold, next
+# to the device's sequential read rate (dd iflag=direct bs=1M and fio
+# libaio iodepth 16 of the base snapshot image, cold).
+#
+# Prints markdown tables of medians, and the targets, on stdout; progress on
+# stderr; raw per-run figures go to the table's "raw" section.
+#
+# Usage (as root):   bench/replication.sh            (~10-15 min)
+#                    QUICK=1 bench/replication.sh    (smoke run, 1 GiB, 1 run)
+# Environment:
+#   SUBVOL      subvol binary (default: target/release/subvol of this repo,
+#               built with `cargo build --release` if it is missing)
+#   RUNS        runs per measurement (default 3; medians are reported)
+#   SIZE_GIB    image size in GiB (default 4)
+#   CHANGE_PCT  percent of the image changed per run (default 1)
+#   PATTERNS    write sizes of the change (default "4k 1m")
+#   TMPBASE     where the temporary directory is made (default /var/tmp)
+#   FIO_WAIT    seconds to wait for other fio processes to finish before
+#               measuring (default 900)
+#   QUICK=1     smoke run: SIZE_GIB=1 RUNS=1 (explicit values win)
+
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    : "${SIZE_GIB:=1}" "${RUNS:=1}"
+fi
+RUNS=${RUNS:-3}
+SIZE_GIB=${SIZE_GIB:-4}
+CHANGE_PCT=${CHANGE_PCT:-1}
+PATTERNS=${PATTERNS:-4k 1m}
+TMPBASE=${TMPBASE:-/var/tmp}
+FIO_WAIT=${FIO_WAIT:-900}
+
+die() { echo "replication.sh: $*" >&2; exit 1; }
+note() { echo "== $(date +%T) $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "run as root (loop devices and mounts)"
+for t in fio python3 losetup findmnt mkfs.btrfs btrfs rsync sha256sum xfs_io cp jq; do
+    command -v "$t" >/dev/null || die "$t is not installed"
+done
+[ -x /usr/bin/time ] || die "/usr/bin/time is not installed (apt-get install time)"
+case $RUNS in '' | *[!0-9]* | 0) die "RUNS must be a positive integer" ;; esac
+case $SIZE_GIB in '' | *[!0-9]* | 0) die "SIZE_GIB must be a positive integer" ;; esac
+case $CHANGE_PCT in '' | *[!0-9]* | 0) die "CHANGE_PCT must be a positive integer" ;; esac
+for p in $PATTERNS; do case $p in 4k | 1m) ;; *) die "PATTERNS are 4k and/or 1m: $p" ;; esac; done
+
+if [ -z "${SUBVOL:-}" ]; then
+    SUBVOL=$REPO/target/release/subvol
+    if [ ! -x "$SUBVOL" ]; then
+        note "building $SUBVOL"
+        (cd "$REPO" && cargo build --release) >&2
+    fi
+fi
+[ -x "$SUBVOL" ] || die "no subvol binary at $SUBVOL"
+SUBVOL=$(readlink -f "$SUBVOL")
+
+[ "$(stat -f -c %T "$TMPBASE")" != tmpfs ] || die "$TMPBASE is tmpfs; set TMPBASE to a directory on disk"
+# Peak: the image in A, in B (received + rsync copy + one full copy or full
+# receive) and twice on btrfs (src and dst), + slack.
+NEED_GIB=$((SIZE_GIB * 6 + 4))
+AVAIL_GIB=$(($(df -k --output=avail "$TMPBASE" | tail -1) / 1048576))
+[ "$AVAIL_GIB" -ge "$NEED_GIB" ] || die "$TMPBASE has $AVAIL_GIB GiB free, need about $NEED_GIB GiB"
+
+SIZE_B=$((SIZE_GIB << 30))
+CHG_B=$((SIZE_B * CHANGE_PCT / 100 / 1048576 * 1048576))
+CHG_MIB=$((CHG_B / 1048576))
+
+W=$(mktemp -d "$TMPBASE/subvol-replbench.XXXXXX")
+PA=$W/poolA
+PB=$W/poolB
+BHOST=$PB/bench-host
+BT=$W/btrfs
+BTIMG=$W/btrfs.img
+RES=$W/results.tsv
+NOTES=$W/notes.txt
+: >"$RES"
+: >"$NOTES"
+
+sva() { "$SUBVOL" --pool "$PA" "$@"; }
+svb() { "$SUBVOL" --pool "$PB" "$@"; }
+
+mounts_below() {
+    findmnt -rn -o TARGET | awk -v w="$W" 'index($0, w "/") == 1' | sort -r
+}
+loops_below() {
+    local f b
+    for f in /sys/block/loop*/loop/backing_file; do
+        [ -r "$f" ] || continue
+        b=$(cat "$f" 2>/dev/null) || continue
+        case $b in "$W"/*) f=${f#/sys/block/}; echo "/dev/${f%%/*}" ;; esac
+    done
+}
+
+cleanup() {
+    local rc=$? m d i
+    set +e
+    trap - EXIT INT TERM
+    cd /
+    if [ "$rc" != 0 ] && [ -s "$RES" ]; then
+        echo "replication.sh: failed (exit $rc); raw results so far:" >&2
+        cat "$RES" >&2
+    fi
+    for m in $(mounts_below); do fsfreeze -u "$m" >/dev/null 2>&1; done
+    for m in "$PA" "$PB"; do
+        if mountpoint -q "$m" 2>/dev/null; then
+            "$SUBVOL" pool umount "$m" --force >/dev/null 2>&1
+        fi
+    done
+    for m in $(mounts_below); do umount "$m" 2>/dev/null || umount -l "$m"; done
+    for i in 1 2 3 4 5 6; do
+        d=$(loops_below)
+        [ -z "$d" ] && break
+        for m in $d; do losetup -d "$m" 2>/dev/null; done
+        sleep 0.5
+    done
+    if [ -n "$(mounts_below)" ] || [ -n "$(loops_below)" ]; then
+        echo "replication.sh: could not release everything under $W:" >&2
+        mounts_below >&2
+        loops_below >&2
+    else
+        chattr -R -i "$W" 2>/dev/null
+        rm -rf --one-file-system "$W"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+now() { date +%s%N; }
+s_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+# rec SECTION CASE METRIC VALUE
+rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
+dropc() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# Peak RSS in MiB from a /usr/bin/time -v report.
+rss_mib() { awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"; }
+extents() { xfs_io -r -c fiemap "$1" | awk 'NR > 1 && !/hole/' | wc -l; }
+image_of() { "$SUBVOL" --pool "$1" info "$2" --json | jq -r .image; }
+hash_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+FIO_WAITED=0
+# Waits (up to FIO_WAIT s in all) while a fio that is not ours is running.
+wait_quiet() {
+    local waited=0
+    while pgrep -x fio >/dev/null; do
+        if [ "$FIO_WAITED" -ge "$FIO_WAIT" ]; then
+            note "another fio is still running; measuring anyway"
+            echo "another fio process was running during $1" >>"$NOTES"
+            return
+        fi
+        [ $waited = 0 ] && note "another fio is running (pid $(pgrep -x fio | tr '\n' ' ')); waiting"
+        sleep 30
+        waited=$((waited + 30))
+        FIO_WAITED=$((FIO_WAITED + 30))
+    done
+    [ $waited = 0 ] || echo "waited ${waited}s for other fio processes before $1" >>"$NOTES"
+}
+
+# change FILE PATTERN SEED: rewrites CHG_MIB MiB of FILE with random data in
+# PATTERN-sized O_DIRECT writes at distinct random offsets (deterministic for
+# a given seed: the same offsets and bytes on every file).
+change() {
+    fio --name=chg --filename="$1" --ioengine=psync --rw=randwrite --bs="$2" \
+        --size="$SIZE_B" --io_size="${CHG_MIB}M" --direct=1 --refill_buffers \
+        --randseed="$3" --fsync_on_close=1 --output-format=terse >/dev/null
+}
+
+# timed_pipe SECTION CASE SENDER_CMD -- RECEIVER_CMD: cold caches, then
+# SENDER | RECEIVER under /usr/bin/time -v each; records wall, rss_send,
+# rss_recv.
+timed_pipe() {
+    local sec=$1 case=$2 t i
+    shift 2
+    local snd=() rcv=()
+    while [ "$1" != -- ]; do snd+=("$1"); shift; done
+    shift
+    rcv=("$@")
+    dropc
+    t=$(now)
+    set +e
+    /usr/bin/time -v -o "$W/rss.send" "${snd[@]}" |
+        /usr/bin/time -v -o "$W/rss.recv" "${rcv[@]}" >"$W/pipe.out" 2>&1
+    local st=("${PIPESTATUS[@]}")
+    set -e
+    rec "$sec" "$case" wall "$(s_since "$t")"
+    [ "${st[0]}" = 0 ] && [ "${st[1]}" = 0 ] || {
+        cat "$W/pipe.out" >&2
+        die "$sec/$case: pipe failed (${st[*]})"
+    }
+    rec "$sec" "$case" rss_send "$(rss_mib "$W/rss.send")"
+    rec "$sec" "$case" rss_recv "$(rss_mib "$W/rss.recv")"
+}
+# timed_one SECTION CASE CMD...: cold caches, then CMD under /usr/bin/time -v.
+timed_one() {
+    local sec=$1 case=$2 t
+    shift 2
+    dropc
+    t=$(now)
+    /usr/bin/time -v -o "$W/rss.one" "$@" >"$W/one.out" 2>&1 || {
+        cat "$W/one.out" >&2
+        die "$sec/$case: $* failed"
+    }
+    rec "$sec" "$case" wall "$(s_since "$t")"
+    rec "$sec" "$case" rss "$(rss_mib "$W/rss.one")"
+}
+# verify SECTION CASE A B: byte-exactness of two images (sha256).
+verify() {
+    local a b
+    a=$(hash_of "$3")
+    b=$(hash_of "$4")
+    if [ "$a" = "$b" ]; then
+        rec "$1" "$2" exact 1
+    else
+        rec "$1" "$2" exact 0
+        echo "MISMATCH $1/$2: $3 ($a) vs $4 ($b)" >>"$NOTES"
+        note "MISMATCH $1/$2: $3 vs $4"
+    fi
+}
+
+# ---------------------------------------------------------------- setup
+note "workdir $W; subvol $SUBVOL; image ${SIZE_GIB} GiB, change ${CHG_MIB} MiB, runs $RUNS"
+POOL_GIB=$((SIZE_GIB * 4 + 4))
+"$SUBVOL" pool init "$PA" --backing-image "$((SIZE_GIB * 2 + 4))G" >/dev/null
+"$SUBVOL" pool init "$PB" --backing-image "${POOL_GIB}G" >/dev/null
+mkdir -p "$BHOST" "$BT"
+truncate -s "$((SIZE_GIB * 3 + 4))G" "$BTIMG"
+mkfs.btrfs -q -f "$BTIMG" >/dev/null
+BTDEV=$(losetup --find --show --direct-io=on "$BTIMG")
+mount "$BTDEV" "$BT"
+btrfs -q subvolume create "$BT/src" >/dev/null
+mkdir -p "$BT/snaps" "$BT/dst"
+
+wait_quiet setup
+note "filling a ${SIZE_GIB} GiB raw subvolume with random data"
+sva create v --size "${SIZE_GIB}G" --fs raw >/dev/null
+IMG=$(image_of "$PA" v)
+fio --name=fill --filename="$IMG" --rw=write --bs=1M --size="$SIZE_B" --direct=1 --refill_buffers \
+    --ioengine=libaio --iodepth=16 --end_fsync=1 --output-format=terse >/dev/null
+sva snapshot v@base >/dev/null
+BASE_IMG=$(image_of "$PA" v@base)
+BASE_HASH=$(hash_of "$BASE_IMG")
+cp --reflink=never --sparse=always "$BASE_IMG" "$BT/src/img"
+sync -f "$BT"
+btrfs -q subvolume snapshot -r "$BT/src" "$BT/snaps/base" >/dev/null
+cp --reflink=never --sparse=always "$BASE_IMG" "$BHOST/rsync.img"
+sync -f "$BHOST"
+
+note "initial full replication of the base (subvol, btrfs)"
+timed_pipe init subvol "$SUBVOL" --pool "$PA" send v@base -- "$SUBVOL" --pool "$PB" receive v
+[ "$(hash_of "$(image_of "$PB" v@base)")" = "$BASE_HASH" ] && rec init subvol exact 1 || rec init subvol exact 0
+timed_pipe init btrfs btrfs -q send "$BT/snaps/base" -- btrfs -q receive "$BT/dst"
+[ "$(hash_of "$BT/dst/base/img")" = "$BASE_HASH" ] && rec init btrfs exact 1 || rec init btrfs exact 0
+
+# ---------------------------------------------------------------- device read rate and full copies
+wait_quiet "full copies"
+note "device sequential read rate and full copies"
+for r in $(seq 1 "$RUNS"); do
+    dropc
+    t=$(now)
+    dd if="$BASE_IMG" of=/dev/null bs=1M iflag=direct status=none
+    rec full "dd iflag=direct bs=1M (device read)" wall "$(s_since "$t")"
+    dropc
+    t=$(now)
+    fio --name=seqread --filename="$BASE_IMG" --rw=read --bs=1M --direct=1 --ioengine=libaio \
+        --iodepth=16 --size="$SIZE_B" --output-format=terse >/dev/null
+    rec full "fio read bs=1M qd16 direct (device read)" wall "$(s_since "$t")"
+
+    timed_one full "subvol send (full) > /dev/null" sh -c '"$1" --pool "$2" send v@base >/dev/null' sh "$SUBVOL" "$PA"
+
+    timed_one full "cp --reflink=never --sparse=always (+sync)" \
+        sh -c 'cp --reflink=never --sparse=always "$1" "$2" && sync -f "$2"' sh "$BASE_IMG" "$BHOST/full.img"
+    rm -f "$BHOST/full.img"
+
+    timed_pipe full "subvol send | receive (full)" "$SUBVOL" --pool "$PA" send v@base -- "$SUBVOL" --pool "$PB" receive full
+    verify full "subvol send | receive (full)" "$BASE_IMG" "$(image_of "$PB" full@base)"
+    svb delete full --recursive --force >/dev/null
+done
+
+# ---------------------------------------------------------------- incremental
+PREV=base
+SEED=4242
+for p in $PATTERNS; do
+    for r in $(seq 1 "$RUNS"); do
+        wait_quiet "incremental $p"
+        NEW=$p-$r
+        SEED=$((SEED + 1))
+        note "incremental $p run $r: change ${CHG_MIB} MiB ($p writes), $PREV -> $NEW"
+        change "$IMG" "$p" "$SEED"
+        change "$BT/src/img" "$p" "$SEED"
+        sync -f "$BT"
+        sva snapshot "v@$NEW" >/dev/null
+        btrfs -q subvolume snapshot -r "$BT/src" "$BT/snaps/$NEW" >/dev/null
+        SRC=$(image_of "$PA" "v@$NEW")
+        SRC_HASH=$(hash_of "$SRC")
+        if [ "$(hash_of "$BT/snaps/$NEW/img")" != "$SRC_HASH" ]; then
+            echo "the btrfs file differs from the subvol image after the same change ($p run $r)" >>"$NOTES"
+        fi
+        rec "$p" info extents "$(extents "$SRC")"
+        rec "$p" info estimate "$(sva send --estimate "v@$NEW" --from "v@$PREV" --json | jq -r .data_bytes)"
+
+        # Stream sizes, outside the timed runs.
+        rec "$p" subvol stream "$(sva send "v@$NEW" --from "v@$PREV" | wc -c)"
+        rec "$p" btrfs stream "$(btrfs -q send -p "$BT/snaps/$PREV" "$BT/snaps/$NEW" | wc -c)"
+
+        timed_pipe "$p" subvol "$SUBVOL" --pool "$PA" send "v@$NEW" --from "v@$PREV" -- "$SUBVOL" --pool "$PB" receive v
+        verify "$p" subvol "$SRC" "$(image_of "$PB" "v@$NEW")"
+
+        timed_pipe "$p" btrfs btrfs -q send -p "$BT/snaps/$PREV" "$BT/snaps/$NEW" -- btrfs -q receive "$BT/dst"
+        [ "$(hash_of "$BT/dst/$NEW/img")" = "$SRC_HASH" ] && rec "$p" btrfs exact 1 || rec "$p" btrfs exact 0
+
+        timed_one "$p" rsync rsync --inplace --no-whole-file --stats "$SRC" "$BHOST/rsync.img"
+        rec "$p" rsync stream "$(awk -F': ' '/^Total bytes sent/ { gsub(/,/, "", $2); print $2 + 0 }' "$W/one.out")"
+        rec "$p" rsync literal "$(awk -F': ' '/^Literal data/ { gsub(/,/, "", $2); print $2 + 0 }' "$W/one.out")"
+        [ "$(hash_of "$BHOST/rsync.img")" = "$SRC_HASH" ] && rec "$p" rsync exact 1 || rec "$p" rsync exact 0
+        PREV=$NEW
+    done
+done
+
+# ---------------------------------------------------------------- report
+note "done; writing the report"
+{
+    echo "# bench/replication.sh $(date -Is)"
+    echo
+    echo "host: $(nproc) vCPU, $(free -g | awk '/^Mem/ { print $2 }') GiB RAM, kernel $(uname -r);" \
+        "TMPBASE $TMPBASE on $(findmnt -n -o FSTYPE -T "$TMPBASE") ($(findmnt -n -o SOURCE -T "$TMPBASE"));" \
+        "$("$SUBVOL" --version 2>/dev/null || echo subvol), $(btrfs --version | head -1), $(rsync --version | head -1 | awk '{ print $1, $2, $3 }')"
+    echo "image ${SIZE_GIB} GiB random data; change ${CHG_MIB} MiB (${CHG_B} B) per run; RUNS=$RUNS; cold caches (sync; drop_caches) before every timed command"
+    echo
+    python3 - "$RES" "$CHG_B" "$SIZE_B" "$PATTERNS" <<'PY'
+import sys, statistics
+from collections import defaultdict
+res, chg, size, patterns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split()
+d = defaultdict(list)
+for line in open(res):
+    sec, case, metric, val = line.rstrip("\n").split("\t")
+    d[(sec, case, metric)].append(float(val))
+def med(sec, case, metric):
+    v = d.get((sec, case, metric))
+    return statistics.median(v) if v else None
+def f(x, fmt="{:.3f}"):
+    return "-" if x is None else fmt.format(x)
+def allok(sec, case):
+    v = d.get((sec, case, "exact"))
+    if not v:
+        return "-"
+    return "yes" if all(x == 1 for x in v) else f"NO ({int(sum(1 for x in v if x != 1))}/{len(v)} differ)"
+GiB = 1 << 30
+full_names = [
+    "dd iflag=direct bs=1M (device read)",
+    "fio read bs=1M qd16 direct (device read)",
+    "subvol send (full) > /dev/null",
+    "cp --reflink=never --sparse=always (+sync)",
+    "subvol send | receive (full)",
+]
+print("## Full copy and device read rate (medians)")
+print()
+print("| what | wall s | GiB/s | peak RSS MiB (send / recv) | byte-exact |")
+print("|---|---:|---:|---|---|")
+for n in full_names:
+    w = med("full", n, "wall")
+    rs = med("full", n, "rss") if med("full", n, "rss") is not None else None
+    rss = f(rs, "{:.1f}") if rs is not None else (f(med("full", n, "rss_send"), "{:.1f}") + " / " + f(med("full", n, "rss_recv"), "{:.1f}") if med("full", n, "rss_send") is not None else "-")
+    print(f"| {n} | {f(w)} | {f(size / GiB / w if w else None, '{:.2f}')} | {rss} | {allok('full', n)} |")
+for c, label in (("subvol", "subvol send | receive"), ("btrfs", "btrfs send | receive")):
+    w = med("init", c, "wall")
+    print(f"| initial full {label} (once) | {f(w)} | {f(size / GiB / w if w else None, '{:.2f}')} | "
+          f"{f(med('init', c, 'rss_send'), '{:.1f}')} / {f(med('init', c, 'rss_recv'), '{:.1f}')} | {allok('init', c)} |")
+print()
+targets = []
+dd = med("full", full_names[0], "wall"); fr = med("full", full_names[1], "wall"); sw = med("full", full_names[2], "wall")
+if dd and sw:
+    ratio = dd / sw
+    targets.append(("full send >= 0.8x device sequential read (dd iflag=direct)", f"{ratio:.2f}x", ratio >= 0.8))
+if fr and sw:
+    ratio = fr / sw
+    targets.append(("full send >= 0.8x device sequential read (fio qd16)", f"{ratio:.2f}x", ratio >= 0.8))
+for p in patterns:
+    print(f"## Incremental, {chg // (1 << 20)} MiB changed in {p} random writes (medians of {len(d.get((p, 'subvol', 'wall'), []))} runs)")
+    print()
+    print(f"extents of the new snapshot image: {f(med(p, 'info', 'extents'), '{:.0f}')}; "
+          f"subvol send --estimate data_bytes: {f(med(p, 'info', 'estimate'), '{:.0f}')}")
+    print()
+    print("| tool | wall s | stream bytes | stream / changed | peak RSS MiB send / recv | byte-exact |")
+    print("|---|---:|---:|---:|---|---|")
+    for c, label in (("subvol", "subvol send --from \\| subvol receive"), ("btrfs", "btrfs send -p \\| btrfs receive"),
+                     ("rsync", "rsync --inplace --no-whole-file")):
+        w = med(p, c, "wall"); s = med(p, c, "stream")
+        if c == "rsync":
+            rss = f(med(p, c, "rss"), "{:.1f}") + " (all processes' max)"
+            lit = med(p, c, "literal")
+            sb = f"{s:,.0f} (literal {lit:,.0f})" if s is not None and lit is not None else "-"
+        else:
+            rss = f(med(p, c, "rss_send"), "{:.1f}") + " / " + f(med(p, c, "rss_recv"), "{:.1f}")
+            sb = f"{s:,.0f}" if s is not None else "-"
+        print(f"| {label} | {f(w)} | {sb} | {f(s / chg if s else None, '{:.3f}')} | {rss} | {allok(p, c)} |")
+    cw = med("full", full_names[3], "wall"); fw = med("full", full_names[4], "wall")
+    print(f"| full copy: cp --reflink=never --sparse=always | {f(cw)} | {size:,} | {size / chg:.1f} | {f(med('full', full_names[3], 'rss'), '{:.1f}')} | - |")
+    print(f"| full copy: subvol send \\| receive | {f(fw)} | - | - | {f(med('full', full_names[4], 'rss_send'), '{:.1f}')} / {f(med('full', full_names[4], 'rss_recv'), '{:.1f}')} | {allok('full', full_names[4])} |")
+    print()
+    sw, bw, rw = med(p, "subvol", "wall"), med(p, "btrfs", "wall"), med(p, "rsync", "wall")
+    ss = med(p, "subvol", "stream")
+    if ss:
+        targets.append((f"{p}: stream bytes <= 1.05x changed", f"{ss / chg:.3f}x", ss <= 1.05 * chg))
+    if sw and bw:
+        targets.append((f"{p}: time <= btrfs send/receive", f"{sw:.3f} s vs {bw:.3f} s ({bw / sw:.2f}x)", sw <= bw))
+    if sw and rw:
+        targets.append((f"{p}: >= 20x faster than rsync", f"{rw / sw:.1f}x", rw / sw >= 20))
+    rs = [x for k in ("rss_send", "rss_recv") for x in d.get((p, "subvol", k), [])]
+    if rs:
+        targets.append((f"{p}: subvol RSS < 100 MiB (max of all runs, send and receive)", f"{max(rs):.1f} MiB", max(rs) < 100))
+rs = [x for k in ("rss_send", "rss_recv") for x in d.get(("full", full_names[4], k), []) + d.get(("init", "subvol", k), [])]
+rs += d.get(("full", full_names[2], "rss"), [])
+if rs:
+    targets.append(("full send/receive: subvol RSS < 100 MiB (max)", f"{max(rs):.1f} MiB", max(rs) < 100))
+print("## Targets")
+print()
+print("| target | measured | met |")
+print("|---|---|---|")
+for t, m, ok in targets:
+    print(f"| {t} | {m} | {'yes' if ok else 'NO'} |")
+print()
+print("## Raw (every run)")
+print()
+print("```")
+for (sec, case, metric), v in sorted(d.items()):
+    print(f"{sec:6} {case:45} {metric:9} " + " ".join(f"{x:g}" for x in v))
+print("```")
+PY
+    if [ -s "$NOTES" ]; then
+        echo
+        echo "Notes:"
+        sed 's/^/- /' "$NOTES"
+    fi
+}

@@ -1,0 +1,316 @@
+//! `pool check`: verifies everything subvol keeps in a pool, and with
+//! `--repair` fixes what is safe to fix (never data: an image with damaged
+//! metadata is reported, not removed).
+
+use crate::error::{Error, Result};
+use crate::kernel::KernelView;
+use crate::layout;
+use crate::lock::PoolLock;
+use crate::pool::Pool;
+use crate::recovery::{self, Recovered};
+use crate::subvolume::read_meta;
+use serde::Serialize;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use subvol_core::ObjectKind;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// `error` (the pool is not clean) or `warning` (worth knowing).
+    pub severity: &'static str,
+    pub what: String,
+    /// What `--repair` did about it (or would do).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<String>,
+    pub repaired: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub pool: std::path::PathBuf,
+    pub images: usize,
+    pub findings: Vec<Finding>,
+    pub clean: bool,
+}
+
+struct Checker {
+    repair: bool,
+    findings: Vec<Finding>,
+}
+
+impl Checker {
+    fn error(&mut self, what: String, repair: Option<(&str, &mut dyn FnMut() -> bool)>) {
+        self.add("error", what, repair)
+    }
+
+    fn warning(&mut self, what: String) {
+        self.add("warning", what, None)
+    }
+
+    fn add(&mut self, severity: &'static str, what: String, repair: Option<(&str, &mut dyn FnMut() -> bool)>) {
+        let (text, repaired) = match repair {
+            Some((text, f)) if self.repair => (Some(text.to_string()), f()),
+            Some((text, _)) => (Some(text.to_string()), false),
+            None => (None, false),
+        };
+        self.findings.push(Finding { severity, what, repair: text, repaired });
+    }
+}
+
+fn mode(p: &Path) -> Option<u32> {
+    std::fs::symlink_metadata(p).ok().map(|m| m.permissions().mode() & 0o7777)
+}
+
+fn chmod(p: &Path, m: u32) -> bool {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).is_ok()
+}
+
+impl Pool {
+    /// Checks the pool; with `repair`, fixes what is safe to fix.
+    pub fn check(&self, repair: bool) -> Result<CheckReport> {
+        let _lock = PoolLock::acquire(&self.layout.lock_file(), std::time::Duration::from_secs(300), &|| {})?;
+        let mut c = Checker { repair, findings: Vec::new() };
+        // What recovery would do: report it, and with --repair do it.
+        self.check_recoverable(&mut c);
+        if repair {
+            let r: Recovered = recovery::recover(&self.layout)?;
+            let _ = r;
+        }
+        for (dir, m) in [(self.root().to_path_buf(), 0o700), (self.layout.meta_dir(), 0o700)] {
+            if let Some(actual) = mode(&dir) {
+                if actual != m {
+                    c.error(
+                        format!("{} has mode {actual:o}, not {m:o}", dir.display()),
+                        Some(("chmod", &mut || chmod(&dir, m))),
+                    );
+                }
+            }
+        }
+        let mut images = 0;
+        let mut guids = std::collections::HashSet::new();
+        for entry in
+            std::fs::read_dir(self.layout.subvolumes_dir()).map_err(|e| Error::io("read subvolumes", e))?.flatten()
+        {
+            let path = entry.path();
+            match layout::name_of_image(Path::new(&entry.file_name())) {
+                Some(_) => {
+                    images += 1;
+                    self.check_image(&mut c, &path, ObjectKind::Subvolume, &mut guids);
+                }
+                None => c.warning(format!("{} is not a subvolume image (unexpected name)", path.display())),
+            }
+        }
+        if let Ok(dirs) = std::fs::read_dir(self.layout.snapshots_dir()) {
+            for d in dirs.flatten() {
+                let dpath = d.path();
+                let is_dir = std::fs::symlink_metadata(&dpath).map(|m| m.is_dir()).unwrap_or(false);
+                if !is_dir || subvol_core::name::validate_part(&d.file_name().to_string_lossy()).is_err() {
+                    c.error(format!("{} does not belong in the snapshots dir", dpath.display()), None);
+                    continue;
+                }
+                for s in std::fs::read_dir(&dpath).into_iter().flatten().flatten() {
+                    if layout::name_of_image(Path::new(&s.file_name())).is_some() {
+                        images += 1;
+                        self.check_image(&mut c, &s.path(), ObjectKind::Snapshot, &mut guids);
+                    } else {
+                        c.warning(format!("{} is not a snapshot image (unexpected name)", s.path().display()));
+                    }
+                }
+            }
+        }
+        self.check_cache(&mut c, &guids);
+        self.check_loops(&mut c)?;
+        let clean = !c.findings.iter().any(|f| f.severity == "error" && !f.repaired);
+        Ok(CheckReport { pool: self.root().to_path_buf(), images, findings: c.findings, clean })
+    }
+
+    fn check_recoverable(&self, c: &mut Checker) {
+        for e in std::fs::read_dir(self.layout.tmp_dir()).into_iter().flatten().flatten() {
+            c.error(
+                format!("leftover temp file {} (an interrupted command)", e.path().display()),
+                Some(("removed by recovery", &mut || true)),
+            );
+        }
+        for e in std::fs::read_dir(self.layout.frozen_dir()).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("snapshot.") {
+                let mp = std::fs::read_to_string(e.path()).unwrap_or_default();
+                c.error(
+                    format!("{mp} was left frozen by a crashed snapshot"),
+                    Some(("thawed by recovery", &mut || true)),
+                );
+            }
+        }
+        for f in self.guard_frozen() {
+            let kernel = KernelView::read().ok();
+            let mounted = kernel.as_ref().is_some_and(|k| k.mount_at(&f.mount_point).is_some());
+            if mounted {
+                c.warning(format!("{} is frozen by the guard since {}: {}", f.name, f.at, f.reason));
+            } else {
+                let marker = self.layout.frozen_dir().join(format!("guard.{}", f.name));
+                c.error(
+                    format!("stale guard record for {} (no longer mounted at {})", f.name, f.mount_point.display()),
+                    Some(("removed the record", &mut || std::fs::remove_file(&marker).is_ok())),
+                );
+            }
+        }
+        if self.layout.intent_dir().join("rename").exists() {
+            c.error("an interrupted rename".into(), Some(("finished by recovery", &mut || true)));
+        }
+        for e in std::fs::read_dir(self.layout.receive_dir()).into_iter().flatten().flatten() {
+            let p = e.path();
+            match p.extension().and_then(|x| x.to_str()) {
+                Some("img") if p.with_extension("state").exists() => c.warning(format!(
+                    "a resumable partial receive: {} (see `subvol receive NAME --token`)",
+                    p.display()
+                )),
+                Some("img") => {
+                    let running = std::fs::File::open(&p).map(|f| f.try_lock().is_err()).unwrap_or(false);
+                    if !running {
+                        c.error(
+                            format!("leftover partial receive {}", p.display()),
+                            Some(("removed by recovery", &mut || true)),
+                        );
+                    }
+                }
+                Some("state") if !p.with_extension("img").exists() => {
+                    c.error(
+                        format!("receive state without its image: {}", p.display()),
+                        Some(("removed", &mut || std::fs::remove_file(&p).is_ok())),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn check_image(
+        &self,
+        c: &mut Checker,
+        path: &Path,
+        kind: ObjectKind,
+        guids: &mut std::collections::HashSet<uuid::Uuid>,
+    ) {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => return c.error(format!("{}: {e}", path.display()), None),
+        };
+        if meta.file_type().is_symlink() {
+            return c.error(
+                format!("{} is a symlink planted in the pool; subvol refuses to follow it", path.display()),
+                Some(("removed the symlink", &mut || std::fs::remove_file(path).is_ok())),
+            );
+        }
+        if !meta.is_file() {
+            return c.error(format!("{} is not a regular file", path.display()), None);
+        }
+        if meta.nlink() > 1 {
+            c.error(
+                format!(
+                    "{} has {} hard links; an image must have exactly one (remove the other links)",
+                    path.display(),
+                    meta.nlink()
+                ),
+                None,
+            );
+        }
+        if meta.permissions().mode() & 0o7777 != 0o600 {
+            c.error(
+                format!("{} has mode {:o}, not 600", path.display(), meta.permissions().mode() & 0o7777),
+                Some(("chmod 600", &mut || {
+                    // An immutable snapshot cannot change mode: lift and restore.
+                    let f = std::fs::File::open(path).ok();
+                    let imm = f.as_ref().and_then(|f| subvol_os::flags::is_immutable(f).ok()).unwrap_or(false);
+                    if let (Some(f), true) = (&f, imm) {
+                        let _ = subvol_os::flags::set_immutable(f, false);
+                    }
+                    let ok = chmod(path, 0o600);
+                    if let (Some(f), true) = (&f, imm) {
+                        let _ = subvol_os::flags::set_immutable(f, true);
+                    }
+                    ok
+                })),
+            );
+        }
+        let Ok(file) = std::fs::File::open(path) else {
+            return c.error(format!("{} cannot be opened", path.display()), None);
+        };
+        let m = match read_meta(&file) {
+            Ok(m) => m,
+            Err(e) => return c.error(format!("{}: {e}; the image is kept, inspect it by hand", path.display()), None),
+        };
+        if !guids.insert(m.guid) {
+            c.error(format!("{} has the guid {} of another image", path.display(), m.guid), None);
+        }
+        if m.kind != kind {
+            c.error(format!("{} is recorded as a {:?} but sits with the {:?}s", path.display(), m.kind, kind), None);
+        }
+        if kind == ObjectKind::Snapshot && !subvol_os::flags::is_immutable(&file).unwrap_or(true) {
+            c.error(
+                format!("snapshot {} is not immutable", path.display()),
+                Some(("set immutable", &mut || subvol_os::flags::set_immutable(&file, true).is_ok())),
+            );
+        }
+        if kind == ObjectKind::Subvolume && !m.holds.is_empty() {
+            c.error(
+                format!("subvolume {} carries holds (only snapshots can be held)", path.display()),
+                Some(("dropped the holds", &mut || {
+                    let mut m2 = m.clone();
+                    m2.holds.clear();
+                    crate::snapshot::write_meta(&file, &m2).is_ok()
+                })),
+            );
+        }
+    }
+
+    fn check_cache(&self, c: &mut Checker, guids: &std::collections::HashSet<uuid::Uuid>) {
+        let dir = self.layout.meta_dir().join("cache");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let known = name
+                .strip_suffix(".extents")
+                .and_then(|g| uuid::Uuid::try_parse(g).ok())
+                .is_some_and(|g| guids.contains(&g));
+            if !known {
+                c.warning(format!("stale extent-map cache {}", p.display()));
+                if c.repair {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+    }
+
+    fn check_loops(&self, c: &mut Checker) -> Result<()> {
+        let kernel = KernelView::read()?;
+        let _ = &kernel;
+        for l in subvol_os::loopdev::list() {
+            if !l.backing_file.starts_with(self.root()) {
+                continue;
+            }
+            let mounted = subvol_os::mount::mounts_of_device(l.major, l.minor).map(|m| !m.is_empty()).unwrap_or(true);
+            if mounted {
+                continue;
+            }
+            if l.backing_deleted || !l.autoclear {
+                let dev = l.path.clone();
+                let number = l.number;
+                c.error(
+                    format!(
+                        "{} is attached to {} without a mount and would never detach by itself",
+                        dev.display(),
+                        l.backing_file.display()
+                    ),
+                    Some(("detached", &mut || subvol_os::loopdev::open(number).and_then(|d| d.detach()).is_ok())),
+                );
+            } else {
+                c.warning(format!(
+                    "{} holds {} open without a mount (a VM or another user?)",
+                    l.path.display(),
+                    l.backing_file.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
