@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod concurrency;
+mod crash;
 mod errors;
 mod lifecycle;
 mod mounting;
