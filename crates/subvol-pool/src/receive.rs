@@ -415,9 +415,11 @@ impl Pool {
         let dir = self.layout.snapshot_dir(&n);
         std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&dir).map_err(|e| Error::io("mkdir", e))?;
         let dst = self.layout.snapshot_image(&n, &snap);
+        crate::recovery::mark_unprotected(&self.layout)?;
         rename_noreplace(&img_path, &dst).map_err(|e| Error::os(format!("cannot publish {n}@{snap}"), e))?;
         subvol_os::fsync::fsync_dir(&dir).map_err(|e| Error::os("sync", e))?;
         subvol_os::flags::set_immutable(&file, true).map_err(|e| Error::os("cannot protect the snapshot", e))?;
+        crate::recovery::clear_unprotected(&self.layout);
         drop(file);
         let _ = std::fs::remove_file(&state_path);
         subvol_os::crash::point("receive-before-follow");

@@ -237,7 +237,10 @@ impl Pool {
         }
         drop(markers);
         drop(_signals);
-        // Phase 3, thawed: metadata, publish, protect.
+        // Phase 3, thawed: metadata, publish, protect. A snapshot is
+        // published before it can be made immutable (an immutable file cannot
+        // be renamed): the record lets recovery protect it if we die between.
+        crate::recovery::mark_unprotected(&self.layout)?;
         let mut reports = Vec::new();
         for (j, tmp_guard) in jobs.iter().zip(tmps.iter_mut()) {
             let mut meta = SubvolumeMeta::new_subvolume(j.meta.fs, Utc::now());
@@ -271,6 +274,7 @@ impl Pool {
                 frozen_copy_bytes: j.frozen_copy_bytes,
             });
         }
+        crate::recovery::clear_unprotected(&self.layout);
         Ok(reports)
     }
 }
