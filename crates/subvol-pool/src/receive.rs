@@ -243,13 +243,16 @@ impl Pool {
         progress: Progress<'_>,
     ) -> Result<ReceiveReport> {
         let n = ObjectName::parse_subvolume(name)?.subvolume;
-        let mut reader = StreamReader::new(input).map_err(stream_error)?;
+        let mut reader: StreamReader<&mut dyn Read> = StreamReader::new(input).map_err(stream_error)?;
         let h = reader.header.clone();
         let snap = snap_part(&h)?;
         let (img_path, state_path) = self.partial_paths(&n);
 
         // Phase 1, locked: check, and set up the partial image.
         let lock = self.lock()?;
+        if let Some(done) = self.already_received(&n, &h, &mut reader)? {
+            return Ok(done);
+        }
         std::fs::DirBuilder::new()
             .mode(0o700)
             .recursive(true)
@@ -440,6 +443,58 @@ impl Pool {
             followed,
             note,
         })
+    }
+
+    /// The stream's snapshot is already here (a retry, e.g. after a crash
+    /// between publishing it and updating the subvolume). If the subvolume
+    /// still sits at the base, let it follow now; the stream is read to the
+    /// end (and verified) so the sender finishes normally.
+    fn already_received(
+        &self,
+        n: &str,
+        h: &StreamHeader,
+        reader: &mut StreamReader<&mut dyn Read>,
+    ) -> Result<Option<ReceiveReport>> {
+        let mut have = None;
+        let mut base_path = None;
+        for (s, p) in self.snapshot_images(n)? {
+            let Ok(f) = open_image(&p, false) else { continue };
+            let Ok(m) = read_meta(&f) else { continue };
+            if m.guid == h.snapshot.guid {
+                have = Some((s.clone(), p.clone()));
+            }
+            if h.base.as_ref().is_some_and(|b| b.guid == m.guid) {
+                base_path = Some(p);
+            }
+        }
+        let Some((snap, path)) = have else { return Ok(None) };
+        let image = self.layout.subvolume_image(n);
+        let mounted = !KernelView::read()?.attachments(&image).is_empty();
+        let at_received = image.exists() && !self.changed_since(&image, &path)?;
+        let at_base = match (&base_path, image.exists()) {
+            (Some(b), true) => !self.changed_since(&image, b)?,
+            (None, false) => true,
+            _ => false,
+        };
+        if !at_received && at_base && !mounted {
+            while let Some(rec) = reader.next_record().map_err(stream_error)? {
+                if matches!(rec, Record::End(_)) {
+                    break;
+                }
+            }
+            self.follow(n, &path, h.source_guid)?;
+            return Ok(Some(ReceiveReport {
+                name: format!("{n}@{snap}"),
+                full: h.base.is_none(),
+                data_bytes: 0,
+                hole_bytes: 0,
+                records: 0,
+                stream_bytes: reader.bytes_read,
+                followed: true,
+                note: Some("already received; the subvolume now follows it".into()),
+            }));
+        }
+        Err(Error::new(ErrorKind::AlreadyExists, format!("{n}@{snap} is already this snapshot; nothing to receive")))
     }
 
     fn drop_newer_than_base(&self, n: &str, h: &StreamHeader) -> Result<()> {

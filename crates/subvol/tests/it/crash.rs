@@ -38,7 +38,18 @@ fn world() -> World {
     sh("dd", &["if=/dev/urandom", &format!("of={}", img.display()), "bs=1M", "count=8", "conv=notrunc", "status=none"]);
     for s in ["base", "s2", "s3"] {
         host.run(&["snapshot", &format!("r@{s}")]).ok();
-        sh("dd", &["if=/dev/urandom", &format!("of={}", img.display()), "bs=64k", "count=16", "seek=300", "conv=notrunc", "status=none"]);
+        sh(
+            "dd",
+            &[
+                "if=/dev/urandom",
+                &format!("of={}", img.display()),
+                "bs=64k",
+                "count=16",
+                "seek=300",
+                "conv=notrunc",
+                "status=none",
+            ],
+        );
     }
     host.run(&["create", "x", "--size", "16M", "--fs", "raw"]).ok();
     let (s, r) = pipe_send(&host.pool, &["r@base"], &other, &["r"]);
@@ -55,18 +66,8 @@ fn pipe_send(src: &Path, send: &[&str], dst: &Path, recv: &[&str]) -> (i32, i32)
 }
 
 fn pipe_send_env(src: &Path, send: &[&str], dst: &Path, recv: &[&str], env: &[(&str, &str)]) -> (i32, i32) {
-    let mut s = Command::new(BIN).arg("--pool").arg(src).arg("send").args(send).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut r = Command::new(BIN);
-    r.arg("--pool").arg(dst).arg("receive").args(recv).stdin(s.stdout.take().unwrap()).stdout(Stdio::null()).stderr(Stdio::null());
-    for (k, v) in env {
-        r.env(k, v);
-    }
-    let rc = r.status().unwrap().code().unwrap_or(-1);
-    // The Command still holds the pipe's read end: drop it, or a sender
-    // whose receiver died would block on a full pipe forever.
-    drop(r);
-    let sc = s.wait().unwrap().code().unwrap_or(-1);
-    (sc, rc)
+    let (s, r) = pipe_env(src, send, dst, recv, env);
+    (s.code, r.code)
 }
 
 /// The command that reaches each crash point, in a fresh world.
@@ -95,8 +96,13 @@ fn verify(w: &World, context: &str) {
     for pool in [&w.host.pool, &w.other] {
         let r = subvol(pool, &["pool", "check", "--json"]);
         let rep = r.json();
-        let errors: Vec<&serde_json::Value> = rep["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "error").collect();
-        assert!(errors.is_empty() && r.code == 0, "{context}: pool check of {} is not clean: {errors:?}", pool.display());
+        let errors: Vec<&serde_json::Value> =
+            rep["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "error").collect();
+        assert!(
+            errors.is_empty() && r.code == 0,
+            "{context}: pool check of {} is not clean: {errors:?}",
+            pool.display()
+        );
     }
     // Whatever was acknowledged before is intact (renamed objects count).
     for (name, hash) in &w.expect {
@@ -108,7 +114,9 @@ fn verify(w: &World, context: &str) {
         match found {
             Some(img) => assert_eq!(&hash_file(Path::new(&img)), hash, "{context}: {name} changed"),
             // Deleting r@s2 / pruning are what those commands do.
-            None => assert!(context.contains("delete-snapshot") || context.contains("prune"), "{context}: {name} vanished"),
+            None => {
+                assert!(context.contains("delete-snapshot") || context.contains("prune"), "{context}: {name} vanished")
+            }
         }
     }
     // The mounted subvolume is neither frozen nor damaged.
@@ -161,7 +169,9 @@ fn kill_at_every_crash_point() {
             let args = command_for(point);
             let r = w.host.run(&args);
             assert!(
-                r.code == 0 || (r.code == 3 && (point.starts_with("delete") || point.starts_with("rename"))) || r.code == 4,
+                r.code == 0
+                    || (r.code == 3 && (point.starts_with("delete") || point.starts_with("rename")))
+                    || r.code == 4,
                 "{point}: retry of `subvol {}` failed: {r:?}",
                 args.join(" ")
             );
@@ -189,7 +199,14 @@ fn kill_at_random_moments() {
             2 => vec!["create".into(), format!("n{round}"), "--size".into(), "300M".into()],
             _ => vec!["rollback".into(), "r@s2".into()],
         };
-        let mut child = Command::new(BIN).arg("--pool").arg(&w.host.pool).args(&cmd).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = Command::new(BIN)
+            .arg("--pool")
+            .arg(&w.host.pool)
+            .args(&cmd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(delay);
         let _ = child.kill();
         let status = child.wait().unwrap();

@@ -288,3 +288,32 @@ pub fn write_data(path: &Path, seed: u64, len: usize) -> String {
 pub fn mount(host: &TestHost, name: &str) -> PathBuf {
     PathBuf::from(host.run(&["mount", name, "--json"]).json()["mount_point"].as_str().unwrap())
 }
+
+/// Runs `send ARGS` on one pool piped into `receive ARGS` on another;
+/// `recv_env` goes to the receiver only (e.g. a crash point).
+pub fn pipe_env(src: &Path, send: &[&str], dst: &Path, recv: &[&str], recv_env: &[(&str, &str)]) -> (Run, Run) {
+    let mut s = Command::new(BIN)
+        .arg("--pool")
+        .arg(src)
+        .arg("send")
+        .args(send)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = Command::new(BIN);
+    r.arg("--pool").arg(dst).arg("receive").args(recv).stdin(s.stdout.take().unwrap());
+    for (k, v) in recv_env {
+        r.env(k, v);
+    }
+    let ro = r.output().unwrap();
+    // The Command still holds the pipe's read end: drop it, or a sender
+    // whose receiver died would block on a full pipe forever.
+    drop(r);
+    let so = s.wait_with_output().unwrap();
+    (Run::from(so), Run::from(ro))
+}
+
+pub fn pipe(src: &Path, send: &[&str], dst: &Path, recv: &[&str]) -> (Run, Run) {
+    pipe_env(src, send, dst, recv, &[])
+}

@@ -8,34 +8,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Runs `send ARGS` on one pool and pipes it into `receive NAME ARGS` on another.
-fn pipe(src: &Path, send: &[&str], dst: &Path, recv: &[&str]) -> (Run, Run) {
-    let mut s = Command::new(BIN)
-        .arg("--pool")
-        .arg(src)
-        .arg("send")
-        .args(send)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let r = Command::new(BIN)
-        .arg("--pool")
-        .arg(dst)
-        .arg("receive")
-        .args(recv)
-        .stdin(s.stdout.take().unwrap())
-        .output()
-        .unwrap();
-    let so = s.wait_with_output().unwrap();
-    let run = |o: std::process::Output| Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
-    (run(so), run(r))
-}
-
 fn send_to_file(pool: &Path, args: &[&str], file: &Path) {
     let mut all = vec!["send"];
     all.extend_from_slice(args);
