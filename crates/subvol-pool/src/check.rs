@@ -239,8 +239,26 @@ impl Pool {
             Ok(m) => m,
             Err(e) => return c.error(format!("{}: {e}; the image is kept, inspect it by hand", path.display()), None),
         };
-        if !guids.insert(m.guid) {
-            c.error(format!("{} has the guid {} of another image", path.display(), m.guid), None);
+        // The same snapshot may be received under several names, but within
+        // one subvolume's snapshots a guid must name one image, or an
+        // incremental receive could not tell its base.
+        if !guids.insert(m.guid) && kind == ObjectKind::Snapshot {
+            let siblings = path.parent().map(|d| {
+                std::fs::read_dir(d)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.path() != path)
+                    .filter_map(|e| std::fs::File::open(e.path()).ok())
+                    .filter_map(|f| read_meta(&f).ok())
+                    .any(|o| o.guid == m.guid)
+            });
+            if siblings == Some(true) {
+                c.error(
+                    format!("{} has the guid {} of another snapshot of the same subvolume", path.display(), m.guid),
+                    None,
+                );
+            }
         }
         if m.kind != kind {
             c.error(format!("{} is recorded as a {:?} but sits with the {:?}s", path.display(), m.kind, kind), None);
