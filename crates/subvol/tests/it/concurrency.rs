@@ -6,7 +6,6 @@
 use crate::harness::*;
 use crate::require_privileges;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -50,21 +49,9 @@ fn random_mixes_from_several_processes() {
                     9 => vec!["pool".into(), "status".into(), "--json".into()],
                     _ => {
                         // A receive into the other pool, racing with the rest.
-                        let out = Command::new(BIN)
-                            .args(["--pool", path_str(&pool), "send", "r@base"])
-                            .stdout(Stdio::piped())
-                            .stderr(Stdio::null())
-                            .spawn()
-                            .unwrap();
-                        let code = Command::new(BIN)
-                            .args(["--pool", path_str(&other), "receive", &format!("w{w}r{i}"), "--json"])
-                            .stdin(out.stdout.unwrap())
-                            .stdout(Stdio::null())
-                            .stderr(Stdio::null())
-                            .status()
-                            .unwrap()
-                            .code()
-                            .unwrap_or(-1);
+                        let target = format!("w{w}r{i}");
+                        let (_, r) = pipe(&pool, &["r@base"], &other, &[&target, "--json"]);
+                        let code = r.code;
                         *codes.entry(code).or_insert(0) += 1;
                         ran += 1;
                         continue;
