@@ -222,7 +222,7 @@ impl<'a> AwkwardReader<'a> {
 impl Read for AwkwardReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.calls += 1;
-        if self.interrupt_every != 0 && self.calls % self.interrupt_every == 0 {
+        if self.interrupt_every != 0 && self.calls.is_multiple_of(self.interrupt_every) {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "EINTR"));
         }
         let n = buf.len().min(self.step).min(self.data.len());
@@ -235,7 +235,7 @@ impl Read for AwkwardReader<'_> {
 /// `Interrupted` answers from the reader in `stream_roundtrip`. Off: the
 /// reader does not retry an `Interrupted` read after END (see
 /// fuzz/README.md, finding 2); turn on once that is fixed.
-pub const INJECT_INTERRUPTED: bool = false;
+pub const INJECT_INTERRUPTED: bool = true;
 
 /// Fuzzer bytes as a source of numbers; zeroes once used up.
 struct Bytes<'a>(&'a [u8]);
@@ -373,7 +373,9 @@ pub fn stream_roundtrip(data: &[u8]) {
     check(records, Ok(()), "slice");
     if reader_mode != 0 {
         let step = usize::from(reader_mode & 0x1f) * 7 + 1;
-        let every = if INJECT_INTERRUPTED { u32::from(reader_mode >> 5) } else { 0 };
+        // Every second to eighth call (never every call: read_exact would
+        // rightly retry forever).
+        let every = if INJECT_INTERRUPTED && reader_mode >> 5 != 0 { u32::from(reader_mode >> 5) + 1 } else { 0 };
         let (records, result) = read_stream(AwkwardReader::new(&bytes, step, every));
         check(records, result, "awkward reader");
     }
@@ -449,6 +451,12 @@ pub fn meta_decode(data: &[u8]) {
 
 const MAP_MAGIC: &[u8; 8] = b"SVEXTMP1";
 
+/// `ExtentMap::from_bytes` accepts extents that end past `u64::MAX`, whose
+/// byte counts then overflow (fuzz/README.md, finding 1). While that is open
+/// the target skips such maps so it can look for other bugs; set to false
+/// with the fix.
+pub const TOLERATE_EXTENT_END_OVERFLOW: bool = false;
+
 fn with_hash(mut body: Vec<u8>) -> Vec<u8> {
     let sum = blake3::hash(&body);
     body.extend_from_slice(sum.as_bytes());
@@ -458,6 +466,9 @@ fn with_hash(mut body: Vec<u8>) -> Vec<u8> {
 /// Uses a decoded map the way the pool does (space accounting, diffs).
 fn extent_check(bytes: &[u8]) {
     let Some(m) = ExtentMap::from_bytes(bytes) else { return };
+    if TOLERATE_EXTENT_END_OVERFLOW && m.extents.iter().any(|e| e.logical.checked_add(e.length).is_none()) {
+        return;
+    }
     for e in &m.extents {
         assert!(e.length > 0, "zero-length extent kept");
     }
@@ -544,12 +555,20 @@ pub fn mountinfo(data: &[u8]) {
     let _ = subvol_core::mountopts::parse_mount_options(&s, true);
 }
 
+/// `format_size` rounds sizes of 15.95E and more up to "16.0E", which
+/// `parse_size` refuses (fuzz/README.md, finding 4). While that is open the
+/// target skips that text; set to false with the fix.
+pub const TOLERATE_FORMAT_SIZE_16E: bool = false;
+
 /// Target `size`: a size given on the command line.
 pub fn size(data: &[u8]) {
     let s = String::from_utf8_lossy(data);
     if let Ok(n) = subvol_core::size::parse_size(&s) {
         assert!(n > 0);
         let text = subvol_core::size::format_size(n);
+        if TOLERATE_FORMAT_SIZE_16E && text == "16.0E" {
+            return;
+        }
         let back = subvol_core::size::parse_size(&text).expect("format_size output does not parse");
         if !text.contains('.') {
             assert_eq!(back, n, "{text}");

@@ -54,6 +54,13 @@ impl ExtentMap {
     /// `None` if extents overlap (a kernel answer we cannot trust).
     pub fn new(mut extents: Vec<Extent>) -> Option<Self> {
         extents.retain(|e| e.length > 0);
+        // An extent may not run past the end of the 64-bit offset space.
+        if extents
+            .iter()
+            .any(|e| e.logical.checked_add(e.length).is_none() || e.physical.checked_add(e.length).is_none())
+        {
+            return None;
+        }
         extents.sort_by_key(|e| e.logical);
         for w in extents.windows(2) {
             if w[0].end() > w[1].logical {
@@ -113,7 +120,7 @@ impl ExtentMap {
             return None;
         }
         let n = u64::from_le_bytes(body[8..16].try_into().ok()?) as usize;
-        if body.len() != 16 + n.checked_mul(28)? {
+        if body.len() != n.checked_mul(28)?.checked_add(16)? {
             return None;
         }
         let mut v = Vec::with_capacity(n);

@@ -82,13 +82,17 @@ pub fn format_size(bytes: u64) -> String {
     }
     let (unit, shift) = UNITS[idx];
     let whole = bytes >> shift;
-    let value = bytes as f64 / (1u64 << shift) as f64;
     if bytes & ((1u64 << shift) - 1) == 0 {
-        format!("{whole}{unit}")
-    } else if value < 10.0 {
-        format!("{value:.2}{unit}")
+        return format!("{whole}{unit}");
+    }
+    // Round down (never print a size larger than the real one, which could
+    // then not be parsed back, e.g. 16.0E).
+    if whole < 10 {
+        let hundredths = ((u128::from(bytes) * 100) >> shift) as u64;
+        format!("{}.{:02}{unit}", hundredths / 100, hundredths % 100)
     } else {
-        format!("{value:.1}{unit}")
+        let tenths = ((u128::from(bytes) * 10) >> shift) as u64;
+        format!("{}.{}{unit}", tenths / 10, tenths % 10)
     }
 }
 

@@ -345,10 +345,13 @@ impl<R: Read> StreamReader<R> {
             }
             // Nothing may follow END.
             let mut probe = [0u8; 1];
-            match self.input.read(&mut probe) {
-                Ok(0) => {}
-                Ok(_) => return Err(corrupt("data after the END record")),
-                Err(e) => return Err(StreamError::Io(e)),
+            loop {
+                match self.input.read(&mut probe) {
+                    Ok(0) => break,
+                    Ok(_) => return Err(corrupt("data after the END record")),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(StreamError::Io(e)),
+                }
             }
             self.done = true;
             return Ok(Some(Record::End(stated)));

@@ -96,8 +96,7 @@ fn seeds_are_valid_inputs() {
 
 // ---------------------------------------------------------------------------
 // Findings, each with its input inline (fuzz/README.md tells the story).
-// Tests marked #[ignore] are open bugs in subvol-core: remove the #[ignore]
-// (and the matching switch in fuzz/src/lib.rs) with the fix.
+// All four findings are fixed; these tests keep them fixed.
 // ---------------------------------------------------------------------------
 
 fn hex(s: &str) -> Vec<u8> {
@@ -143,7 +142,6 @@ fn use_extent_cache(b: &[u8]) -> std::thread::Result<Option<(u64, u64, usize)>> 
 /// crates/subvol-core/src/extent.rs:76 in debug builds, a wrapped, wrong
 /// byte count in release builds.
 #[test]
-#[ignore = "open bug: ExtentMap accepts extents ending past u64::MAX (fuzz/README.md, finding 1)"]
 fn extent_map_refuses_extents_ending_past_u64_max() {
     // Smallest form: [0, 2^64-1) and [2^64-1, 2^64).
     let b = hex("53564558544d5031 0200000000000000
@@ -172,7 +170,6 @@ fn extent_map_refuses_extents_ending_past_u64_max() {
 /// addition overflows: a panic in debug builds ("attempt to add with
 /// overflow"). Release builds wrap to 0 and refuse the file, as they should.
 #[test]
-#[ignore = "open bug: ExtentMap::from_bytes length check overflows (fuzz/README.md, finding 2)"]
 fn extent_map_count_near_usize_max_is_refused() {
     let b = hex("53564558544d5031 2449922449922409
          449b430e310104d9bfc47edd010bd1a2efa3403b1550a07d6de2ac5a78fb079a");
@@ -208,7 +205,6 @@ impl std::io::Read for InterruptedAtEof<'_> {
 /// `StreamError::Io` instead of retrying, so a valid stream from a pipe is
 /// refused at its very end if a signal lands there.
 #[test]
-#[ignore = "open bug: StreamReader does not retry Interrupted after END (fuzz/README.md, finding 3)"]
 fn stream_end_probe_retries_interrupted() {
     use subvol_core::stream::{Record, StreamReader};
     let stream = std::fs::read(
@@ -233,7 +229,6 @@ fn stream_end_probe_retries_interrupted() {
 /// `parse_size` refuses "16.0E" as too large: what subvol prints for a
 /// size of 15.95E or more cannot be given back to it, and overstates it.
 #[test]
-#[ignore = "open bug: format_size(u64::MAX) is \"16.0E\", which parse_size refuses (fuzz/README.md, finding 4)"]
 fn format_size_output_parses_back() {
     use subvol_core::size::{format_size, parse_size};
     let found = format!("  {}18446744073709551615\n\n", "0".repeat(118));
