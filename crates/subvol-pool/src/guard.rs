@@ -124,6 +124,8 @@ impl Pool {
         let mut warned_unfreezable = false;
         let mut soft_since: Option<Instant> = None;
         let mut last_reclaim: Option<Instant> = None;
+        let mut subs: Vec<crate::SubvolumeInfo> = Vec::new();
+        let mut subs_at: Option<Instant> = None;
         log(format!(
             "guard: watching {} (capacity {}, free {}, guaranteed outstanding {})",
             self.root().display(),
@@ -133,8 +135,15 @@ impl Pool {
         ));
         loop {
             let now = Instant::now();
+            // Listing and the space sweep cost more than a statfs: refresh them
+            // every second / five seconds, and skip the sweep entirely when no
+            // subvolume is guaranteed (then nothing is outstanding).
+            if subs_at.is_none_or(|t: Instant| now.duration_since(t) > Duration::from_secs(1)) {
+                subs = self.list()?;
+                subs_at = Some(now);
+            }
             if now.duration_since(outstanding_at) > Duration::from_secs(5) {
-                outstanding = self.space()?.outstanding_bytes;
+                outstanding = if subs.iter().any(|s| s.guarantee) { self.space()?.outstanding_bytes } else { 0 };
                 outstanding_at = now;
             }
             let st = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
@@ -146,7 +155,6 @@ impl Pool {
                 }
             }
             last = Some((now, st.free_bytes));
-            let subs = self.list()?;
             let mounted_thin = subs.iter().filter(|s| s.mount_point.is_some() && !s.guarantee).count() as u64;
             let low = opts.low_watermark_bytes.unwrap_or_else(|| {
                 subvol_core::space::margin(st.total_bytes, mounted_thin, crate::space::DIRTY_LIMIT_BYTES)

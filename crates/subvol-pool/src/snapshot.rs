@@ -36,8 +36,12 @@ pub struct SnapshotReport {
     pub method: &'static str,
     /// Whether the subvolume was mounted and frozen for the copy.
     pub frozen: bool,
-    /// How long writers were blocked, in microseconds (0 when not frozen).
+    /// How long writers were blocked, in microseconds, from the start of
+    /// FIFREEZE (which first flushes the filesystem) to the end of FITHAW
+    /// (0 when not frozen).
     pub frozen_us: u64,
+    /// Of that, the time spent bringing the clone up to date.
+    pub frozen_copy_us: u64,
     /// Wall time of the whole snapshot, in microseconds.
     pub total_us: u64,
     /// Extents of the image when the snapshot was taken.
@@ -210,6 +214,9 @@ impl Pool {
         let _signals = subvol_os::signals::SignalBlock::new().map_err(|e| Error::os("cannot block signals", e))?;
         let mut markers = Vec::new();
         let mut guards = Vec::new();
+        // Writers block from the moment FIFREEZE starts (it flushes the
+        // filesystem first) until FITHAW returns: that is the window.
+        let freeze_started = Instant::now();
         for j in &jobs {
             if let Some(mp) = &j.mount_point {
                 markers.push(FrozenMarker::create(self, &j.name, mp)?);
@@ -231,10 +238,12 @@ impl Pool {
                 sparse_copy(j, progress)?;
             }
         }
-        let frozen_us = if guards.is_empty() { 0 } else { frozen_at.elapsed().as_micros() as u64 };
+        let copy_us = frozen_at.elapsed().as_micros() as u64;
+        let any_frozen = !guards.is_empty();
         for g in guards {
             g.thaw().map_err(|e| Error::os("cannot thaw", e))?;
         }
+        let frozen_us = if any_frozen { freeze_started.elapsed().as_micros() as u64 } else { 0 };
         drop(markers);
         drop(_signals);
         // Phase 3, thawed: metadata, publish, protect. A snapshot is
@@ -269,6 +278,7 @@ impl Pool {
                 method: if reflink { "reflink" } else { "copy" },
                 frozen: j.mount_point.is_some(),
                 frozen_us,
+                frozen_copy_us: copy_us,
                 total_us: start.elapsed().as_micros() as u64,
                 extents: j.extents,
                 frozen_copy_bytes: j.frozen_copy_bytes,
