@@ -22,8 +22,12 @@
 #     (byte-exactness checked: sha256 of the received snapshot image against
 #     the source snapshot image),
 #   - btrfs send -p PREV NEW | btrfs receive dst,
-#   - rsync --inplace --no-whole-file NEW-IMAGE COPY-OF-PREV (on pool B's XFS),
-# each base being the previous run's snapshot, which the destination holds.
+#   - subvol send --from > /dev/null (the sender alone),
+#   - rsync --inplace --no-whole-file NEW-IMAGE COPY-OF-BASE (on pool B's XFS).
+# Every run starts from the base snapshot, which the destinations hold: after
+# a run the sources, the destinations and the rsync copy are reset to the
+# base (untimed), so each run changes the same image (about 2 x the changed
+# 4 KiB ranges in extents for the 4k pattern, a few dozen for 1m).
 # Stream bytes are counted separately (`... send | wc -c`), not in the timed
 # pipe. Peak RSS of each side comes from /usr/bin/time -v. Full copies
 # (cp --reflink=never --sparse=always to pool B's XFS, full subvol send |
@@ -309,14 +313,30 @@ for r in $(seq 1 "$RUNS"); do
 done
 
 # ---------------------------------------------------------------- incremental
-PREV=base
+# Every run starts from the base: the source subvolume, the btrfs source
+# subvolume and the rsync copy are reset to it, and the destinations drop
+# what the previous run sent (untimed), so each run changes the same image.
+reset_to_base() { # reset_to_base NEW
+    local pre
+    pre=$(sva rollback v@base --json | jq -r .pre_rollback)
+    sva delete "$pre" >/dev/null
+    sva delete "v@$1" >/dev/null
+    svb delete "v@$1" >/dev/null
+    pre=$(svb rollback v@base --json | jq -r .pre_rollback)
+    svb delete "$pre" >/dev/null
+    btrfs -q subvolume delete "$BT/dst/$1" "$BT/snaps/$1" "$BT/src" >/dev/null
+    btrfs -q subvolume snapshot "$BT/snaps/base" "$BT/src" >/dev/null
+    cp --reflink=always "$BHOST/rsync-base.img" "$BHOST/rsync.img"
+    sync
+}
+cp --reflink=always "$BHOST/rsync.img" "$BHOST/rsync-base.img"
 SEED=4242
 for p in $PATTERNS; do
     for r in $(seq 1 "$RUNS"); do
         wait_quiet "incremental $p"
         NEW=$p-$r
         SEED=$((SEED + 1))
-        note "incremental $p run $r: change ${CHG_MIB} MiB ($p writes), $PREV -> $NEW"
+        note "incremental $p run $r: change ${CHG_MIB} MiB ($p writes), base -> $NEW"
         change "$IMG" "$p" "$SEED"
         change "$BT/src/img" "$p" "$SEED"
         sync -f "$BT"
@@ -328,23 +348,27 @@ for p in $PATTERNS; do
             echo "the btrfs file differs from the subvol image after the same change ($p run $r)" >>"$NOTES"
         fi
         rec "$p" info extents "$(extents "$SRC")"
-        rec "$p" info estimate "$(sva send --estimate "v@$NEW" --from "v@$PREV" --json | jq -r .data_bytes)"
+        rec "$p" info ranges "$(sva send --estimate "v@$NEW" --from v@base --json | jq -r .ranges)"
+        rec "$p" info estimate "$(sva send --estimate "v@$NEW" --from v@base --json | jq -r .data_bytes)"
 
         # Stream sizes, outside the timed runs.
-        rec "$p" subvol stream "$(sva send "v@$NEW" --from "v@$PREV" | wc -c)"
-        rec "$p" btrfs stream "$(btrfs -q send -p "$BT/snaps/$PREV" "$BT/snaps/$NEW" | wc -c)"
+        rec "$p" subvol stream "$(sva send "v@$NEW" --from v@base | wc -c)"
+        rec "$p" btrfs stream "$(btrfs -q send -p "$BT/snaps/base" "$BT/snaps/$NEW" | wc -c)"
 
-        timed_pipe "$p" subvol "$SUBVOL" --pool "$PA" send "v@$NEW" --from "v@$PREV" -- "$SUBVOL" --pool "$PB" receive v
+        timed_pipe "$p" subvol "$SUBVOL" --pool "$PA" send "v@$NEW" --from v@base -- "$SUBVOL" --pool "$PB" receive v
         verify "$p" subvol "$SRC" "$(image_of "$PB" "v@$NEW")"
 
-        timed_pipe "$p" btrfs btrfs -q send -p "$BT/snaps/$PREV" "$BT/snaps/$NEW" -- btrfs -q receive "$BT/dst"
+        # The sender alone (where the pipe's time goes).
+        timed_one "$p" sendonly sh -c '"$1" --pool "$2" send "v@$3" --from v@base >/dev/null' sh "$SUBVOL" "$PA" "$NEW"
+
+        timed_pipe "$p" btrfs btrfs -q send -p "$BT/snaps/base" "$BT/snaps/$NEW" -- btrfs -q receive "$BT/dst"
         [ "$(hash_of "$BT/dst/$NEW/img")" = "$SRC_HASH" ] && rec "$p" btrfs exact 1 || rec "$p" btrfs exact 0
 
         timed_one "$p" rsync rsync --inplace --no-whole-file --stats "$SRC" "$BHOST/rsync.img"
         rec "$p" rsync stream "$(awk -F': ' '/^Total bytes sent/ { gsub(/,/, "", $2); print $2 + 0 }' "$W/one.out")"
         rec "$p" rsync literal "$(awk -F': ' '/^Literal data/ { gsub(/,/, "", $2); print $2 + 0 }' "$W/one.out")"
         [ "$(hash_of "$BHOST/rsync.img")" = "$SRC_HASH" ] && rec "$p" rsync exact 1 || rec "$p" rsync exact 0
-        PREV=$NEW
+        reset_to_base "$NEW"
     done
 done
 
@@ -409,14 +433,18 @@ if fr and sw:
 for p in patterns:
     print(f"## Incremental, {chg // (1 << 20)} MiB changed in {p} random writes (medians of {len(d.get((p, 'subvol', 'wall'), []))} runs)")
     print()
-    print(f"extents of the new snapshot image: {f(med(p, 'info', 'extents'), '{:.0f}')}; "
+    print(f"extents of the new snapshot image: {f(med(p, 'info', 'extents'), '{:.0f}')}; changed ranges (send --estimate): {f(med(p, 'info', 'ranges'), '{:.0f}')}; "
           f"subvol send --estimate data_bytes: {f(med(p, 'info', 'estimate'), '{:.0f}')}")
     print()
     print("| tool | wall s | stream bytes | stream / changed | peak RSS MiB send / recv | byte-exact |")
     print("|---|---:|---:|---:|---|---|")
     for c, label in (("subvol", "subvol send --from \\| subvol receive"), ("btrfs", "btrfs send -p \\| btrfs receive"),
+                     ("sendonly", "(subvol send --from > /dev/null: the sender alone)"),
                      ("rsync", "rsync --inplace --no-whole-file")):
         w = med(p, c, "wall"); s = med(p, c, "stream")
+        if c == "sendonly":
+            print(f"| {label} | {f(w)} | - | - | {f(med(p, c, 'rss'), '{:.1f}')} | - |")
+            continue
         if c == "rsync":
             rss = f(med(p, c, "rss"), "{:.1f}") + " (all processes' max)"
             lit = med(p, c, "literal")

@@ -33,9 +33,11 @@
 #     with XFS extent size hints on the image (HINTS, default: none cow4k
 #     cow1m cow16m ext1m). cowN sets the CoW extent size hint (xfs_io
 #     cowextsize) on the image after create; extN the extent size hint
-#     (xfs_io extsize), which XFS only accepts on a file without extents, so
-#     it is inherited from the pool's tmp directory where `subvol create`
-#     builds the image.
+#     (xfs_io extsize), which XFS only accepts on a file without extents:
+#     `subvol create --extent-hint N` where subvol has that option (then
+#     every other variant gets --extent-hint 0), else inherited from the
+#     pool's tmp directory where `subvol create` builds the image. "default"
+#     is a plain `subvol create`, whatever it sets.
 #  Where `perf trace` works, one extra snapshot per case of parts 1 and 2 is
 #  traced (ioctls only) to split its time into phases.
 #
@@ -54,15 +56,16 @@
 #                 (default 1000; 0 = skip)
 #   FRAG_TARGETS  extent counts for part 2 (default "20000 100000")
 #   RUNTIME       seconds per fio run in part 3 (default 20)
-#   PRICE_RUNS    runs per hint in part 3 (default 2; each is 2.5 x RUNTIME)
+#   PRICE_RUNS    runs per hint in part 3 (default 1; each is 2.5 x RUNTIME)
 #   HINTS         hint variants for part 3 (default "none cow4k cow1m cow16m ext1m";
-#                 any of none, cowN, extN, extN+cowM with N, M in k/m units)
+#                 any of default, none, cowN, extN, extN+cowM with N, M in
+#                 k/m units)
 #   PARTS         which parts to run (default "1 2 3")
 #   TMPBASE       where the temporary directory is made (default /var/tmp)
 #   FIO_WAIT      seconds to wait for other fio processes to finish before
 #                 measuring (default 900)
 #   QUICK=1       smoke run: SIZES=1 RUNS=1 FRAG_TARGETS=20000 RUNTIME=5
-#                 PRICE_RUNS=1 HINTS="none cow1m ext1m" (explicit values win)
+#                 PRICE_RUNS=1 HINTS="none cow4k ext1m" (explicit values win)
 
 set -euo pipefail
 
@@ -70,7 +73,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     : "${SIZES:=1}" "${RUNS:=1}" "${FRAG_TARGETS:=20000}" "${RUNTIME:=5}" "${PRICE_RUNS:=1}"
-    : "${HINTS:=none cow1m ext1m}"
+    : "${HINTS:=none cow4k ext1m}"
 fi
 RUNS=${RUNS:-5}
 SIZES=${SIZES:-1 4 16}
@@ -78,7 +81,7 @@ FILL_PCT=${FILL_PCT:-80}
 WARMUP=${WARMUP:-1}
 FRAG_TARGETS=${FRAG_TARGETS:-20000 100000}
 RUNTIME=${RUNTIME:-20}
-PRICE_RUNS=${PRICE_RUNS:-2}
+PRICE_RUNS=${PRICE_RUNS:-1}
 HINTS=${HINTS:-none cow4k cow1m cow16m ext1m}
 PARTS=${PARTS:-1 2 3}
 TMPBASE=${TMPBASE:-/var/tmp}
@@ -191,6 +194,8 @@ rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
 extents() { xfs_io -r -c fiemap "$1" | awk 'NR > 1 && !/hole/' | wc -l; }
 pool_used_mib() { echo $(($(df -k --output=used "$POOL" | tail -1) / 1024)); }
 
+# part_note PART: when a part starts and how busy the machine is.
+part_note() { echo "part $1 started $(date +%T), load average $(cut -d' ' -f1-3 /proc/loadavg)" >>"$NOTES"; }
 FIO_WAITED=0
 # Waits (up to FIO_WAIT s in all) while a fio that is not ours is running.
 wait_quiet() {
@@ -352,6 +357,9 @@ loaded() {
     rec "$part" "$case" "${prefix}_stall" "$lat"
 }
 
+# Newer subvol sets an extent size hint on images itself (--extent-hint).
+HAVE_EXTENT_HINT=0
+if "$SUBVOL" create --help 2>/dev/null | grep -q -- --extent-hint; then HAVE_EXTENT_HINT=1; fi
 HAVE_PERF=0
 if command -v perf >/dev/null && perf trace -e ioctl -o /dev/null -- true >/dev/null 2>&1; then HAVE_PERF=1; fi
 # traced PART CASE NAME SNAP: a traced extra snapshot if perf can trace.
@@ -408,6 +416,7 @@ fresh_xfs() {
 }
 if has_part 1; then
     wait_quiet 1
+    part_note 1
     for S in $SIZES; do
         name=lat$S
         mib=$((S * 1024 * FILL_PCT / 100))
@@ -417,6 +426,10 @@ if has_part 1; then
         fill "$BT/vol/data" "$mib"
         sync
         rec p1 "$S" ext_before "$(extents "$img")"
+        if [ "$S" = "${SIZES%% *}" ]; then
+            echo "images as subvol creates them: $(xfs_io -r -c extsize "$img" | awk '{print "extsize=" $1}')" \
+                "$(xfs_io -r -c cowextsize "$img" | awk '{print "cowextsize=" $1}')" >>"$NOTES"
+        fi
         for r in $(seq 1 "$RUNS"); do
             # Alternate the order of the peers from run to run.
             for op in $(order "$r" sv cp bt); do
@@ -471,6 +484,7 @@ fi
 # ---------------------------------------------------------------- part 2
 if has_part 2; then
     wait_quiet 2
+    part_note 2
     name=frag
     mib=$((FRAG_GIB * 1024 * 85 / 100))
     note "part 2: ${FRAG_GIB} GiB subvolume, ${mib} MiB data file"
@@ -562,6 +576,7 @@ price_fio() {
 }
 if has_part 3; then
     wait_quiet 3
+    part_note 3
     # A fresh subvolume per run and hint (hints alternate within a run), so
     # "no snapshot" always means a never-snapshotted image.
     for r in $(seq 1 "$PRICE_RUNS"); do
@@ -570,19 +585,26 @@ if has_part 3; then
             ext=
             cow=
             case $h in
-            none) ;;
+            none | default) ;;
             ext*+cow*) ext=${h%%+*}; ext=${ext#ext}; cow=${h#*+cow} ;;
             ext*) ext=${h#ext} ;;
             cow*) cow=${h#cow} ;;
             *) die "unknown hint variant $h" ;;
             esac
             note "part 3: run $r, hint $h: ${PRICE_GIB} GiB subvolume, ${PRICE_FILE_MIB} MiB data file"
-            if [ -n "$ext" ]; then
-                # Inherited by files created in the directory (EXTSZINHERIT).
-                xfs_io -c "extsize $(hint_bytes "$ext")" "$POOLTMP"
+            if [ $h = default ]; then
+                # Whatever `subvol create` does by itself.
+                sv create "$name" --size "${PRICE_GIB}G" >/dev/null
+            elif [ $HAVE_EXTENT_HINT = 1 ]; then
+                sv create "$name" --size "${PRICE_GIB}G" --extent-hint "$(hint_bytes "${ext:-0}")" >/dev/null
+            else
+                if [ -n "$ext" ]; then
+                    # Inherited by files created in the directory (EXTSZINHERIT).
+                    xfs_io -c "extsize $(hint_bytes "$ext")" "$POOLTMP"
+                fi
+                sv create "$name" --size "${PRICE_GIB}G" >/dev/null
+                if [ -n "$ext" ]; then xfs_io -c "extsize 0" "$POOLTMP"; fi
             fi
-            sv create "$name" --size "${PRICE_GIB}G" >/dev/null
-            if [ -n "$ext" ]; then xfs_io -c "extsize 0" "$POOLTMP"; fi
             img=$(image_of "$name")
             if [ -n "$cow" ]; then xfs_io -c "cowextsize $(hint_bytes "$cow")" "$img"; fi
             if [ "$r" = 1 ]; then
@@ -612,15 +634,17 @@ if has_part 3; then
             price_fio "$out" $(((RUNTIME + 1) / 2))
             read -r del _ < <(fio_metric "$out")
             rec p3 "$h" iops_del "$del"
+            rec p3 "$h" ratio_snap "$(awk -v a="$snap" -v b="$base" 'BEGIN { printf "%.4f", a / b }')"
+            rec p3 "$h" ratio_del "$(awk -v a="$del" -v b="$base" 'BEGIN { printf "%.4f", a / b }')"
             rec p3 "$h" ext_del "$(extents "$img")"
             note "part 3: $h run $r: $base IOPS without, $snap IOPS after a snapshot, $del after deleting it"
             sv delete "$name" --recursive --force >/dev/null
-            fstrim "$POOL"
         done
+        fstrim "$POOL"
     done
 fi
 T_END=$(date +%s)
-echo "measuring took $((T_END - T_START)) s" >>"$NOTES"
+echo "measuring took $((T_END - T_START)) s, load average at the end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$NOTES"
 
 # ---------------------------------------------------------------- report
 python3 - "$RES" "$W/machine.txt" "$NOTES" "$SIZES" "$FRAG_TARGETS" "$HINTS" <<'PY'
@@ -715,6 +739,8 @@ if any(k[0] == "p2" for k in vals):
 if any(k[0] == "p3" for k in vals):
     print("### Random 4 KiB writes after a snapshot, with XFS hints on the image (medians)")
     print()
+    print("Ratios are medians of the per-run ratios (each run compares IOPS on one image).")
+    print()
     print("| hint | IOPS, no snapshot | IOPS, after snapshot | ratio | IOPS, snapshot deleted | ratio "
           "| extents: filled / before snapshot / after / after deleted-phase "
           "| pool growth in the post-snapshot run (MiB) | snapshot total / frozen (ms) |")
@@ -724,7 +750,8 @@ if any(k[0] == "p3" for k in vals):
             continue
         b, s, d = med("p3", h, "iops_base"), med("p3", h, "iops_snap"), med("p3", h, "iops_del")
         e = " / ".join(f(med("p3", h, m), "{:,.0f}") for m in ("ext_fill", "ext_mid", "ext_after", "ext_del"))
-        print(f"| {h} | {f(b, '{:,.0f}')} | {f(s, '{:,.0f}')} | {ratio(s, b)} | {f(d, '{:,.0f}')} | {ratio(d, b)} | {e} "
+        rs, rd = med("p3", h, "ratio_snap"), med("p3", h, "ratio_del")
+        print(f"| {h} | {f(b, '{:,.0f}')} | {f(s, '{:,.0f}')} | {f(rs, '{:.2f}')} | {f(d, '{:,.0f}')} | {f(rd, '{:.2f}')} | {e} "
               f"| {f(med('p3', h, 'growth_mib'), '{:,.0f}')} | {f(med('p3', h, 'sv_total'))} / {f(med('p3', h, 'sv_frozen'))} |")
     print()
 if any(k[2] == "t_window" for k in vals):

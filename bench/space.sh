@@ -13,6 +13,10 @@
 #     for each writer in WRITERS:
 #       direct     bs=1M O_DIRECT libaio iodepth 16
 #       buffered   bs=1M buffered psync, fsync at the end
+#       buffered-capped  the same, with the subvolume's loop device's
+#                  writeback capped by hand (bdi strict_limit=1,
+#                  max_bytes=64M: the dirty limit the guard's margin
+#                  assumes per thin subvolume)
 #     Measured: when the host's headroom (free - guaranteed) crossed the
 #     guard's low watermark (poller) and when the guard logged the freeze
 #     (so cross -> frozen; negative when the guard froze ahead of the
@@ -45,7 +49,7 @@
 # Environment:
 #   SUBVOL       subvol binary (default: target/release/subvol of this repo,
 #                built with `cargo build --release` if it is missing)
-#   WRITERS      writer kinds for parts 1-2 (default "direct buffered")
+#   WRITERS      writer kinds for parts 1-2 (default "direct buffered buffered-capped")
 #   WRITE_SIZE   how much fio tries to write (default 3G)
 #   BALLAST      host ballast in MiB, deleted to let the guard thaw (default 400)
 #   HOLD         seconds the writer is held frozen before the ballast goes (default 5)
@@ -64,7 +68,7 @@ QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     : "${IDLE_SECS:=10}" "${NSUB:=10}" "${RUNS:=1}" "${HOLD:=2}"
 fi
-WRITERS=${WRITERS:-direct buffered}
+WRITERS=${WRITERS:-direct buffered buffered-capped}
 WRITE_SIZE=${WRITE_SIZE:-3G}
 BALLAST=${BALLAST:-400}
 HOLD=${HOLD:-5}
@@ -88,7 +92,7 @@ done
 for v in BALLAST HOLD IDLE_SECS NSUB NSNAP WRITES WRITES_BETWEEN RUNS; do
     case ${!v} in '' | *[!0-9]*) die "$v must be a non-negative integer" ;; esac
 done
-for w in $WRITERS; do case $w in direct | buffered) ;; *) die "WRITERS are direct and/or buffered: $w" ;; esac; done
+for w in $WRITERS; do case $w in direct | buffered | buffered-capped) ;; *) die "WRITERS are direct, buffered, buffered-capped: $w" ;; esac; done
 
 if [ -z "${SUBVOL:-}" ]; then
     SUBVOL=$REPO/target/release/subvol
@@ -250,6 +254,11 @@ guard_case() {
     bdi=/sys/class/bdi/$(cat "/sys/block/${dev#/dev/}/dev")
     rec "$w" bdi strict_limit "$(cat "$bdi/strict_limit" 2>/dev/null || echo -1)"
     rec "$w" bdi max_bytes "$(cat "$bdi/max_bytes" 2>/dev/null || echo -1)"
+    if [ "$w" = buffered-capped ]; then
+        echo 1 >"$bdi/strict_limit"
+        echo $((64 << 20)) >"$bdi/max_bytes"
+        rec "$w" bdi capped_max_bytes "$(cat "$bdi/max_bytes")"
+    fi
     rec "$w" host free_at_start "$(($(stat -f -c %f "$SP") * $(stat -f -c %S "$SP")))"
     sync
     rm -f "$W/poll.stop"
@@ -258,7 +267,7 @@ guard_case() {
     BGPIDS+=("$PPID_")
     start_guard "$SP" "$log" --interval-ms 100
     kmark "start-$w"
-    local args=(--name=w --filename="$mp/fill" --rw=write --bs=1M --size="$WRITE_SIZE"
+    local args=(--name=w --filename="$mp/fill" --rw=write --bs=1M --size="$WRITE_SIZE" --fallocate=none
         --output-format=json --output="$fj")
     if [ "$w" = direct ]; then
         args+=(--direct=1 --ioengine=libaio --iodepth=16)
@@ -269,9 +278,9 @@ guard_case() {
     fio "${args[@]}" >"$W/fio-$w.err" 2>&1 &
     fpid=$!
     BGPIDS+=("$fpid")
-    # Until the guard freezes (hard), or the writer ends, or 120 s.
+    # Until the guard freezes, or the writer ends, or 120 s.
     for i in $(seq 1 1200); do
-        grep -q 'guard: froze.*until the high watermark' "$log" && break
+        grep -q 'guard: froze' "$log" && break
         kill -0 "$fpid" 2>/dev/null || break
         sleep 0.1
     done
@@ -279,7 +288,7 @@ guard_case() {
     sleep "$HOLD"
     if kill -0 "$fpid" 2>/dev/null; then
         rec "$w" writer alive_after_hold 1
-        echo "$w writer after ${HOLD}s frozen: $(ps -o stat=,wchan:32= -p "$fpid" | tr -s ' ') (threads: $(ps -L -o stat= -p "$fpid" | sort | uniq -c | tr -s ' \n' ' '))" >>"$NOTES"
+        echo "$w writer ${HOLD} s after the first freeze: threads (state wchan): $(ps -L -o stat=,wchan:32= -p "$fpid" | tr -s ' \n' ' ')" >>"$NOTES"
         rec "$w" writer file_bytes_frozen "$(stat -c %s "$mp/fill" 2>/dev/null || echo 0)"
         kill -INT "$fpid"
     else
@@ -316,7 +325,7 @@ guard_case() {
     local dm
     dm=$(dmesg_since "start-$w" | grep -v 'space.sh:' || true)
     rec "$w" kernel shutdown_lines "$(printf '%s\n' "$dm" | grep -ciE 'shut ?down|shutting down' || true)"
-    rec "$w" kernel ioerror_lines "$(printf '%s\n' "$dm" | grep -ciE 'I/O error|error -5|error -28|ENOSPC|Corruption' || true)"
+    rec "$w" kernel ioerror_lines "$(printf '%s\n' "$dm" | grep -ciE 'I/O error|error -5|error -28|ENOSPC|Corruption|writeback error|critical space allocation' || true)"
     if [ -n "$dm" ]; then
         {
             echo "$w: kernel log during the run (first 15 lines):"
@@ -333,6 +342,7 @@ print(f"{sys.argv[2]}\tfio\terror\t{j.get('error', 0)}")
 print(f"{sys.argv[2]}\tfio\tbytes\t{w['io_bytes']}")
 print(f"{sys.argv[2]}\tfio\tbw_mib_s\t{w['bw_bytes'] / 1048576:.1f}")
 PY
+    rec "$w" fio stderr_errors "$(grep -ciE 'err=|error' "$W/fio-$w.err" || true)"
     if grep -qiE 'err=|error' "$W/fio-$w.err"; then
         echo "$w: fio stderr: $(grep -iE 'err=|error' "$W/fio-$w.err" | head -3 | tr '\n' ' ')" >>"$NOTES"
     fi
@@ -352,8 +362,12 @@ for line in open(log):
     m = re.search(r"\(low ([\d.]+\s*[KMGT]?i?B?), high", msg)
     if m and low is None:
         low = size(m.group(1))
-    if "guard: froze" in msg:
+    if "guard: approaching the low watermark" in msg or "guard: at the low watermark" in msg:
+        events.append((t, "decide", msg))
+    elif "guard: froze" in msg:
         events.append((t, "hard" if "until the high watermark" in msg else "soft", msg))
+    elif "crossed while paused" in msg:
+        events.append((t, "harden", msg))
     elif "guard: thawed" in msg:
         events.append((t, "thaw", msg))
 samples = [(float(a), int(b)) for a, b in (l.split() for l in open(poll))]
@@ -362,9 +376,16 @@ def out(k, v):
 out("low_watermark", int(low or 0))
 out("freezes_soft", sum(1 for e in events if e[1] == "soft"))
 out("freezes_hard", sum(1 for e in events if e[1] == "hard"))
+out("hardened", sum(1 for e in events if e[1] == "harden"))
 out("thaws", sum(1 for e in events if e[1] == "thaw"))
 first = next((e for e in events if e[1] in ("soft", "hard")), None)
-hard = next((e for e in events if e[1] == "hard"), None)
+hard = next((e for e in events if e[1] in ("hard", "harden")), None)
+decide = next((e for e in events if e[1] == "decide"), None)
+if decide and first and first[0] >= decide[0]:
+    out("decide_to_frozen_ms", round((first[0] - decide[0]) * 1000, 1))
+    m = re.search(r"host free ([\d.]+\s*[KMGT]?i?B?) -", decide[2])
+    if m:
+        out("free_at_decision", int(size(m.group(1))))
 cross = next((t for t, f in samples if low is not None and f <= low), None)
 out("min_host_free", min(f for t, f in samples))
 if cross is not None:
@@ -389,14 +410,15 @@ for name, e in (("first", first), ("hard", hard)):
     after = [f for t, f in samples if e[0] <= t <= e[0] + 3]
     if after:
         out(f"{name}_min_free_3s_after", min(after))
-# The fastest fill the poller saw over 100 ms windows before the first freeze.
+# The fastest fill the poller saw over windows of at least 100 ms before the
+# first freeze (samples are kept when the free space changes).
 best, j = 0.0, 0
 end = first[0] if first else samples[-1][0]
 pre = [s for s in samples if s[0] <= end]
 for i in range(len(pre)):
-    while pre[i][0] - pre[j][0] > 0.1:
+    while j + 1 < i and pre[i][0] - pre[j + 1][0] >= 0.1:
         j += 1
-    if pre[i][0] > pre[j][0]:
+    if pre[i][0] - pre[j][0] >= 0.1:
         best = max(best, (pre[j][1] - pre[i][1]) / (pre[i][0] - pre[j][0]))
 out("poller_peak_rate_mib_s", round(best / (1 << 20), 1))
 PY
@@ -599,22 +621,26 @@ if any((w, "writer", "exit_code") in d for w in writers):
     print("| | " + " | ".join(writers) + " |")
     print("|---|" + "---:|" * len(writers))
     rows = [
-        ("loop bdi strict_limit / max_bytes", lambda w: f"{f(g(w,'bdi','strict_limit'),'{:.0f}')} / {f(g(w,'bdi','max_bytes'),'{:.0f}')}"),
+        ("loop bdi after `subvol mount`: strict_limit / max_bytes (MiB)", lambda w: f"{f(g(w,'bdi','strict_limit'),'{:.0f}')} / {f(g(w,'bdi','max_bytes') / M if g(w,'bdi','max_bytes') is not None else None,'{:.0f}')}"
+            + (f" (capped by hand: 1 / {g(w,'bdi','capped_max_bytes') / M:.0f})" if g(w, 'bdi', 'capped_max_bytes') else "")),
         ("low watermark (MiB)", lambda w: f(g(w, "guard", "low_watermark") / M if g(w, "guard", "low_watermark") else None)),
         ("host free at start (MiB)", lambda w: f(g(w, "host", "free_at_start") / M if g(w, "host", "free_at_start") else None)),
         ("headroom crossed the low watermark at (s after fio start)", lambda w: f(g(w, "guard", "t_cross_s"), "{:.3f}")),
         ("first freeze logged at (s) / kind", lambda w: f(g(w, "guard", "first_t_s"), "{:.3f}") + (" / hard" if g(w, "guard", "first_t_s") == g(w, "guard", "hard_t_s") and g(w, "guard", "hard_t_s") is not None else " / soft (pause)")),
+        ("host free when the guard decided to freeze (MiB)", lambda w: f(g(w, "guard", "free_at_decision") / M if g(w, "guard", "free_at_decision") is not None else None)),
+        ("decision -> frozen (ms; trim first, then FIFREEZE)", lambda w: f(g(w, "guard", "decide_to_frozen_ms"))),
         ("first freeze minus crossing (ms)", lambda w: f(g(w, "guard", "first_minus_cross_ms"))),
-        ("hard freeze minus crossing (ms)", lambda w: f(g(w, "guard", "hard_minus_cross_ms"))),
+        ("hard freeze (or pause made hard) minus crossing (ms)", lambda w: f(g(w, "guard", "hard_minus_cross_ms"))),
         ("FIFREEZE duration, first / hard (ms, guard log)", lambda w: f"{f(g(w,'guard','first_freeze_ms'))} / {f(g(w,'guard','hard_freeze_ms'))}"),
         ("fill rate measured by the guard at the first freeze (MiB/s)", lambda w: f(g(w, "guard", "first_rate_mib_s"))),
         ("fill rate at the hard freeze (MiB/s)", lambda w: f(g(w, "guard", "hard_rate_mib_s"))),
         ("peak host fill rate, 100 ms windows, poller (MiB/s)", lambda w: f(g(w, "guard", "poller_peak_rate_mib_s"))),
-        ("soft pauses / hard freezes / thaws", lambda w: f"{f(g(w,'guard','freezes_soft'),'{:.0f}')} / {f(g(w,'guard','freezes_hard'),'{:.0f}')} / {f(g(w,'guard','thaws'),'{:.0f}')}"),
-        ("host free when the hard freeze was logged (MiB)", lambda w: f(g(w, "guard", "hard_free_at_freeze") / M if g(w, "guard", "hard_free_at_freeze") is not None else None)),
+        ("soft pauses / hard freezes / pauses made hard / thaws", lambda w: f"{f(g(w,'guard','freezes_soft'),'{:.0f}')} / {f(g(w,'guard','freezes_hard'),'{:.0f}')} / {f(g(w,'guard','hardened'),'{:.0f}')} / {f(g(w,'guard','thaws'),'{:.0f}')}"),
+        ("host free when the hard freeze / hardening was logged (MiB)", lambda w: f(g(w, "guard", "hard_free_at_freeze") / M if g(w, "guard", "hard_free_at_freeze") is not None else None)),
         ("lowest host free in the run (MiB)", lambda w: f(g(w, "guard", "min_host_free") / M if g(w, "guard", "min_host_free") is not None else None)),
         ("writer blocked (alive) after the hold", lambda w: {1.0: "yes", 0.0: "no (finished/failed)"}.get(g(w, "writer", "alive_after_hold"), "-")),
-        ("fio error / exit code", lambda w: f"{f(g(w,'fio','error'),'{:.0f}')} / {f(g(w,'writer','exit_code'),'{:.0f}')}"),
+        ("fio error (JSON; 28 = ENOSPC) / error lines on stderr", lambda w: f"{f(g(w,'fio','error'),'{:.0f}')} / {f(g(w,'fio','stderr_errors'),'{:.0f}')}"),
+        ("fio exit code (stopped by our SIGINT)", lambda w: f(g(w, "writer", "exit_code"), "{:.0f}")),
         ("fio bandwidth (MiB/s, whole run incl. frozen time)", lambda w: f(g(w, "fio", "bw_mib_s"))),
         ("fio bytes written (MiB)", lambda w: f(g(w, "fio", "bytes") / M if g(w, "fio", "bytes") is not None else None)),
         ("kernel log: shutdown lines / I/O-error lines", lambda w: f"{f(g(w,'kernel','shutdown_lines'),'{:.0f}')} / {f(g(w,'kernel','ioerror_lines'),'{:.0f}')}"),
@@ -624,10 +650,12 @@ if any((w, "writer", "exit_code") in d for w in writers):
         print(f"| {label} | " + " | ".join(fn(w) for w in writers) + " |")
     print()
     for w in writers:
-        ok = g(w, "fio", "error") == 0 and g(w, "writer", "exit_code") == 0 and g(w, "kernel", "shutdown_lines") == 0 \
+        ok = g(w, "fio", "error") == 0 and g(w, "fio", "stderr_errors") == 0 and g(w, "kernel", "shutdown_lines") == 0 \
             and g(w, "kernel", "ioerror_lines") == 0 and g(w, "xfs_repair_n", "rc") == 0
-        targets.append((f"{w} writer: no error seen by the writer, no XFS shutdown, fs clean", "see table", ok))
-        targets.append((f"{w} writer: frozen before the host ran out (lowest free > 0)", f(g(w, 'guard', 'min_host_free') / M if g(w, 'guard', 'min_host_free') is not None else None) + " MiB", (g(w, "guard", "min_host_free") or 0) > 0))
+        mf = g(w, "guard", "min_host_free")
+        targets.append((f"{w} writer: no error for the writer, no XFS shutdown or writeback error, fs clean",
+                        f"fio error {f(g(w, 'fio', 'error'), '{:.0f}')}, kernel error lines {f(g(w, 'kernel', 'ioerror_lines'), '{:.0f}')}, "
+                        f"lowest host free {f(mf / M if mf is not None else None)} MiB", ok))
 idle_cases = sorted({k[1] for k in d if k[0] == "idle"})
 if idle_cases:
     print(f"## Guard CPU when idle ({idle} s, --interval-ms 100)")
