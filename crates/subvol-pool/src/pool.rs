@@ -127,6 +127,23 @@ impl Pool {
         let meta = PoolMeta::decode(&bytes).map_err(|e| {
             Error::new(ErrorKind::Corrupt, format!("pool metadata {} is unreadable: {e}", layout.pool_meta().display()))
         })?;
+        // Image paths are built from validated names under these
+        // directories; a symlink planted in their place would lead outside.
+        for d in
+            [layout.meta_dir(), layout.tmp_dir(), layout.subvolumes_dir(), layout.snapshots_dir(), layout.receive_dir()]
+        {
+            if let Ok(m) = std::fs::symlink_metadata(&d) {
+                if !m.is_dir() {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!(
+                            "{} is not a directory (a planted symlink?); remove it and run `subvol pool check`",
+                            d.display()
+                        ),
+                    ));
+                }
+            }
+        }
         let pool = Pool { layout, meta, lock_timeout: Duration::from_secs(300), on_lock_wait: Box::new(|| {}) };
         pool.recover_if_idle();
         Ok(pool)

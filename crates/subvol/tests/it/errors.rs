@@ -150,3 +150,26 @@ fn busy_subvolumes_are_refused() {
     host.run(&["umount", "a"]).ok();
     host.run(&["umount", "a"]).fails(2, "not mounted");
 }
+
+#[test]
+fn planted_symlinks_and_hard_links_are_refused() {
+    let (dir, pool) = plain_pool();
+    subvol(&pool, &["create", "v", "--size", "1M", "--fs", "raw"]).ok();
+    let outside = dir.path().join("outside.img");
+    std::fs::write(&outside, b"not yours").unwrap();
+    // A symlink in place of an image is not followed.
+    std::os::unix::fs::symlink(&outside, pool.join("subvolumes/evil.img")).unwrap();
+    subvol(&pool, &["resize", "evil", "2M"]).fails(8, "not a regular file");
+    subvol(&pool, &["delete", "evil"]).fails(8, "not a regular file");
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
+    // A hard link to an image would let writes reach a file outside the pool.
+    std::fs::hard_link(pool.join("subvolumes/v.img"), dir.path().join("link.img")).unwrap();
+    subvol(&pool, &["resize", "v", "2M"]).fails(1, "hard links");
+    std::fs::remove_file(dir.path().join("link.img")).unwrap();
+    subvol(&pool, &["resize", "v", "2M"]).ok();
+    // A planted directory symlink makes the pool refuse to work at all.
+    std::fs::remove_file(pool.join("subvolumes/evil.img")).unwrap();
+    std::fs::rename(pool.join("snapshots"), dir.path().join("snaps")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("snaps"), pool.join("snapshots")).unwrap();
+    subvol(&pool, &["list"]).fails(8, "not a directory");
+}
