@@ -119,8 +119,9 @@ SUBVOL=$(readlink -f "$SUBVOL")
 MAXS=0
 for s in $SIZES; do [ "$s" -gt "$MAXS" ] && MAXS=$s; done
 [ "$MAXS" -lt "$FRAG_GIB" ] && MAXS=$FRAG_GIB
-# Peak: the largest image's data on the pool and the same on btrfs, + slack.
-NEED_GIB=$((MAXS * FILL_PCT * 2 / 100 + 6))
+# Peak: the largest image's data on the pool and the same on btrfs, + slack
+# (ensure_space trims the pool before each fill when the disk runs short).
+NEED_GIB=$((MAXS * FILL_PCT * 2 / 100 + 8))
 AVAIL_GIB=$(($(df -k --output=avail "$TMPBASE" | tail -1) / 1048576))
 [ "$AVAIL_GIB" -ge "$NEED_GIB" ] || die "$TMPBASE has $AVAIL_GIB GiB free, need about $NEED_GIB GiB"
 POOL_SIZE=$((MAXS * 2 + 16))G
@@ -214,8 +215,21 @@ wait_quiet() {
     [ $waited = 0 ] || echo "waited ${waited}s for other fio processes before part $1" >>"$NOTES"
 }
 
+host_free_mib() { echo $(($(df -k --output=avail "$TMPBASE" | tail -1) / 1024)); }
+# ensure_space MIB: before writing MIB more, make sure the disk under TMPBASE
+# (shared with others) keeps 4 GiB free: trim what the pool and the btrfs
+# host freed (their sparse images only shrink when trimmed), or give up.
+ensure_space() {
+    local want=$(($1 + 4096))
+    [ "$(host_free_mib)" -ge "$want" ] && return 0
+    fstrim "$POOL" 2>/dev/null || true
+    mountpoint -q "$BT" && { fstrim "$BT" 2>/dev/null || true; }
+    [ "$(host_free_mib)" -ge "$want" ] ||
+        die "only $(host_free_mib) MiB free under $TMPBASE, need $want MiB; stopping before the disk fills"
+}
 # fill FILE MIB: writes a data file sequentially (1 MiB direct writes).
 fill() {
+    ensure_space "$2"
     fio --name=fill --filename="$1" --size="$2"M --rw=write --bs=1M --direct=1 \
         --ioengine=libaio --iodepth=16 --end_fsync=1 --output-format=terse >/dev/null
 }
