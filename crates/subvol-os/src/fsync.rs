@@ -30,6 +30,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> OsResult<()> {
     fsync_dir(dir)
 }
 
+/// Replaces `path` with `bytes` through a temp file and a rename, without
+/// fsync: for caches whose content verifies itself (a checksum) and can be
+/// rebuilt, where a crash may lose the file or leave it empty, never
+/// half-old and half-new.
+pub fn write_replace_unsynced(path: &Path, bytes: &[u8]) -> OsResult<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    {
+        let mut f =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).ctx("create", &tmp)?;
+        f.write_all(bytes).ctx("write", &tmp)?;
+    }
+    std::fs::rename(&tmp, path).ctx("rename", path)
+}
+
 /// renameat2(RENAME_NOREPLACE): moves `src` to `dst`, failing with EEXIST
 /// rather than replacing an existing `dst`.
 pub fn rename_noreplace(src: &Path, dst: &Path) -> OsResult<()> {

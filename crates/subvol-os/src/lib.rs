@@ -15,6 +15,8 @@ pub mod fsync;
 pub mod hints;
 pub mod loopdev;
 pub mod mount;
+pub mod pagecache;
+pub mod prealloc;
 pub mod reflink;
 pub mod signals;
 pub mod statfs;

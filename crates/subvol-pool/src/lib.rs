@@ -12,8 +12,10 @@ mod kernel;
 mod layout;
 mod lock;
 mod mounting;
+mod par;
 mod pool;
 mod probe;
+mod reader;
 mod receive;
 mod recovery;
 mod rename;
@@ -22,6 +24,7 @@ mod snapops;
 mod snapshot;
 mod space;
 mod subvolume;
+mod writeback;
 
 pub use check::{CheckReport, Finding};
 pub use error::{Error, ErrorKind, Result};

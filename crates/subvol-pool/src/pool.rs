@@ -66,7 +66,7 @@ pub struct Pool {
     pub(crate) layout: Layout,
     pub(crate) meta: PoolMeta,
     lock_timeout: Duration,
-    on_lock_wait: Box<dyn Fn()>,
+    on_lock_wait: Box<dyn Fn() + Send + Sync>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -270,7 +270,7 @@ impl Pool {
 
     /// How long mutating commands wait for the pool lock, and what to call
     /// when they start waiting.
-    pub fn set_lock_wait(&mut self, timeout: Duration, on_wait: Box<dyn Fn()>) {
+    pub fn set_lock_wait(&mut self, timeout: Duration, on_wait: Box<dyn Fn() + Send + Sync>) {
         self.lock_timeout = timeout;
         self.on_lock_wait = on_wait;
     }

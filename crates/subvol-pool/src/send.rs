@@ -4,6 +4,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::Pool;
+use crate::reader::Piece;
 use crate::snapshot::Progress;
 use crate::subvolume::{open_image, read_meta};
 use serde::Serialize;
@@ -11,7 +12,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use subvol_core::diff::{diff, Change, ExtentDiff};
-use subvol_core::stream::{SnapshotRef, StreamError, StreamHeader, StreamWriter, MAX_DATA_RECORD};
+use subvol_core::stream::{SnapshotRef, StreamError, StreamHeader, StreamWriter};
 use subvol_core::token::ResumeToken;
 use subvol_core::{ExtentMap, ObjectName, SubvolumeMeta};
 
@@ -162,32 +163,23 @@ impl Pool {
         let mut w = StreamWriter::new(out, header, zstd_level).map_err(stream_err)?;
         let total = d.data_bytes();
         let mut done = 0u64;
-        let mut buf = vec![0u8; MAX_DATA_RECORD as usize];
-        for c in clip(&d.changes, resume_offset) {
-            match c {
-                Change::Hole { offset, length } => w.hole(offset, length).map_err(stream_err)?,
-                Change::Data { offset, length } => {
-                    let mut off = offset;
-                    let end = offset + length;
-                    while off < end {
-                        let n = (end - off).min(MAX_DATA_RECORD) as usize;
-                        target
-                            .file
-                            .read_exact_at(&mut buf[..n], off)
-                            .map_err(|e| Error::io(format!("cannot read {} at {off}", target.obj), e))?;
-                        // Zero-filled blocks travel as holes: they read the same.
-                        if buf[..n].iter().all(|&b| b == 0) {
-                            w.hole(off, n as u64).map_err(stream_err)?;
-                        } else {
-                            w.data(off, &buf[..n]).map_err(stream_err)?;
-                        }
-                        off += n as u64;
-                        done += n as u64;
-                        progress(done, total);
+        let changes: Vec<Change> = clip(&d.changes, resume_offset).collect();
+        crate::reader::for_each_piece(&target.file, &changes, &target.obj.to_string(), |piece| {
+            match piece {
+                Piece::Hole { offset, length } => w.hole(offset, length).map_err(stream_err)?,
+                Piece::Data { offset, data } => {
+                    // Zero-filled blocks travel as holes: they read the same.
+                    if data.iter().all(|&b| b == 0) {
+                        w.hole(offset, data.len() as u64).map_err(stream_err)?;
+                    } else {
+                        w.data(offset, data).map_err(stream_err)?;
                     }
+                    done += data.len() as u64;
+                    progress(done, total);
                 }
             }
-        }
+            Ok(())
+        })?;
         let (_, totals, stream_bytes) = w.finish().map_err(stream_err)?;
         Ok(SendReport {
             name: target.obj.to_string(),

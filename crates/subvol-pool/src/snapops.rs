@@ -68,17 +68,14 @@ impl Pool {
                 v
             }
         };
-        let mut out = Vec::new();
-        for n in names {
-            let mut snaps: Vec<SubvolumeInfo> = self
-                .snapshot_images(&n)?
-                .into_iter()
-                .map(|(snap, path)| self.describe(&format!("{n}@{snap}"), &path, &kernel))
-                .collect();
-            snaps.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
-            out.extend(snaps);
+        let mut images = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            images.extend(self.snapshot_images(n)?.into_iter().map(|(snap, path)| (i, format!("{n}@{snap}"), path)));
         }
-        Ok(out)
+        let mut out: Vec<(usize, SubvolumeInfo)> =
+            crate::par::map_io(&images, |(i, name, path)| (*i, self.describe(name, path, &kernel)));
+        out.sort_by(|(i, a), (j, b)| i.cmp(j).then(a.created.cmp(&b.created)).then(a.name.cmp(&b.name)));
+        Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
     /// Deletes one snapshot (lock held). Held snapshots are refused.

@@ -245,13 +245,11 @@ impl Pool {
         let kernel = KernelView::read()?;
         let dir = self.layout.subvolumes_dir();
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let Some(name) = layout::name_of_image(Path::new(&entry.file_name())) else {
-                continue;
-            };
-            out.push(self.describe(&name, &entry.path(), &kernel));
-        }
+        let found: Vec<(String, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| layout::name_of_image(Path::new(&e.file_name())).map(|n| (n, e.path())))
+            .collect();
+        let mut out = crate::par::map_io(&found, |(name, path)| self.describe(name, path, &kernel));
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }

@@ -1,0 +1,31 @@
+//! Page-cache hints for streaming work over scattered ranges: ask the kernel
+//! to read ahead ranges we will read soon (so cold random reads overlap
+//! instead of waiting one by one), and to start writing back ranges we just
+//! wrote (so the final fsync does not find all of it still dirty).
+
+use crate::error::{OsError, OsResult};
+use std::num::NonZeroU64;
+use std::os::fd::{AsFd, AsRawFd};
+
+/// posix_fadvise(POSIX_FADV_WILLNEED): starts asynchronous readahead of
+/// `[offset, offset+len)` and returns at once.
+pub fn will_need(fd: impl AsFd, offset: u64, len: u64) -> OsResult<()> {
+    rustix::fs::fadvise(fd, offset, NonZeroU64::new(len), rustix::fs::Advice::WillNeed)
+        .map_err(|e| OsError::sys("posix_fadvise", None, e))
+}
+
+/// sync_file_range(SYNC_FILE_RANGE_WRITE): queues writeback of the dirty
+/// pages of `[offset, offset+len)` without waiting for it. Durability still
+/// needs fsync; this only moves the I/O earlier.
+pub fn start_writeback(fd: impl AsFd, offset: u64, len: u64) -> OsResult<()> {
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(OsError::sys("sync_file_range", None, std::io::Error::from_raw_os_error(libc::EINVAL)));
+    };
+    // SAFETY: sync_file_range takes a descriptor, two integers and flags; no
+    // memory is passed.
+    let rc = unsafe { libc::sync_file_range(fd.as_fd().as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc < 0 {
+        return Err(OsError::sys("sync_file_range", None, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

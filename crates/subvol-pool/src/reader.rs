@@ -1,0 +1,149 @@
+//! Reads the data of a list of changes on a second thread, in order, so
+//! that the device works on the next ranges while the caller checksums,
+//! compresses and writes the previous ones. Memory stays bounded: a few
+//! record-sized buffers circulate between the two threads.
+
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{channel, sync_channel};
+use subvol_core::diff::Change;
+use subvol_core::stream::MAX_DATA_RECORD;
+
+/// Read pieces that may wait for the consumer.
+const DEPTH: usize = 4;
+
+/// One piece of the changes, in stream order: data at most one record long.
+pub(crate) enum Piece<'a> {
+    Hole { offset: u64, length: u64 },
+    Data { offset: u64, data: &'a [u8] },
+}
+
+enum Item {
+    Hole { offset: u64, length: u64 },
+    Data { offset: u64, buf: Vec<u8>, len: usize },
+    Failed { offset: u64, error: std::io::Error },
+}
+
+/// Calls `consume` for every piece of `changes` (holes as they are, data
+/// read from `file` in pieces of at most MAX_DATA_RECORD bytes), in order.
+/// `what` names the file in errors. Stops at the first error of either side.
+pub(crate) fn for_each_piece(
+    file: &File,
+    changes: &[Change],
+    what: &str,
+    mut consume: impl FnMut(Piece<'_>) -> Result<()>,
+) -> Result<()> {
+    let (full_tx, full_rx) = sync_channel::<Item>(DEPTH);
+    let (free_tx, free_rx) = channel::<Vec<u8>>();
+    for _ in 0..=DEPTH {
+        let _ = free_tx.send(vec![0u8; MAX_DATA_RECORD as usize]);
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut ahead = Readahead::new(changes);
+            for (i, c) in changes.iter().copied().enumerate() {
+                ahead.advise(file, i);
+                match c {
+                    Change::Hole { offset, length } => {
+                        if full_tx.send(Item::Hole { offset, length }).is_err() {
+                            return;
+                        }
+                    }
+                    Change::Data { offset, length } => {
+                        let end = offset + length;
+                        let mut off = offset;
+                        while off < end {
+                            let len = (end - off).min(MAX_DATA_RECORD) as usize;
+                            // The consumer stopped: it dropped its end.
+                            let Ok(mut buf) = free_rx.recv() else { return };
+                            let item = match file.read_exact_at(&mut buf[..len], off) {
+                                Ok(()) => Item::Data { offset: off, buf, len },
+                                Err(error) => Item::Failed { offset: off, error },
+                            };
+                            let failed = matches!(item, Item::Failed { .. });
+                            if full_tx.send(item).is_err() || failed {
+                                return;
+                            }
+                            off += len as u64;
+                        }
+                    }
+                }
+            }
+        });
+        // Owns the receiving ends: when it returns, early or not, they are
+        // dropped and the reader thread stops.
+        let run = move || -> Result<()> {
+            let free_tx = free_tx;
+            for item in full_rx.iter() {
+                match item {
+                    Item::Hole { offset, length } => consume(Piece::Hole { offset, length })?,
+                    Item::Data { offset, buf, len } => {
+                        consume(Piece::Data { offset, data: &buf[..len] })?;
+                        let _ = free_tx.send(buf);
+                    }
+                    Item::Failed { offset, error } => {
+                        return Err(Error::io(format!("cannot read {what} at {offset}"), error))
+                    }
+                }
+            }
+            Ok(())
+        };
+        run()
+    })
+}
+
+/// Bytes of changed data the sender asks the kernel to read ahead of the
+/// record it is writing. Changed ranges are scattered; read one by one from a
+/// cold cache each waits a full device round trip (~150 µs for 4 KiB here),
+/// while advised ahead the reads overlap.
+const READAHEAD_BYTES: u64 = 16 << 20;
+
+/// Keeps posix_fadvise(WILLNEED) a window ahead of the reads, over the list
+/// of changes to send.
+struct Readahead<'a> {
+    changes: &'a [Change],
+    /// Next change (index) and offset inside it not advised yet.
+    next: usize,
+    next_off: u64,
+    /// Data bytes advised, and data bytes of the changes before the current one.
+    advised: u64,
+    consumed: u64,
+    current: usize,
+}
+
+impl<'a> Readahead<'a> {
+    fn new(changes: &'a [Change]) -> Self {
+        let next_off = changes.first().map(|c| c.offset()).unwrap_or(0);
+        Readahead { changes, next: 0, next_off, advised: 0, consumed: 0, current: 0 }
+    }
+
+    /// Called before change `i` is read: advises until the window is full.
+    /// Advice is only a hint; failures are ignored.
+    fn advise(&mut self, file: &File, i: usize) {
+        while self.current < i {
+            if let Change::Data { length, .. } = self.changes[self.current] {
+                self.consumed += length;
+            }
+            self.current += 1;
+        }
+        while self.next < self.changes.len() && self.advised < self.consumed + READAHEAD_BYTES {
+            let c = self.changes[self.next];
+            let end = c.offset() + c.length();
+            if let Change::Data { .. } = c {
+                let n = (end - self.next_off).min(READAHEAD_BYTES);
+                let _ = subvol_os::pagecache::will_need(file, self.next_off, n);
+                self.advised += n;
+                self.next_off += n;
+            } else {
+                self.next_off = end;
+            }
+            if self.next_off >= end {
+                self.next += 1;
+                if let Some(c) = self.changes.get(self.next) {
+                    self.next_off = c.offset();
+                }
+            }
+        }
+    }
+}
