@@ -56,6 +56,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     : "${SIZE_GIB:=1}" "${RUNS:=1}"
@@ -117,48 +119,16 @@ NOTES=$W/notes.txt
 sva() { "$SUBVOL" --pool "$PA" "$@"; }
 svb() { "$SUBVOL" --pool "$PB" "$@"; }
 
-mounts_below() {
-    findmnt -rn -o TARGET | awk -v w="$W" 'index($0, w "/") == 1' | sort -r
-}
-loops_below() {
-    local f b
-    for f in /sys/block/loop*/loop/backing_file; do
-        [ -r "$f" ] || continue
-        b=$(cat "$f" 2>/dev/null) || continue
-        case $b in "$W"/*) f=${f#/sys/block/}; echo "/dev/${f%%/*}" ;; esac
-    done
-}
-
+POOLS="$PA $PB"
 cleanup() {
-    local rc=$? m d i
+    local rc=$?
     set +e
     trap - EXIT INT TERM
-    cd /
     if [ "$rc" != 0 ] && [ -s "$RES" ]; then
         echo "replication.sh: failed (exit $rc); raw results so far:" >&2
         cat "$RES" >&2
     fi
-    for m in $(mounts_below); do fsfreeze -u "$m" >/dev/null 2>&1; done
-    for m in "$PA" "$PB"; do
-        if mountpoint -q "$m" 2>/dev/null; then
-            "$SUBVOL" pool umount "$m" --force >/dev/null 2>&1
-        fi
-    done
-    for m in $(mounts_below); do umount "$m" 2>/dev/null || umount -l "$m"; done
-    for i in 1 2 3 4 5 6; do
-        d=$(loops_below)
-        [ -z "$d" ] && break
-        for m in $d; do losetup -d "$m" 2>/dev/null; done
-        sleep 0.5
-    done
-    if [ -n "$(mounts_below)" ] || [ -n "$(loops_below)" ]; then
-        echo "replication.sh: could not release everything under $W:" >&2
-        mounts_below >&2
-        loops_below >&2
-    else
-        chattr -R -i "$W" 2>/dev/null
-        rm -rf --one-file-system "$W"
-    fi
+    bench_teardown || echo "replication.sh: left $W behind" >&2
     exit "$rc"
 }
 trap cleanup EXIT
@@ -166,11 +136,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- helpers
-now() { date +%s%N; }
-s_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+now() { bench_now; }
+s_since() { bench_s_since "$1"; }
 # rec SECTION CASE METRIC VALUE
 rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
-dropc() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+dropc() { bench_dropc; }
 # Peak RSS in MiB from a /usr/bin/time -v report.
 rss_mib() { awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"; }
 extents() { xfs_io -r -c fiemap "$1" | awk 'NR > 1 && !/hole/' | wc -l; }

@@ -66,6 +66,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     : "${IDLE_SECS:=10}" "${NSUB:=10}" "${RUNS:=1}" "${HOLD:=2}"
@@ -118,55 +120,24 @@ NOTES=$W/notes.txt
 : >"$NOTES"
 BGPIDS=()          # guard, poller, fio: ours, killed by PID at exit
 
-mounts_below() {
-    findmnt -rn -o TARGET | awk -v w="$W" 'index($0, w "/") == 1' | sort -r
-}
-loops_below() {
-    local f b
-    for f in /sys/block/loop*/loop/backing_file; do
-        [ -r "$f" ] || continue
-        b=$(cat "$f" 2>/dev/null) || continue
-        case $b in "$W"/*) f=${f#/sys/block/}; echo "/dev/${f%%/*}" ;; esac
-    done
-}
-
+POOLS="$SP $BP"
 cleanup() {
-    local rc=$? m d i p
+    local rc=$? m i p
     set +e
     trap - EXIT INT TERM
     cd /
     for p in "${BGPIDS[@]}"; do kill -INT "$p" 2>/dev/null; done
     # Writers blocked on a frozen filesystem only go once it is thawed.
-    for m in $(mounts_below); do fsfreeze -u "$m" >/dev/null 2>&1; done
+    for m in $(bench_mounts_below); do fsfreeze -u "$m" >/dev/null 2>&1; done
     for p in "${BGPIDS[@]}"; do
         for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null
     done
-    for m in $(mounts_below); do fsfreeze -u "$m" >/dev/null 2>&1; done
     if [ "$rc" != 0 ] && [ -s "$RES" ]; then
         echo "space.sh: failed (exit $rc); raw results so far:" >&2
         cat "$RES" >&2
     fi
-    for m in "$SP" "$BP"; do
-        if mountpoint -q "$m" 2>/dev/null; then
-            "$SUBVOL" pool umount "$m" --force >/dev/null 2>&1
-        fi
-    done
-    for m in $(mounts_below); do umount "$m" 2>/dev/null || umount -l "$m"; done
-    for i in 1 2 3 4 5 6; do
-        d=$(loops_below)
-        [ -z "$d" ] && break
-        for m in $d; do losetup -d "$m" 2>/dev/null; done
-        sleep 0.5
-    done
-    if [ -n "$(mounts_below)" ] || [ -n "$(loops_below)" ]; then
-        echo "space.sh: could not release everything under $W:" >&2
-        mounts_below >&2
-        loops_below >&2
-    else
-        chattr -R -i "$W" 2>/dev/null
-        rm -rf --one-file-system "$W"
-    fi
+    bench_teardown || echo "space.sh: left $W behind" >&2
     exit "$rc"
 }
 trap cleanup EXIT
@@ -177,7 +148,7 @@ trap 'exit 143' TERM
 now() { date +%s%N; }
 s_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.4f", (b - a) / 1e9 }'; }
 rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
-dropc() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+dropc() { bench_dropc; }
 forget() { # forget PID: drop it from BGPIDS
     local p out=()
     for p in "${BGPIDS[@]}"; do [ "$p" = "$1" ] || out+=("$p"); done

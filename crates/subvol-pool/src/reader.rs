@@ -12,6 +12,13 @@ use subvol_core::stream::MAX_DATA_RECORD;
 
 /// Read pieces that may wait for the consumer.
 const DEPTH: usize = 4;
+/// Pieces at least this long are read with O_DIRECT: sequential runs of
+/// data, which the device serves fastest without the page cache. Shorter
+/// ones are read through the page cache, with readahead advice, so that
+/// scattered small reads overlap.
+const DIRECT_MIN: u64 = 256 * 1024;
+/// O_DIRECT alignment of offsets, lengths and buffers.
+const ALIGN: usize = 4096;
 
 /// One piece of the changes, in stream order: data at most one record long.
 pub(crate) enum Piece<'a> {
@@ -21,7 +28,7 @@ pub(crate) enum Piece<'a> {
 
 enum Item {
     Hole { offset: u64, length: u64 },
-    Data { offset: u64, buf: Vec<u8>, len: usize },
+    Data { offset: u64, buf: Vec<u8>, start: usize, len: usize },
     Failed { offset: u64, error: std::io::Error },
 }
 
@@ -37,11 +44,15 @@ pub(crate) fn for_each_piece(
     let (full_tx, full_rx) = sync_channel::<Item>(DEPTH);
     let (free_tx, free_rx) = channel::<Vec<u8>>();
     for _ in 0..=DEPTH {
-        let _ = free_tx.send(vec![0u8; MAX_DATA_RECORD as usize]);
+        let _ = free_tx.send(vec![0u8; MAX_DATA_RECORD as usize + ALIGN]);
     }
+    // Without O_DIRECT (some filesystems refuse it) everything goes
+    // through the page cache.
+    let direct = subvol_os::pagecache::reopen_direct(file).ok();
     std::thread::scope(|s| {
         s.spawn(move || {
-            let mut ahead = Readahead::new(changes);
+            let direct_min = if direct.is_some() { DIRECT_MIN } else { u64::MAX };
+            let mut ahead = Readahead::new(changes, direct_min);
             for (i, c) in changes.iter().copied().enumerate() {
                 ahead.advise(file, i);
                 match c {
@@ -57,8 +68,19 @@ pub(crate) fn for_each_piece(
                             let len = (end - off).min(MAX_DATA_RECORD) as usize;
                             // The consumer stopped: it dropped its end.
                             let Ok(mut buf) = free_rx.recv() else { return };
-                            let item = match file.read_exact_at(&mut buf[..len], off) {
-                                Ok(()) => Item::Data { offset: off, buf, len },
+                            let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+                            let dst = &mut buf[start..start + len];
+                            let aligned = off.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN);
+                            let read = match &direct {
+                                Some(d) if length >= direct_min && aligned => {
+                                    // EINVAL: this filesystem wants another
+                                    // alignment; the page cache has none.
+                                    d.read_exact_at(dst, off).or_else(|_| file.read_exact_at(dst, off))
+                                }
+                                _ => file.read_exact_at(dst, off),
+                            };
+                            let item = match read {
+                                Ok(()) => Item::Data { offset: off, buf, start, len },
                                 Err(error) => Item::Failed { offset: off, error },
                             };
                             let failed = matches!(item, Item::Failed { .. });
@@ -78,8 +100,8 @@ pub(crate) fn for_each_piece(
             for item in full_rx.iter() {
                 match item {
                     Item::Hole { offset, length } => consume(Piece::Hole { offset, length })?,
-                    Item::Data { offset, buf, len } => {
-                        consume(Piece::Data { offset, data: &buf[..len] })?;
+                    Item::Data { offset, buf, start, len } => {
+                        consume(Piece::Data { offset, data: &buf[start..start + len] })?;
                         let _ = free_tx.send(buf);
                     }
                     Item::Failed { offset, error } => {
@@ -103,6 +125,7 @@ const READAHEAD_BYTES: u64 = 16 << 20;
 /// of changes to send.
 struct Readahead<'a> {
     changes: &'a [Change],
+    skip_from: u64,
     /// Next change (index) and offset inside it not advised yet.
     next: usize,
     next_off: u64,
@@ -113,9 +136,11 @@ struct Readahead<'a> {
 }
 
 impl<'a> Readahead<'a> {
-    fn new(changes: &'a [Change]) -> Self {
+    /// Changes of `skip_from` bytes or more are read without the page
+    /// cache and get no advice.
+    fn new(changes: &'a [Change], skip_from: u64) -> Self {
         let next_off = changes.first().map(|c| c.offset()).unwrap_or(0);
-        Readahead { changes, next: 0, next_off, advised: 0, consumed: 0, current: 0 }
+        Readahead { changes, skip_from, next: 0, next_off, advised: 0, consumed: 0, current: 0 }
     }
 
     /// Called before change `i` is read: advises until the window is full.
@@ -123,14 +148,23 @@ impl<'a> Readahead<'a> {
     fn advise(&mut self, file: &File, i: usize) {
         while self.current < i {
             if let Change::Data { length, .. } = self.changes[self.current] {
-                self.consumed += length;
+                if length < self.skip_from {
+                    self.consumed += length;
+                }
             }
             self.current += 1;
         }
         while self.next < self.changes.len() && self.advised < self.consumed + READAHEAD_BYTES {
             let c = self.changes[self.next];
             let end = c.offset() + c.length();
-            if let Change::Data { .. } = c {
+            if let Change::Data { length, .. } = c {
+                if length >= self.skip_from {
+                    self.next += 1;
+                    if let Some(c) = self.changes.get(self.next) {
+                        self.next_off = c.offset();
+                    }
+                    continue;
+                }
                 let n = (end - self.next_off).min(READAHEAD_BYTES);
                 let _ = subvol_os::pagecache::will_need(file, self.next_off, n);
                 self.advised += n;
