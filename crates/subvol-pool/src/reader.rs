@@ -181,3 +181,76 @@ impl<'a> Readahead<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Pieces come in order, data pieces are at most one record and hold
+    /// the file's bytes, whatever path (O_DIRECT or page cache) read them.
+    #[test]
+    fn pieces_rebuild_the_changes_in_order() {
+        // /tmp may be tmpfs; /var/tmp is usually a disk filesystem, where
+        // the long changes take the O_DIRECT path.
+        for dir in [std::env::temp_dir(), std::path::PathBuf::from("/var/tmp")] {
+            if dir.is_dir() {
+                rebuild_in(&dir);
+            }
+        }
+    }
+
+    fn rebuild_in(dir: &std::path::Path) {
+        let mut f = tempfile::NamedTempFile::new_in(dir).unwrap();
+        let size = 6u64 << 20;
+        let bytes: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        f.write_all(&bytes).unwrap();
+        f.flush().unwrap();
+        let changes = vec![
+            Change::Data { offset: 0, length: 4096 },
+            Change::Hole { offset: 4096, length: 8192 },
+            Change::Data { offset: 12288, length: 3 << 20 },
+            Change::Data { offset: (3 << 20) + 16384, length: 4096 },
+            Change::Data { offset: 4 << 20, length: 2 << 20 },
+        ];
+        let mut seen: Vec<(bool, u64, u64)> = Vec::new();
+        for_each_piece(f.as_file(), &changes, "test", |p| {
+            match p {
+                Piece::Hole { offset, length } => seen.push((false, offset, length)),
+                Piece::Data { offset, data } => {
+                    assert!(data.len() as u64 <= MAX_DATA_RECORD);
+                    assert_eq!(data, &bytes[offset as usize..offset as usize + data.len()]);
+                    seen.push((true, offset, data.len() as u64));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        // Re-joined, the pieces are the changes.
+        let mut joined: Vec<(bool, u64, u64)> = Vec::new();
+        for (d, o, l) in seen {
+            match joined.last_mut() {
+                Some((jd, jo, jl)) if *jd == d && *jo + *jl == o && d => *jl += l,
+                _ => joined.push((d, o, l)),
+            }
+        }
+        let want: Vec<(bool, u64, u64)> =
+            changes.iter().map(|c| (matches!(c, Change::Data { .. }), c.offset(), c.length())).collect();
+        assert_eq!(joined, want);
+    }
+
+    /// The consumer's error stops the reader and comes back unchanged.
+    #[test]
+    fn consumer_error_stops_the_reader() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![1u8; 8 << 20]).unwrap();
+        let changes = vec![Change::Data { offset: 0, length: 8 << 20 }];
+        let mut calls = 0;
+        let r = for_each_piece(f.as_file(), &changes, "test", |_| {
+            calls += 1;
+            Err(Error::invalid("stop"))
+        });
+        assert_eq!(r.unwrap_err().message, "stop");
+        assert_eq!(calls, 1);
+    }
+}
