@@ -20,13 +20,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> OsResult<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    {
+    let written = (|| {
         let mut f =
             OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).ctx("create", &tmp)?;
         f.write_all(bytes).ctx("write", &tmp)?;
         f.sync_all().ctx("fsync", &tmp)?;
+        std::fs::rename(&tmp, path).ctx("rename", path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).ctx("rename", path)?;
+    written?;
     fsync_dir(dir)
 }
 
@@ -38,12 +42,16 @@ pub fn write_replace_unsynced(path: &Path, bytes: &[u8]) -> OsResult<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    {
+    let written = (|| {
         let mut f =
             OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).ctx("create", &tmp)?;
         f.write_all(bytes).ctx("write", &tmp)?;
+        std::fs::rename(&tmp, path).ctx("rename", path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).ctx("rename", path)
+    written
 }
 
 /// renameat2(RENAME_NOREPLACE): moves `src` to `dst`, failing with EEXIST

@@ -37,7 +37,8 @@ pub fn extent_hints(fd: impl AsFd) -> OsResult<(u32, u32)> {
 }
 
 /// Sets the extent size hint (only allowed while the file has no extents)
-/// and/or the CoW extent size hint, in bytes; `None` leaves one unchanged.
+/// and/or the CoW extent size hint, in bytes; `None` leaves one unchanged,
+/// a CoW hint of 0 removes it.
 /// EINVAL/ENOTTY/EOPNOTSUPP on filesystems without these hints.
 pub fn set_extent_hints(fd: impl AsFd, extsize: Option<u32>, cowextsize: Option<u32>) -> OsResult<()> {
     let fd = fd.as_fd();
@@ -51,9 +52,17 @@ pub fn set_extent_hints(fd: impl AsFd, extsize: Option<u32>, cowextsize: Option<
         x.fsx_extsize = e;
         x.fsx_xflags |= FS_XFLAG_EXTSIZE;
     }
-    if let Some(c) = cowextsize {
-        x.fsx_cowextsize = c;
-        x.fsx_xflags |= FS_XFLAG_COWEXTSIZE;
+    match cowextsize {
+        // 0 drops the hint (a whole-file clone would copy it otherwise).
+        Some(0) => {
+            x.fsx_cowextsize = 0;
+            x.fsx_xflags &= !FS_XFLAG_COWEXTSIZE;
+        }
+        Some(c) => {
+            x.fsx_cowextsize = c;
+            x.fsx_xflags |= FS_XFLAG_COWEXTSIZE;
+        }
+        None => {}
     }
     // SAFETY: FS_IOC_FSSETXATTR reads a `struct fsxattr` (mirrored by
     // `FsXattr`); the pointer is valid for the call.

@@ -6,6 +6,10 @@
 //! the unused rest stays allocated until XFS's background scan (every 300 s
 //! by default). Random 4 KiB writes can so hold 20-25x their size of host
 //! space for minutes. The space guard calls this before it freezes anyone.
+//! It acts on every file of the host filesystem, not only the pool's, and
+//! frees CoW staging only on kernels whose XFS merged the post-EOF and CoW
+//! scans into one "blockgc" scan (Linux 5.13 and later, as far as we know);
+//! older ones free post-EOF preallocations only.
 
 use crate::error::{Context, OsError, OsResult};
 use std::fs::File;

@@ -154,6 +154,13 @@ impl<'a> Readahead<'a> {
             }
             self.current += 1;
         }
+        // A change longer than the window was read past its advice: start
+        // advising at the change being read, never behind it.
+        if self.next < i {
+            self.next = i;
+            self.next_off = self.changes[i].offset();
+            self.advised = self.advised.max(self.consumed);
+        }
         while self.next < self.changes.len() && self.advised < self.consumed + READAHEAD_BYTES {
             let c = self.changes[self.next];
             let end = c.offset() + c.length();
@@ -166,7 +173,10 @@ impl<'a> Readahead<'a> {
                     continue;
                 }
                 let n = (end - self.next_off).min(READAHEAD_BYTES);
-                let _ = subvol_os::pagecache::will_need(file, self.next_off, n);
+                // Length 0 would mean "to the end of the file".
+                if n > 0 {
+                    let _ = subvol_os::pagecache::will_need(file, self.next_off, n);
+                }
                 self.advised += n;
                 self.next_off += n;
             } else {

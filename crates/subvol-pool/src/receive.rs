@@ -410,6 +410,10 @@ impl Pool {
             return Err(e);
         }
         drop(writeback);
+        // The one-block CoW hint was for applying the stream only: XFS copies
+        // it into whole-file clones (NAME following this snapshot), where it
+        // would fragment the subvolume after every snapshot.
+        let _ = subvol_os::hints::set_extent_hints(&file, None, Some(0));
         let totals = end.ok_or_else(|| Error::new(ErrorKind::Corrupt, "stream ended without END"))?;
         file.sync_all().map_err(|e| Error::io("cannot sync the received image", e))?;
 
@@ -549,6 +553,13 @@ impl Pool {
             }
         };
         let tmp_path = self.layout.tmp_image("follow", n);
+        // Keep the subvolume's extent size hint (or give it the default):
+        // XFS only takes it on a file without extents, so before the clone.
+        let hint = open_image(&image, false)
+            .ok()
+            .and_then(|f| subvol_os::hints::extent_hints(&f).ok())
+            .map(|(ext, _)| ext)
+            .unwrap_or(crate::subvolume::DEFAULT_EXTENT_HINT_BYTES);
         let result = (|| {
             let src = open_image(snap_path, false).map_err(|e| Error::io("open", e))?;
             let tmp = OpenOptions::new()
@@ -558,6 +569,9 @@ impl Pool {
                 .mode(0o600)
                 .open(&tmp_path)
                 .map_err(|e| Error::io("create", e))?;
+            if hint > 0 {
+                let _ = subvol_os::hints::set_extent_hints(&tmp, Some(hint), None);
+            }
             if self.meta.reflink {
                 subvol_os::reflink::ficlone(&tmp, &src).map_err(|e| Error::os("cannot clone the snapshot", e))?;
             } else {

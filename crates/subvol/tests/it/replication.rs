@@ -108,6 +108,12 @@ fn rounds_between_pools(kind: HostKind) {
         assert_eq!(rep["followed"], true);
         let follower = subvol(&b_pool, &["info", "v", "--json"]).json();
         assert_eq!(hash_file(Path::new(follower["image"].as_str().unwrap())), hash_file(Path::new(&sent)));
+        if kind == HostKind::Xfs {
+            // The receive's one-block CoW hint must not reach the subvolume
+            // (a whole-file clone copies it); the extent hint must.
+            let hints = sh("xfs_io", &["-r", "-c", "extsize", "-c", "cowextsize", follower["image"].as_str().unwrap()]);
+            assert!(hints.starts_with("[1048576]") && hints.contains("\n[0]"), "round {round}: hints {hints:?}");
+        }
     }
 }
 
