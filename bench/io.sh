@@ -30,6 +30,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 RUNTIME=${RUNTIME:-20}
 RAMP=${RAMP:-2}
 RUNS=${RUNS:-3}
@@ -73,45 +75,14 @@ RES=$W/results.tsv
 
 sv() { "$SUBVOL" --pool "$POOL" "$@"; }
 
-# Mount points at or below $W, deepest first.
-mounts_below() {
-    findmnt -rn -o TARGET | awk -v w="$W" 'index($0, w) == 1' | sort -r
-}
-# Loop devices whose backing file lives below $W.
-loops_below() {
-    local f b
-    for f in /sys/block/loop*/loop/backing_file; do
-        [ -r "$f" ] || continue
-        b=$(cat "$f" 2>/dev/null) || continue
-        case $b in "$W"/*) f=${f#/sys/block/}; echo "/dev/${f%%/*}" ;; esac
-    done
-}
-
+POOLS=$POOL
 cleanup() {
-    local rc=$? m d i
+    local rc=$?
     set +e
     trap - EXIT INT TERM
     cd /
     if [ -n "$SVMNT" ]; then sv umount "$NAME" >/dev/null 2>&1; fi
-    if mountpoint -q "$POOL" 2>/dev/null; then
-        "$SUBVOL" pool umount "$POOL" --force >/dev/null 2>&1
-    fi
-    # Whatever subvol could not take down: plain umount, then lazy.
-    for m in $(mounts_below); do umount "$m" 2>/dev/null || umount -l "$m"; done
-    # Autoclear detaches the loop devices once unmounted; detach leftovers.
-    for i in 1 2 3 4 5; do
-        d=$(loops_below)
-        [ -z "$d" ] && break
-        for m in $d; do losetup -d "$m" 2>/dev/null; done
-        sleep 0.5
-    done
-    if [ -n "$(mounts_below)" ] || [ -n "$(loops_below)" ]; then
-        echo "io.sh: could not release everything under $W:" >&2
-        mounts_below >&2
-        loops_below >&2
-    else
-        rm -rf --one-file-system "$W"
-    fi
+    bench_teardown || echo "io.sh: left $W behind" >&2
     exit "$rc"
 }
 trap cleanup EXIT

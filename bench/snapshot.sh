@@ -70,6 +70,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     : "${SIZES:=1}" "${RUNS:=1}" "${FRAG_TARGETS:=20000}" "${RUNTIME:=5}" "${PRICE_RUNS:=1}"
@@ -140,20 +142,9 @@ WPID=
 
 sv() { "$SUBVOL" --pool "$POOL" "$@"; }
 
-mounts_below() {
-    findmnt -rn -o TARGET | awk -v w="$W" 'index($0, w "/") == 1' | sort -r
-}
-loops_below() {
-    local f b
-    for f in /sys/block/loop*/loop/backing_file; do
-        [ -r "$f" ] || continue
-        b=$(cat "$f" 2>/dev/null) || continue
-        case $b in "$W"/*) f=${f#/sys/block/}; echo "/dev/${f%%/*}" ;; esac
-    done
-}
-
+POOLS=$POOL
 cleanup() {
-    local rc=$? m d i
+    local rc=$?
     set +e
     trap - EXIT INT TERM
     cd /
@@ -162,24 +153,7 @@ cleanup() {
         echo "snapshot.sh: failed (exit $rc); raw results so far:" >&2
         cat "$RES" >&2
     fi
-    if mountpoint -q "$POOL" 2>/dev/null; then
-        "$SUBVOL" pool umount "$POOL" --force >/dev/null 2>&1
-    fi
-    for m in $(mounts_below); do umount "$m" 2>/dev/null || umount -l "$m"; done
-    for i in 1 2 3 4 5 6; do
-        d=$(loops_below)
-        [ -z "$d" ] && break
-        for m in $d; do losetup -d "$m" 2>/dev/null; done
-        sleep 0.5
-    done
-    if [ -n "$(mounts_below)" ] || [ -n "$(loops_below)" ]; then
-        echo "snapshot.sh: could not release everything under $W:" >&2
-        mounts_below >&2
-        loops_below >&2
-    else
-        chattr -R -i "$W" 2>/dev/null
-        rm -rf --one-file-system "$W"
-    fi
+    bench_teardown || echo "snapshot.sh: left $W behind" >&2
     exit "$rc"
 }
 trap cleanup EXIT

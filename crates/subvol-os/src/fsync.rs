@@ -17,21 +17,8 @@ pub fn fsync_dir(dir: &Path) -> OsResult<()> {
 /// fsync, rename over `path`, fsync of the directory. A crash leaves either
 /// the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> OsResult<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let written = (|| {
-        let mut f =
-            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).ctx("create", &tmp)?;
-        f.write_all(bytes).ctx("write", &tmp)?;
-        f.sync_all().ctx("fsync", &tmp)?;
-        std::fs::rename(&tmp, path).ctx("rename", path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    fsync_dir(dir)
+    replace_via_temp(path, bytes, true)?;
+    fsync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Replaces `path` with `bytes` through a temp file and a rename, without
@@ -39,6 +26,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> OsResult<()> {
 /// rebuilt, where a crash may lose the file or leave it empty, never
 /// half-old and half-new.
 pub fn write_replace_unsynced(path: &Path, bytes: &[u8]) -> OsResult<()> {
+    replace_via_temp(path, bytes, false)
+}
+
+/// Writes a temp file beside `path` (mode 0600; fsynced if `sync`) and
+/// renames it over `path`; on failure the temp file is removed.
+fn replace_via_temp(path: &Path, bytes: &[u8], sync: bool) -> OsResult<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
@@ -46,6 +39,9 @@ pub fn write_replace_unsynced(path: &Path, bytes: &[u8]) -> OsResult<()> {
         let mut f =
             OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).ctx("create", &tmp)?;
         f.write_all(bytes).ctx("write", &tmp)?;
+        if sync {
+            f.sync_all().ctx("fsync", &tmp)?;
+        }
         std::fs::rename(&tmp, path).ctx("rename", path)
     })();
     if written.is_err() {

@@ -84,7 +84,7 @@ impl Pool {
     /// `(name, trimmed bytes)` and the host bytes freed meanwhile.
     pub fn trim(&self, names: &[String]) -> Result<(Vec<(String, u64)>, i64)> {
         crate::error::require_root("trim")?;
-        let before = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?.free_bytes;
+        let before = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
         let mut out = Vec::new();
         for s in self.list()? {
             if !names.is_empty() && !names.contains(&s.name) {
@@ -110,13 +110,13 @@ impl Pool {
         // after writes to shared blocks (up to 25x the bytes written for
         // random 4 KiB writes to a 1 MiB-hinted image): give it back now.
         // Other hosts refuse the ioctl, which is fine.
-        if matches!(self.host_fs(), Ok(HostFs::Xfs)) {
+        if before.fs == HostFs::Xfs {
             let _ = subvol_os::prealloc::free_preallocations(self.root());
         }
         // Punched blocks are released asynchronously on some hosts.
         let _ = subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir());
         let after = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?.free_bytes;
-        Ok((out, after as i64 - before as i64))
+        Ok((out, after as i64 - before.free_bytes as i64))
     }
 
     /// Runs the guard until `stop()` says so (or once). `log` receives one

@@ -542,24 +542,23 @@ impl Pool {
     /// Points subvolume `n` at a clone of the received snapshot `snap_path`.
     fn follow(&self, n: &str, snap_path: &Path, source_guid: uuid::Uuid) -> Result<()> {
         let image = self.layout.subvolume_image(n);
-        let meta = match open_image(&image, false) {
-            Ok(f) => read_meta(&f).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{n}: {e}")))?,
+        // The new image keeps the subvolume's metadata and extent size hint
+        // (a new subvolume gets the default hint). XFS only takes the hint
+        // on a file without extents, so it is set before the clone.
+        let (meta, hint) = match open_image(&image, false) {
+            Ok(f) => {
+                let meta = read_meta(&f).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{n}: {e}")))?;
+                (meta, subvol_os::hints::extent_hints(&f).map(|(ext, _)| ext).unwrap_or(0))
+            }
             Err(_) => {
                 let src = open_image(snap_path, false).map_err(|e| Error::io("open", e))?;
                 let sm = read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, e))?;
                 let mut m = SubvolumeMeta::new_subvolume(sm.fs, Utc::now());
                 m.guid = source_guid;
-                m
+                (m, crate::subvolume::DEFAULT_EXTENT_HINT_BYTES)
             }
         };
         let tmp_path = self.layout.tmp_image("follow", n);
-        // Keep the subvolume's extent size hint (or give it the default):
-        // XFS only takes it on a file without extents, so before the clone.
-        let hint = open_image(&image, false)
-            .ok()
-            .and_then(|f| subvol_os::hints::extent_hints(&f).ok())
-            .map(|(ext, _)| ext)
-            .unwrap_or(crate::subvolume::DEFAULT_EXTENT_HINT_BYTES);
         let result = (|| {
             let src = open_image(snap_path, false).map_err(|e| Error::io("open", e))?;
             let tmp = OpenOptions::new()
