@@ -11,6 +11,20 @@ bench_now() { date +%s%N; }
 # Seconds since a bench_now stamp, 3 decimals.
 bench_s_since() { awk -v a="$1" -v b="$(bench_now)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
 bench_dropc() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# Waits (at most $1 s, default 60) until no block device has written for
+# two seconds in a row: the filesystems' deferred work from the previous step
+# (freeing extents of deleted files, log checkpoints) then does not land in
+# the next measurement, whichever tool it measures.
+bench_settle() {
+    local max=${1:-60} quiet=0 i prev cur
+    prev=$(awk '{ w += $10 } END { print w }' /proc/diskstats)
+    for ((i = 0; i < max && quiet < 2; i++)); do
+        sleep 1
+        cur=$(awk '{ w += $10 } END { print w }' /proc/diskstats)
+        if [ "$cur" = "$prev" ]; then quiet=$((quiet + 1)); else quiet=0; fi
+        prev=$cur
+    done
+}
 
 # The subvol binary: $SUBVOL, else target/release/subvol of this repo
 # (built if missing). Prints its absolute path.

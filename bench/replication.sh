@@ -17,7 +17,8 @@
 # random data as random 4 KiB or 1 MiB O_DIRECT writes at distinct offsets
 # (fio, fixed seed, so the btrfs file gets exactly the same change; the two
 # snapshots' hashes are compared), both sides are snapshotted, and, each
-# time with cold caches (sync; drop_caches):
+# time with cold caches (sync; drop_caches) on a settled host (no device
+# writes for 2 s, so deferred work of the previous step is not measured):
 #   - subvol send NAME@NEW --from NAME@PREV | subvol --pool B receive NAME
 #     (byte-exactness checked: sha256 of the received snapshot image against
 #     the source snapshot image),
@@ -140,7 +141,11 @@ now() { bench_now; }
 s_since() { bench_s_since "$1"; }
 # rec SECTION CASE METRIC VALUE
 rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
-dropc() { bench_dropc; }
+# Cold caches on a quiet host (see bench_settle).
+dropc() {
+    bench_dropc
+    bench_settle
+}
 # Peak RSS in MiB from a /usr/bin/time -v report.
 rss_mib() { awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"; }
 extents() { xfs_io -r -c fiemap "$1" | awk 'NR > 1 && !/hole/' | wc -l; }
@@ -358,7 +363,7 @@ note "done; writing the report"
     echo "host: $(nproc) vCPU, $(free -g | awk '/^Mem/ { print $2 }') GiB RAM, kernel $(uname -r);" \
         "TMPBASE $TMPBASE on $(findmnt -n -o FSTYPE -T "$TMPBASE") ($(findmnt -n -o SOURCE -T "$TMPBASE"));" \
         "$("$SUBVOL" --version 2>/dev/null || echo subvol), $(btrfs --version | head -1), $(rsync --version | head -1 | awk '{ print $1, $2, $3 }')"
-    echo "image ${SIZE_GIB} GiB random data; change ${CHG_MIB} MiB (${CHG_B} B) per run; RUNS=$RUNS; cold caches (sync; drop_caches) before every timed command"
+    echo "image ${SIZE_GIB} GiB random data; change ${CHG_MIB} MiB (${CHG_B} B) per run; RUNS=$RUNS; cold caches (sync; drop_caches) and a settled host (no device writes for 2 s) before every timed command"
     echo
     python3 - "$RES" "$CHG_B" "$SIZE_B" "$PATTERNS" <<'PY'
 import sys, statistics

@@ -20,6 +20,7 @@ pub mod prealloc;
 pub mod reflink;
 pub mod signals;
 pub mod statfs;
+pub mod tmpfile;
 pub mod trim;
 pub mod xattr;
 

@@ -42,3 +42,20 @@ pub fn reopen_direct(file: &std::fs::File) -> std::io::Result<std::fs::File> {
         .custom_flags(libc::O_DIRECT)
         .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
+
+/// sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER): writes the dirty pages
+/// of `[offset, offset+len)` and waits until they are on the device, without
+/// the log force and cache flush of fdatasync (so no durability promise: the
+/// data is only out of the page cache).
+pub fn write_and_wait(fd: impl AsFd, offset: u64, len: u64) -> OsResult<()> {
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(OsError::sys("sync_file_range", None, std::io::Error::from_raw_os_error(libc::EINVAL)));
+    };
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: as in start_writeback: a descriptor, two integers and flags.
+    let rc = unsafe { libc::sync_file_range(fd.as_fd().as_raw_fd(), off, n, flags) };
+    if rc < 0 {
+        return Err(OsError::sys("sync_file_range", None, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

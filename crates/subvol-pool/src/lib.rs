@@ -23,7 +23,9 @@ mod send;
 mod snapops;
 mod snapshot;
 mod space;
+mod staging;
 mod subvolume;
+mod trace;
 mod writeback;
 
 pub use check::{CheckReport, Finding};

@@ -22,29 +22,29 @@ pub(crate) fn map_io<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) 
     }
     let next = AtomicUsize::new(0);
     let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            done.push((i, f(item)));
+        }
+        done
+    };
     std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break };
-                        done.push((i, f(item)));
-                    }
-                    done
-                })
-            })
-            .collect();
-        for w in workers {
-            match w.join() {
-                Ok(done) => {
-                    for (i, r) in done {
-                        slots[i] = Some(r);
-                    }
-                }
+        // Helpers that cannot be started are simply missing: this thread
+        // works through the items too, so every item is mapped regardless.
+        let helpers: Vec<_> =
+            (1..threads).filter_map(|_| std::thread::Builder::new().spawn_scoped(s, work).ok()).collect();
+        let mut batches = vec![work()];
+        for h in helpers {
+            match h.join() {
+                Ok(done) => batches.push(done),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
+        }
+        for (i, r) in batches.into_iter().flatten() {
+            slots[i] = Some(r);
         }
     });
     slots.into_iter().map(|r| r.expect("every item was mapped")).collect()

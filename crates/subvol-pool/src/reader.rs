@@ -50,7 +50,7 @@ pub(crate) fn for_each_piece(
     // through the page cache.
     let direct = subvol_os::pagecache::reopen_direct(file).ok();
     std::thread::scope(|s| {
-        s.spawn(move || {
+        let spawned = std::thread::Builder::new().name("reader".into()).spawn_scoped(s, move || {
             let direct_min = if direct.is_some() { DIRECT_MIN } else { u64::MAX };
             let mut ahead = Readahead::new(changes, direct_min);
             for (i, c) in changes.iter().copied().enumerate() {
@@ -93,6 +93,10 @@ pub(crate) fn for_each_piece(
                 }
             }
         });
+        // Without the reader the channel would simply look empty.
+        if let Err(e) = spawned {
+            return Err(Error::io("cannot start the reader thread", e));
+        }
         // Owns the receiving ends: when it returns, early or not, they are
         // dropped and the reader thread stops.
         let run = move || -> Result<()> {

@@ -7,6 +7,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::KernelView;
 use crate::pool::Pool;
 use crate::snapshot::{write_meta, Progress};
+use crate::staging::StagedWrites;
 use crate::subvolume::{open_image, read_meta, rename_noreplace};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -245,6 +246,7 @@ impl Pool {
         opts: &ReceiveOptions,
         progress: Progress<'_>,
     ) -> Result<ReceiveReport> {
+        let mut clock = crate::trace::PhaseClock::start("receive");
         let n = ObjectName::parse_subvolume(name)?.subvolume;
         let mut reader: StreamReader<&mut dyn Read> = StreamReader::new(input).map_err(stream_error)?;
         let h = reader.header.clone();
@@ -307,7 +309,9 @@ impl Pool {
                 drop(f);
                 let _ = std::fs::remove_file(&img_path);
             }
+            clock.mark("header");
             let (base, t) = self.check_target(&n, &h, &snap, opts.force)?;
+            clock.mark("check");
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -351,6 +355,7 @@ impl Pool {
             (f, t)
         };
         drop(lock);
+        clock.mark("setup");
         subvol_os::crash::point("receive-after-setup");
 
         // Phase 2, unlocked: apply the records to our private image.
@@ -358,13 +363,22 @@ impl Pool {
         let mut since_checkpoint = 0u64;
         let mut since_writeback = 0u64;
         let writeback = crate::writeback::BackgroundWriteback::start(&file);
+        // Small ranges go through a scratch file and reflinks (see staging).
+        let mut staged = if self.meta.reflink { StagedWrites::new(&file, &self.layout.receive_dir()) } else { None };
         let mut end = None;
         let result = (|| -> Result<()> {
             while let Some(rec) = reader.next_record().map_err(stream_error)? {
                 match rec {
                     Record::Data { offset, data } => {
-                        file.write_all_at(&data, offset)
-                            .map_err(|e| Error::io("cannot write the received image", e))?;
+                        match staged.as_mut() {
+                            Some(st) if StagedWrites::accepts(offset, data.len() as u64) => st.stage(offset, &data)?,
+                            // Records never overlap (the reader checks), so
+                            // what is written in place cannot be undone by
+                            // a staged range put in place later.
+                            _ => file
+                                .write_all_at(&data, offset)
+                                .map_err(|e| Error::io("cannot write the received image", e))?,
+                        }
                         applied = offset + data.len() as u64;
                         subvol_os::crash::point("receive-mid-stream");
                         since_checkpoint += data.len() as u64;
@@ -382,15 +396,29 @@ impl Pool {
                     Record::End(t) => end = Some(t),
                 }
                 if opts.resume && since_checkpoint >= CHECKPOINT_BYTES {
+                    if let Some(st) = staged.as_mut() {
+                        st.flush()?;
+                    }
                     file.sync_data().map_err(|e| Error::io("sync", e))?;
                     self.write_state(&state_path, &PartialState { header: h.clone(), offset: applied / 4096 * 4096 })?;
                     since_checkpoint = 0;
                 }
             }
+            if let Some(st) = staged.as_mut() {
+                st.flush()?;
+            }
             Ok(())
         })();
+        clock.mark("apply");
         if let Err(e) = result {
             if opts.resume {
+                // What arrived intact is kept; staged ranges that cannot
+                // be put in place are sent again.
+                if let Some(st) = staged.as_mut() {
+                    if st.flush().is_err() {
+                        applied = applied.min(st.first_pending().unwrap_or(applied));
+                    }
+                }
                 let _ = file.sync_data();
                 let st = PartialState { header: h.clone(), offset: applied / 4096 * 4096 };
                 self.write_state(&state_path, &st)?;
@@ -409,13 +437,16 @@ impl Pool {
             let _ = std::fs::remove_file(&img_path);
             return Err(e);
         }
+        drop(staged);
         drop(writeback);
+        clock.mark("writeback-stop");
         // The one-block CoW hint was for applying the stream only: XFS copies
         // it into whole-file clones (NAME following this snapshot), where it
         // would fragment the subvolume after every snapshot.
         let _ = subvol_os::hints::set_extent_hints(&file, None, Some(0));
         let totals = end.ok_or_else(|| Error::new(ErrorKind::Corrupt, "stream ended without END"))?;
         file.sync_all().map_err(|e| Error::io("cannot sync the received image", e))?;
+        clock.mark("sync");
 
         subvol_os::crash::point("receive-before-publish");
         // Phase 3, locked: publish the snapshot, then let NAME follow.
@@ -445,6 +476,7 @@ impl Pool {
         crate::recovery::clear_unprotected(&self.layout);
         drop(file);
         let _ = std::fs::remove_file(&state_path);
+        clock.mark("publish");
         subvol_os::crash::point("receive-before-follow");
         let (followed, note) = match target {
             Target::Stays(why) => (false, Some(why)),
@@ -453,6 +485,7 @@ impl Pool {
                 (true, None)
             }
         };
+        clock.mark("follow");
         Ok(ReceiveReport {
             name: format!("{n}@{snap}"),
             full: h.base.is_none(),

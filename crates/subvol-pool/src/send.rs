@@ -122,6 +122,7 @@ impl Pool {
         out: &mut dyn Write,
         progress: Progress<'_>,
     ) -> Result<SendReport> {
+        let mut clock = crate::trace::PhaseClock::start("send");
         let (target, base) = self.open_pair(name, from)?;
         let mut resume_offset = 0;
         if let Some(t) = resume {
@@ -139,6 +140,7 @@ impl Pool {
             resume_offset = t.offset;
         }
         let (d, content_compared) = self.plan(&target, base.as_ref())?;
+        clock.mark("plan");
         let source_name = target.obj.subvolume.clone();
         let source_guid = target.meta.origin.as_ref().map(|o| o.guid).unwrap_or(target.meta.guid);
         let header = StreamHeader {
@@ -181,6 +183,7 @@ impl Pool {
             Ok(())
         })?;
         let (_, totals, stream_bytes) = w.finish().map_err(stream_err)?;
+        clock.mark("data");
         Ok(SendReport {
             name: target.obj.to_string(),
             data_bytes: totals.data_bytes,
