@@ -17,13 +17,15 @@ bench_dropc() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # the next measurement, whichever tool it measures.
 bench_settle() {
     local max=${1:-60} quiet=0 i prev cur
-    prev=$(awk '{ w += $10 } END { print w }' /proc/diskstats)
+    # %.0f: mawk would print a sum above 2^31 as 1.47e+10, hiding small writes.
+    prev=$(awk '{ w += $10 } END { printf "%.0f\n", w }' /proc/diskstats)
     for ((i = 0; i < max && quiet < 2; i++)); do
         sleep 1
-        cur=$(awk '{ w += $10 } END { print w }' /proc/diskstats)
+        cur=$(awk '{ w += $10 } END { printf "%.0f\n", w }' /proc/diskstats)
         if [ "$cur" = "$prev" ]; then quiet=$((quiet + 1)); else quiet=0; fi
         prev=$cur
     done
+    [ "$quiet" -ge 2 ] || echo "bench_settle: the disks kept writing for ${max}s; measuring anyway" >&2
 }
 
 # The subvol binary: $SUBVOL, else target/release/subvol of this repo

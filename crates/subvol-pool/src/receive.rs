@@ -360,6 +360,8 @@ impl Pool {
 
         // Phase 2, unlocked: apply the records to our private image.
         let mut applied = h.resume_offset;
+        // What the state file says is durably applied.
+        let mut durable = h.resume_offset;
         let mut since_checkpoint = 0u64;
         let mut since_writeback = 0u64;
         let writeback = crate::writeback::BackgroundWriteback::start(&file);
@@ -371,18 +373,19 @@ impl Pool {
                 match rec {
                     Record::Data { offset, data } => {
                         match staged.as_mut() {
-                            Some(st) if StagedWrites::accepts(offset, data.len() as u64) => st.stage(offset, &data)?,
+                            Some(st) if st.accepts(offset, data.len() as u64) => st.stage(offset, &data)?,
                             // Records never overlap (the reader checks), so
                             // what is written in place cannot be undone by
                             // a staged range put in place later.
-                            _ => file
-                                .write_all_at(&data, offset)
-                                .map_err(|e| Error::io("cannot write the received image", e))?,
+                            _ => {
+                                file.write_all_at(&data, offset)
+                                    .map_err(|e| Error::io("cannot write the received image", e))?;
+                                since_writeback += data.len() as u64;
+                            }
                         }
                         applied = offset + data.len() as u64;
                         subvol_os::crash::point("receive-mid-stream");
                         since_checkpoint += data.len() as u64;
-                        since_writeback += data.len() as u64;
                         if since_writeback >= WRITEBACK_BYTES {
                             writeback.kick();
                             since_writeback = 0;
@@ -400,7 +403,8 @@ impl Pool {
                         st.flush()?;
                     }
                     file.sync_data().map_err(|e| Error::io("sync", e))?;
-                    self.write_state(&state_path, &PartialState { header: h.clone(), offset: applied / 4096 * 4096 })?;
+                    durable = applied / 4096 * 4096;
+                    self.write_state(&state_path, &PartialState { header: h.clone(), offset: durable })?;
                     since_checkpoint = 0;
                 }
             }
@@ -419,9 +423,16 @@ impl Pool {
                         applied = applied.min(st.first_pending().unwrap_or(applied));
                     }
                 }
-                let _ = file.sync_data();
-                let st = PartialState { header: h.clone(), offset: applied / 4096 * 4096 };
-                self.write_state(&state_path, &st)?;
+                // A failed sync (a lost write) keeps the last checkpoint:
+                // a second sync would report success for the lost pages.
+                let offset = match file.sync_data() {
+                    Ok(()) => (applied / 4096 * 4096).max(durable),
+                    Err(_) => durable,
+                };
+                let st = PartialState { header: h.clone(), offset };
+                if offset != durable {
+                    self.write_state(&state_path, &st)?;
+                }
                 return Err(Error::new(
                     e.kind,
                     format!(

@@ -16,11 +16,9 @@ use std::path::Path;
 
 /// Records shorter than this are staged; longer ones are written in place
 /// (a long write is sequential already, and cloning it gains nothing).
-pub(crate) const STAGE_BELOW: u64 = 256 * 1024;
+const STAGE_BELOW: u64 = 256 * 1024;
 /// Scratch bytes written out and cloned in one batch.
 const BATCH_BYTES: u64 = 8 << 20;
-/// Host block size: FICLONERANGE needs offsets and lengths in whole blocks.
-const BLOCK: u64 = 4096;
 
 /// One staged range: where it sits in the scratch file and in the target.
 #[derive(Debug, Clone, Copy)]
@@ -34,24 +32,47 @@ struct Staged {
 pub(crate) struct StagedWrites<'a> {
     target: &'a File,
     scratch: File,
+    /// The host's block size: FICLONERANGE takes whole blocks only.
+    block: u64,
     /// Next free byte of the scratch file.
     cursor: u64,
     /// Where the current batch starts in the scratch file.
     batch_start: u64,
     pending: Vec<Staged>,
+    /// The host refused FICLONERANGE: everything goes in place from now on.
+    refused: bool,
+    /// Writing the scratch file or cloning from it failed. The scratch
+    /// data may be lost (a failed writeback is reported once, then the
+    /// pages look clean), so nothing pending may be put in place any more.
+    failed: bool,
 }
 
 impl<'a> StagedWrites<'a> {
     /// Scratch space in `dir` (on the target's filesystem), or None where
     /// the filesystem cannot make unnamed files.
     pub(crate) fn new(target: &'a File, dir: &Path) -> Option<Self> {
+        let block = subvol_os::statfs::statfs(dir).ok()?.block_size.max(4096);
         let scratch = subvol_os::tmpfile::anonymous_file(dir).ok()?;
-        Some(StagedWrites { target, scratch, cursor: 0, batch_start: 0, pending: Vec::new() })
+        Some(StagedWrites {
+            target,
+            scratch,
+            block,
+            cursor: 0,
+            batch_start: 0,
+            pending: Vec::new(),
+            refused: false,
+            failed: false,
+        })
     }
 
-    /// Whether a record at `offset` of `len` bytes can be staged.
-    pub(crate) fn accepts(offset: u64, len: u64) -> bool {
-        len > 0 && len < STAGE_BELOW && offset.is_multiple_of(BLOCK) && len.is_multiple_of(BLOCK)
+    /// Whether a record at `offset` of `len` bytes is staged (else it is
+    /// the caller's to write in place).
+    pub(crate) fn accepts(&self, offset: u64, len: u64) -> bool {
+        !self.refused
+            && len > 0
+            && len < STAGE_BELOW
+            && offset.is_multiple_of(self.block)
+            && len.is_multiple_of(self.block)
     }
 
     /// Stages `data` for `target_offset` (which `accepts`).
@@ -66,28 +87,126 @@ impl<'a> StagedWrites<'a> {
         Ok(())
     }
 
-    /// The lowest target offset not yet in the target (None: all applied).
+    /// The lowest target offset not surely in the target (None: all are).
     pub(crate) fn first_pending(&self) -> Option<u64> {
         self.pending.iter().map(|s| s.target_offset).min()
     }
 
     /// Puts every staged range into the target. Ranges never overlap (a
     /// stream's records are ascending and disjoint), so order is free.
+    /// After an error, every later call fails too: what is pending must be
+    /// sent again (see `first_pending`).
     pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(Error::io("staged ranges were lost", std::io::Error::from_raw_os_error(libc::EIO)));
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
         // Cloning a range first writes back its dirty source pages; done
         // range by range that is one small write each. One call writes the
         // whole batch sequentially.
-        subvol_os::pagecache::write_and_wait(&self.scratch, self.batch_start, self.cursor - self.batch_start)
-            .map_err(|e| Error::os("cannot write the scratch file", e))?;
-        for s in &self.pending {
-            subvol_os::reflink::ficlonerange(self.target, &self.scratch, s.scratch_offset, s.length, s.target_offset)
-                .map_err(|e| Error::os("cannot clone a received range into place", e))?;
+        if let Err(e) =
+            subvol_os::pagecache::write_and_wait(&self.scratch, self.batch_start, self.cursor - self.batch_start)
+        {
+            self.failed = true;
+            return Err(Error::os("cannot write the scratch file", e));
+        }
+        for i in 0..self.pending.len() {
+            let s = self.pending[i];
+            match subvol_os::reflink::ficlonerange(
+                self.target,
+                &self.scratch,
+                s.scratch_offset,
+                s.length,
+                s.target_offset,
+            ) {
+                Ok(()) => {}
+                // Reflinks in general but not of this range (block size,
+                // inline data): copy what is left and stop staging.
+                Err(e) if matches!(e.errno(), Some(libc::EINVAL | libc::EOPNOTSUPP | libc::EXDEV)) => {
+                    self.refused = true;
+                    if let Err(e) = self.copy_in_place(i) {
+                        self.failed = true;
+                        return Err(e);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Err(Error::os("cannot clone a received range into place", e));
+                }
+            }
         }
         self.pending.clear();
         self.batch_start = self.cursor;
         Ok(())
+    }
+
+    /// Writes pending ranges `from..` into the target with pwrite. Their
+    /// scratch data was written out without error, so it reads back intact.
+    fn copy_in_place(&self, from: usize) -> Result<()> {
+        let mut buf = vec![0u8; STAGE_BELOW as usize];
+        for s in &self.pending[from..] {
+            let b = &mut buf[..s.length as usize];
+            self.scratch
+                .read_exact_at(b, s.scratch_offset)
+                .map_err(|e| Error::io("cannot read the scratch file", e))?;
+            self.target
+                .write_all_at(b, s.target_offset)
+                .map_err(|e| Error::io("cannot write the received image", e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StagedWrites;
+    use std::os::unix::fs::FileExt;
+
+    /// Staged ranges land where they belong, by reflink where the host has
+    /// them and by the pwrite fallback where it refuses (ext4 /tmp here).
+    #[test]
+    fn staged_ranges_land_in_place_either_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let target =
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("image")).unwrap();
+        target.set_len(64 << 20).unwrap();
+        let mut want = vec![0u8; 64 << 20];
+        let Some(mut st) = StagedWrites::new(&target, dir.path()) else {
+            eprintln!("skipped: no O_TMPFILE in {}", dir.path().display());
+            return;
+        };
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut offset = 0u64;
+        // Enough to cross a batch boundary, in 4 KiB to 252 KiB pieces.
+        while offset < (60 << 20) {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let len = 4096 * (1 + rng % 63);
+            let data: Vec<u8> = (0..len).map(|i| (i ^ rng) as u8).collect();
+            assert!(st.refused || st.accepts(offset, len));
+            if st.accepts(offset, len) {
+                st.stage(offset, &data).unwrap();
+            } else {
+                target.write_all_at(&data, offset).unwrap();
+            }
+            want[offset as usize..(offset + len) as usize].copy_from_slice(&data);
+            offset += len + 4096 * (rng % 5);
+        }
+        assert!(!st.accepts(4096, 256 * 1024), "long records are written in place");
+        assert!(!st.accepts(100, 4096), "unaligned records are written in place");
+        st.flush().unwrap();
+        assert_eq!(st.first_pending(), None);
+        let host = subvol_os::statfs::statfs(dir.path()).unwrap().fs;
+        if matches!(host, subvol_core::HostFs::Ext4 | subvol_core::HostFs::Tmpfs) {
+            assert!(st.refused, "{host:?} has no FICLONERANGE: the fallback must have run");
+        }
+        drop(st);
+        let mut got = vec![0u8; 64 << 20];
+        target.read_exact_at(&mut got, 0).unwrap();
+        assert!(got == want, "the image differs from the staged records");
     }
 }

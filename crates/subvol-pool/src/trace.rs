@@ -1,6 +1,6 @@
 //! Phase timings for finding where a long operation spends its time: with
 //! `SUBVOL_TRACE=1` in the environment, each phase mark prints
-//! `subvol: trace <what> <ms since the previous mark> ms` on stderr. Off (and
+//! `subvol: trace <operation> <phase> <ms since the previous mark> ms` on stderr. Off (and
 //! free) otherwise; nothing else depends on it.
 
 use std::sync::OnceLock;
