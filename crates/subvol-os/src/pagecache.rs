@@ -30,15 +30,16 @@ pub fn start_writeback(fd: impl AsFd, offset: u64, len: u64) -> OsResult<()> {
     Ok(())
 }
 
-/// A second descriptor of the same open file with O_DIRECT (reads bypass
-/// the page cache), through /proc/self/fd so it is the same inode whatever
-/// happened to the path. Long sequential reads go at the device's rate this
-/// way, without filling and copying through the page cache; they need
-/// 4096-aligned offsets, lengths and buffers.
-pub fn reopen_direct(file: &std::fs::File) -> std::io::Result<std::fs::File> {
+/// A second descriptor of the same open file with O_DIRECT (I/O bypasses
+/// the page cache), read-only or read-write, through /proc/self/fd so it is
+/// the same inode whatever happened to the path. Long sequential transfers
+/// go at the device's rate this way, without filling and copying through
+/// the page cache; they need 4096-aligned offsets, lengths and buffers.
+pub fn reopen_direct(file: &std::fs::File, write: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
+        .write(write)
         .custom_flags(libc::O_DIRECT)
         .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }

@@ -6,6 +6,7 @@
 mod backing;
 mod check;
 pub mod delta;
+mod direct_writes;
 mod error;
 mod guard;
 mod kernel;

@@ -48,7 +48,7 @@ pub(crate) fn for_each_piece(
     }
     // Without O_DIRECT (some filesystems refuse it) everything goes
     // through the page cache.
-    let direct = subvol_os::pagecache::reopen_direct(file).ok();
+    let direct = subvol_os::pagecache::reopen_direct(file, false).ok();
     std::thread::scope(|s| {
         let spawned = std::thread::Builder::new().name("reader".into()).spawn_scoped(s, move || {
             let direct_min = if direct.is_some() { DIRECT_MIN } else { u64::MAX };

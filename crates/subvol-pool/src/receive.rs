@@ -3,6 +3,7 @@
 //! base. The result is published atomically (rename) with the sender's
 //! snapshot guid, and the subvolume follows it when it safely can.
 
+use crate::direct_writes::DirectWrites;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::KernelView;
 use crate::pool::Pool;
@@ -367,6 +368,8 @@ impl Pool {
         let writeback = crate::writeback::BackgroundWriteback::start(&file);
         // Small ranges go through a scratch file and reflinks (see staging).
         let mut staged = if self.meta.reflink { StagedWrites::new(&file, &self.layout.receive_dir()) } else { None };
+        // Long ones go straight to the device (see direct_writes).
+        let mut direct = DirectWrites::start(&file);
         let mut end = None;
         let result = (|| -> Result<()> {
             while let Some(rec) = reader.next_record().map_err(stream_error)? {
@@ -377,11 +380,16 @@ impl Pool {
                             // Records never overlap (the reader checks), so
                             // what is written in place cannot be undone by
                             // a staged range put in place later.
-                            _ => {
-                                file.write_all_at(&data, offset)
-                                    .map_err(|e| Error::io("cannot write the received image", e))?;
-                                since_writeback += data.len() as u64;
-                            }
+                            _ => match direct.as_mut() {
+                                Some(d) if DirectWrites::accepts(offset, data.len() as u64) => {
+                                    d.write(offset, &data)?
+                                }
+                                _ => {
+                                    file.write_all_at(&data, offset)
+                                        .map_err(|e| Error::io("cannot write the received image", e))?;
+                                    since_writeback += data.len() as u64;
+                                }
+                            },
                         }
                         applied = offset + data.len() as u64;
                         subvol_os::crash::point("receive-mid-stream");
@@ -402,6 +410,9 @@ impl Pool {
                     if let Some(st) = staged.as_mut() {
                         st.flush()?;
                     }
+                    if let Some(d) = direct.as_mut() {
+                        d.wait()?;
+                    }
                     file.sync_data().map_err(|e| Error::io("sync", e))?;
                     durable = applied / 4096 * 4096;
                     self.write_state(&state_path, &PartialState { header: h.clone(), offset: durable })?;
@@ -410,6 +421,9 @@ impl Pool {
             }
             if let Some(st) = staged.as_mut() {
                 st.flush()?;
+            }
+            if let Some(d) = direct.as_mut() {
+                d.wait()?;
             }
             Ok(())
         })();
@@ -422,6 +436,10 @@ impl Pool {
                     if st.flush().is_err() {
                         applied = applied.min(st.first_pending().unwrap_or(applied));
                     }
+                }
+                if let Some(d) = direct.as_mut() {
+                    let _ = d.wait();
+                    applied = applied.min(d.lowest_failed().unwrap_or(applied));
                 }
                 // A failed sync (a lost write) keeps the last checkpoint:
                 // a second sync would report success for the lost pages.
@@ -449,6 +467,7 @@ impl Pool {
             return Err(e);
         }
         drop(staged);
+        drop(direct);
         drop(writeback);
         clock.mark("writeback-stop");
         // The one-block CoW hint was for applying the stream only: XFS copies

@@ -1,0 +1,208 @@
+//! Long received records written with O_DIRECT, several at a time.
+//!
+//! Through the page cache, a 4 GiB receive copies every byte into the cache,
+//! then writeback copies it out again: the receiving thread spends most of
+//! its time in the kernel and the device sees one flusher's queue. Written
+//! with O_DIRECT from a few threads, the same records go straight from
+//! their buffers to the device with several writes in flight. The caller
+//! hands over a record and goes on verifying the next one; buffers
+//! circulate, so memory stays at DEPTH records.
+
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use subvol_core::stream::MAX_DATA_RECORD;
+
+/// Writer threads, i.e. writes the device has in flight.
+const WRITERS: usize = 4;
+/// Buffers in circulation (in flight or waiting for a writer).
+const DEPTH: usize = 8;
+/// O_DIRECT alignment of offsets, lengths and buffers.
+const ALIGN: usize = 4096;
+
+/// One write for a writer thread: `len` bytes at `buf[start..]`.
+struct Job {
+    offset: u64,
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+/// The first failure of any writer, and the lowest offset that failed.
+#[derive(Default)]
+struct Failure {
+    error: Option<std::io::Error>,
+    lowest_offset: Option<u64>,
+}
+
+pub(crate) struct DirectWrites {
+    jobs: Option<SyncSender<Job>>,
+    free: Receiver<Vec<u8>>,
+    /// Returns buffers after `wait` took them all back.
+    free_tx: Sender<Vec<u8>>,
+    writers: Vec<JoinHandle<()>>,
+    failure: Arc<Mutex<Failure>>,
+}
+
+impl DirectWrites {
+    /// Writers for `target`, or None where the filesystem refuses O_DIRECT
+    /// or no thread can be started (the caller then writes as before).
+    pub(crate) fn start(target: &File) -> Option<Self> {
+        let direct = Arc::new(subvol_os::pagecache::reopen_direct(target, true).ok()?);
+        // Buffered descriptor for a write O_DIRECT refuses after all.
+        let buffered = Arc::new(target.try_clone().ok()?);
+        let (jobs_tx, jobs_rx) = sync_channel::<Job>(DEPTH);
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let (free_tx, free_rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>) = channel();
+        for _ in 0..DEPTH {
+            let _ = free_tx.send(vec![0u8; MAX_DATA_RECORD as usize + ALIGN]);
+        }
+        let failure = Arc::new(Mutex::new(Failure::default()));
+        let mut writers = Vec::new();
+        for i in 0..WRITERS {
+            let (direct, buffered, jobs_rx, free_tx, failure) =
+                (direct.clone(), buffered.clone(), jobs_rx.clone(), free_tx.clone(), failure.clone());
+            let spawned = std::thread::Builder::new().name(format!("writer-{i}")).spawn(move || loop {
+                let job = match jobs_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                let data = &job.buf[job.start..job.start + job.len];
+                let result = direct.write_all_at(data, job.offset).or_else(|e| {
+                    // EINVAL: this filesystem wants another alignment.
+                    if e.raw_os_error() == Some(libc::EINVAL) {
+                        buffered.write_all_at(data, job.offset)
+                    } else {
+                        Err(e)
+                    }
+                });
+                if let Err(e) = result {
+                    if let Ok(mut f) = failure.lock() {
+                        f.lowest_offset = Some(f.lowest_offset.map_or(job.offset, |o| o.min(job.offset)));
+                        f.error.get_or_insert(e);
+                    }
+                }
+                let _ = free_tx.send(job.buf);
+            });
+            match spawned {
+                Ok(h) => writers.push(h),
+                Err(_) => break,
+            }
+        }
+        if writers.is_empty() {
+            return None;
+        }
+        Some(DirectWrites { jobs: Some(jobs_tx), free: free_rx, free_tx, writers, failure })
+    }
+
+    /// Whether a record at `offset` of `len` bytes can go this way.
+    pub(crate) fn accepts(offset: u64, len: u64) -> bool {
+        len > 0 && len <= MAX_DATA_RECORD && offset.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN as u64)
+    }
+
+    /// Queues `data` for `offset` (which `accepts`); waits only for a free
+    /// buffer. Fails if an earlier write failed.
+    pub(crate) fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check()?;
+        let mut buf = self.free.recv().map_err(|_| Self::gone())?;
+        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        buf[start..start + data.len()].copy_from_slice(data);
+        let job = Job { offset, buf, start, len: data.len() };
+        self.jobs.as_ref().ok_or_else(Self::gone)?.send(job).map_err(|_| Self::gone())
+    }
+
+    /// Waits until every queued write has finished; fails if one failed.
+    pub(crate) fn wait(&mut self) -> Result<()> {
+        let mut back = Vec::with_capacity(DEPTH);
+        for _ in 0..DEPTH {
+            back.push(self.free.recv().map_err(|_| Self::gone())?);
+        }
+        for b in back {
+            // Cannot fail: this side holds the receiver.
+            let _ = self.free_tx.send(b);
+        }
+        self.check()
+    }
+
+    /// The lowest offset whose write failed, if any did.
+    pub(crate) fn lowest_failed(&self) -> Option<u64> {
+        self.failure.lock().ok().and_then(|f| f.lowest_offset)
+    }
+
+    fn check(&self) -> Result<()> {
+        let mut f = self.failure.lock().map_err(|_| Self::gone())?;
+        match f.error.take() {
+            Some(e) => {
+                // Keep failing: the image has a hole where the write was.
+                f.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+                Err(Error::io("cannot write the received image", e))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn gone() -> Error {
+        Error::io("the writer threads stopped", std::io::Error::from_raw_os_error(libc::EPIPE))
+    }
+}
+
+impl Drop for DirectWrites {
+    /// Lets the writers finish what is queued, then joins them.
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.writers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DirectWrites;
+    use std::os::unix::fs::FileExt;
+
+    /// Records written through the writer threads all land, whatever order
+    /// the threads finish in; unaligned ones are not accepted.
+    #[test]
+    fn queued_records_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("image"))
+            .unwrap();
+        let size = 48u64 << 20;
+        target.set_len(size).unwrap();
+        let Some(mut w) = DirectWrites::start(&target) else {
+            eprintln!("skipped: no O_DIRECT in {}", dir.path().display());
+            return;
+        };
+        let mut want = vec![0u8; size as usize];
+        let mut offset = 0u64;
+        let mut n = 0u64;
+        while offset + (1 << 20) <= size {
+            n += 1;
+            let len = 4096 * (1 + (n * 37) % 256);
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + n) as u8).collect();
+            assert!(DirectWrites::accepts(offset, len));
+            w.write(offset, &data).unwrap();
+            want[offset as usize..(offset + len) as usize].copy_from_slice(&data);
+            offset += len + 4096 * (n % 3);
+        }
+        w.wait().unwrap();
+        assert_eq!(w.lowest_failed(), None);
+        // Still usable after a wait.
+        w.write(0, &[9u8; 4096]).unwrap();
+        want[..4096].fill(9);
+        drop(w);
+        assert!(!DirectWrites::accepts(512, 4096) && !DirectWrites::accepts(0, 1000));
+        let mut got = vec![0u8; size as usize];
+        target.read_exact_at(&mut got, 0).unwrap();
+        assert!(got == want, "the image differs from the records written");
+    }
+}
