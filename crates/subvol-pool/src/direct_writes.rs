@@ -170,12 +170,8 @@ mod tests {
     #[test]
     fn queued_records_all_land() {
         let dir = tempfile::tempdir().unwrap();
-        let target = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(dir.path().join("image"))
-            .unwrap();
+        let target =
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("image")).unwrap();
         let size = 48u64 << 20;
         target.set_len(size).unwrap();
         let Some(mut w) = DirectWrites::start(&target) else {
