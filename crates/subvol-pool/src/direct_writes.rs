@@ -11,11 +11,15 @@
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use subvol_core::stream::MAX_DATA_RECORD;
 
+/// Records at least this long go this way; shorter ones are left to the
+/// page cache, which merges neighbours before they reach the device.
+const DIRECT_MIN: u64 = 256 * 1024;
 /// Writer threads, i.e. writes the device has in flight.
 const WRITERS: usize = 4;
 /// Buffers in circulation (in flight or waiting for a writer).
@@ -40,9 +44,11 @@ struct Failure {
 
 pub(crate) struct DirectWrites {
     jobs: Option<SyncSender<Job>>,
+    /// Buffers coming back from the writers. Only writers hold senders, so
+    /// if they are all gone, waiting for a buffer fails instead of hanging.
     free: Receiver<Vec<u8>>,
-    /// Returns buffers after `wait` took them all back.
-    free_tx: Sender<Vec<u8>>,
+    /// Buffers on this side.
+    spare: Vec<Vec<u8>>,
     writers: Vec<JoinHandle<()>>,
     failure: Arc<Mutex<Failure>>,
 }
@@ -56,15 +62,15 @@ impl DirectWrites {
         let buffered = Arc::new(target.try_clone().ok()?);
         let (jobs_tx, jobs_rx) = sync_channel::<Job>(DEPTH);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-        let (free_tx, free_rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>) = channel();
-        for _ in 0..DEPTH {
-            let _ = free_tx.send(vec![0u8; MAX_DATA_RECORD as usize + ALIGN]);
-        }
+        let (free_tx, free_rx) = channel::<Vec<u8>>();
+        let spare = (0..DEPTH).map(|_| vec![0u8; MAX_DATA_RECORD as usize + ALIGN]).collect();
         let failure = Arc::new(Mutex::new(Failure::default()));
+        // Set once O_DIRECT refused a write: the rest go buffered.
+        let refused = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
         for i in 0..WRITERS {
-            let (direct, buffered, jobs_rx, free_tx, failure) =
-                (direct.clone(), buffered.clone(), jobs_rx.clone(), free_tx.clone(), failure.clone());
+            let (direct, buffered, jobs_rx, free_tx, failure, refused) =
+                (direct.clone(), buffered.clone(), jobs_rx.clone(), free_tx.clone(), failure.clone(), refused.clone());
             let spawned = std::thread::Builder::new().name(format!("writer-{i}")).spawn(move || loop {
                 let job = match jobs_rx.lock() {
                     Ok(rx) => rx.recv(),
@@ -72,14 +78,24 @@ impl DirectWrites {
                 };
                 let Ok(job) = job else { return };
                 let data = &job.buf[job.start..job.start + job.len];
-                let result = direct.write_all_at(data, job.offset).or_else(|e| {
-                    // EINVAL: this filesystem wants another alignment.
-                    if e.raw_os_error() == Some(libc::EINVAL) {
-                        buffered.write_all_at(data, job.offset)
-                    } else {
-                        Err(e)
+                let write = || {
+                    if refused.load(Ordering::Relaxed) {
+                        return buffered.write_all_at(data, job.offset);
                     }
-                });
+                    direct.write_all_at(data, job.offset).or_else(|e| {
+                        // EINVAL: this filesystem wants another alignment.
+                        if e.raw_os_error() == Some(libc::EINVAL) {
+                            refused.store(true, Ordering::Relaxed);
+                            buffered.write_all_at(data, job.offset)
+                        } else {
+                            Err(e)
+                        }
+                    })
+                };
+                // The buffer goes back whatever happens, or `wait` would
+                // wait for it forever.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(write))
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a writer thread panicked")));
                 if let Err(e) = result {
                     if let Ok(mut f) = failure.lock() {
                         f.lowest_offset = Some(f.lowest_offset.map_or(job.offset, |o| o.min(job.offset)));
@@ -96,19 +112,25 @@ impl DirectWrites {
         if writers.is_empty() {
             return None;
         }
-        Some(DirectWrites { jobs: Some(jobs_tx), free: free_rx, free_tx, writers, failure })
+        drop(free_tx);
+        Some(DirectWrites { jobs: Some(jobs_tx), free: free_rx, spare, writers, failure })
     }
 
     /// Whether a record at `offset` of `len` bytes can go this way.
     pub(crate) fn accepts(offset: u64, len: u64) -> bool {
-        len > 0 && len <= MAX_DATA_RECORD && offset.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN as u64)
+        (DIRECT_MIN..=MAX_DATA_RECORD).contains(&len)
+            && offset.is_multiple_of(ALIGN as u64)
+            && len.is_multiple_of(ALIGN as u64)
     }
 
     /// Queues `data` for `offset` (which `accepts`); waits only for a free
     /// buffer. Fails if an earlier write failed.
     pub(crate) fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.check()?;
-        let mut buf = self.free.recv().map_err(|_| Self::gone())?;
+        let mut buf = match self.spare.pop() {
+            Some(b) => b,
+            None => self.free.recv().map_err(|_| Self::gone())?,
+        };
         let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
         buf[start..start + data.len()].copy_from_slice(data);
         let job = Job { offset, buf, start, len: data.len() };
@@ -117,13 +139,9 @@ impl DirectWrites {
 
     /// Waits until every queued write has finished; fails if one failed.
     pub(crate) fn wait(&mut self) -> Result<()> {
-        let mut back = Vec::with_capacity(DEPTH);
-        for _ in 0..DEPTH {
-            back.push(self.free.recv().map_err(|_| Self::gone())?);
-        }
-        for b in back {
-            // Cannot fail: this side holds the receiver.
-            let _ = self.free_tx.send(b);
+        while self.spare.len() < DEPTH {
+            let b = self.free.recv().map_err(|_| Self::gone())?;
+            self.spare.push(b);
         }
         self.check()
     }
@@ -138,7 +156,10 @@ impl DirectWrites {
         match f.error.take() {
             Some(e) => {
                 // Keep failing: the image has a hole where the write was.
-                f.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+                f.error = Some(match e.raw_os_error() {
+                    Some(errno) => std::io::Error::from_raw_os_error(errno),
+                    None => std::io::Error::new(e.kind(), e.to_string()),
+                });
                 Err(Error::io("cannot write the received image", e))
             }
             None => Ok(()),
@@ -183,7 +204,7 @@ mod tests {
         let mut n = 0u64;
         while offset + (1 << 20) <= size {
             n += 1;
-            let len = 4096 * (1 + (n * 37) % 256);
+            let len = 4096 * (64 + (n * 37) % 193);
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + n) as u8).collect();
             assert!(DirectWrites::accepts(offset, len));
             w.write(offset, &data).unwrap();
@@ -193,10 +214,10 @@ mod tests {
         w.wait().unwrap();
         assert_eq!(w.lowest_failed(), None);
         // Still usable after a wait.
-        w.write(0, &[9u8; 4096]).unwrap();
-        want[..4096].fill(9);
+        w.write(0, &[9u8; 256 * 1024]).unwrap();
+        want[..256 * 1024].fill(9);
         drop(w);
-        assert!(!DirectWrites::accepts(512, 4096) && !DirectWrites::accepts(0, 1000));
+        assert!(!DirectWrites::accepts(512, 1 << 20) && !DirectWrites::accepts(0, 4096));
         let mut got = vec![0u8; size as usize];
         target.read_exact_at(&mut got, 0).unwrap();
         assert!(got == want, "the image differs from the records written");

@@ -438,8 +438,9 @@ impl Pool {
                     }
                 }
                 if let Some(d) = direct.as_mut() {
-                    let _ = d.wait();
-                    applied = applied.min(d.lowest_failed().unwrap_or(applied));
+                    // Not knowing what was written, trust only the checkpoint.
+                    let known = if d.wait().is_ok() { applied } else { durable };
+                    applied = applied.min(d.lowest_failed().unwrap_or(known));
                 }
                 // A failed sync (a lost write) keeps the last checkpoint:
                 // a second sync would report success for the lost pages.
@@ -462,6 +463,9 @@ impl Pool {
                     ),
                 ));
             }
+            // No write may still land in it when it goes.
+            drop(direct);
+            drop(staged);
             drop(file);
             let _ = std::fs::remove_file(&img_path);
             return Err(e);
