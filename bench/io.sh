@@ -53,15 +53,7 @@ done
 case $RUNS in '' | *[!0-9]* | 0) die "RUNS must be a positive integer" ;; esac
 case $RUNTIME in '' | *[!0-9]* | 0) die "RUNTIME must be a positive number of seconds" ;; esac
 
-if [ -z "${SUBVOL:-}" ]; then
-    SUBVOL=$REPO/target/release/subvol
-    if [ ! -x "$SUBVOL" ]; then
-        note "building $SUBVOL"
-        (cd "$REPO" && cargo build --release) >&2
-    fi
-fi
-[ -x "$SUBVOL" ] || die "no subvol binary at $SUBVOL"
-SUBVOL=$(readlink -f "$SUBVOL")
+SUBVOL=$(bench_subvol "$REPO") || die "no subvol binary"
 
 # The images must live on a disk filesystem: on tmpfs the numbers would
 # measure memory, and loop direct I/O may not be available at all.

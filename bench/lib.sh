@@ -34,7 +34,10 @@ bench_subvol() {
     local repo=$1 bin=${SUBVOL:-}
     if [ -z "$bin" ]; then
         bin=$repo/target/release/subvol
-        [ -x "$bin" ] || (cd "$repo" && cargo build --release) >&2
+        if [ ! -x "$bin" ]; then
+            echo "== $(date +%T) building $bin" >&2
+            (cd "$repo" && cargo build --release) >&2
+        fi
     fi
     [ -x "$bin" ] || { echo "no subvol binary at $bin" >&2; return 1; }
     readlink -f "$bin"

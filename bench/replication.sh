@@ -85,15 +85,7 @@ case $SIZE_GIB in '' | *[!0-9]* | 0) die "SIZE_GIB must be a positive integer" ;
 case $CHANGE_PCT in '' | *[!0-9]* | 0) die "CHANGE_PCT must be a positive integer" ;; esac
 for p in $PATTERNS; do case $p in 4k | 1m) ;; *) die "PATTERNS are 4k and/or 1m: $p" ;; esac; done
 
-if [ -z "${SUBVOL:-}" ]; then
-    SUBVOL=$REPO/target/release/subvol
-    if [ ! -x "$SUBVOL" ]; then
-        note "building $SUBVOL"
-        (cd "$REPO" && cargo build --release) >&2
-    fi
-fi
-[ -x "$SUBVOL" ] || die "no subvol binary at $SUBVOL"
-SUBVOL=$(readlink -f "$SUBVOL")
+SUBVOL=$(bench_subvol "$REPO") || die "no subvol binary"
 
 [ "$(stat -f -c %T "$TMPBASE")" != tmpfs ] || die "$TMPBASE is tmpfs; set TMPBASE to a directory on disk"
 # Peak: the image in A, in B (received + rsync copy + one full copy or full

@@ -107,15 +107,7 @@ case $RUNTIME in '' | *[!0-9]* | 0) die "RUNTIME must be a positive number of se
 case $LIGHT_IOPS in '' | *[!0-9]*) die "LIGHT_IOPS must be a number" ;; esac
 for s in $SIZES; do case $s in *[!0-9]* | 0) die "SIZES are whole GiB: $s" ;; esac; done
 
-if [ -z "${SUBVOL:-}" ]; then
-    SUBVOL=$REPO/target/release/subvol
-    if [ ! -x "$SUBVOL" ]; then
-        note "building $SUBVOL"
-        (cd "$REPO" && cargo build --release) >&2
-    fi
-fi
-[ -x "$SUBVOL" ] || die "no subvol binary at $SUBVOL"
-SUBVOL=$(readlink -f "$SUBVOL")
+SUBVOL=$(bench_subvol "$REPO") || die "no subvol binary"
 
 [ "$(stat -f -c %T "$TMPBASE")" != tmpfs ] || die "$TMPBASE is tmpfs; set TMPBASE to a directory on disk"
 MAXS=0

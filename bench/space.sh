@@ -98,15 +98,7 @@ for v in BALLAST HOLD IDLE_SECS NSUB NSNAP WRITES WRITES_BETWEEN RUNS; do
 done
 for w in $WRITERS; do case $w in direct | buffered | buffered-capped) ;; *) die "WRITERS are direct, buffered, buffered-capped: $w" ;; esac; done
 
-if [ -z "${SUBVOL:-}" ]; then
-    SUBVOL=$REPO/target/release/subvol
-    if [ ! -x "$SUBVOL" ]; then
-        note "building $SUBVOL"
-        (cd "$REPO" && cargo build --release) >&2
-    fi
-fi
-[ -x "$SUBVOL" ] || die "no subvol binary at $SUBVOL"
-SUBVOL=$(readlink -f "$SUBVOL")
+SUBVOL=$(bench_subvol "$REPO") || die "no subvol binary"
 [ "$(stat -f -c %T "$TMPBASE")" != tmpfs ] || die "$TMPBASE is tmpfs; set TMPBASE to a directory on disk"
 AVAIL_GIB=$(($(df -k --output=avail "$TMPBASE" | tail -1) / 1048576))
 [ "$AVAIL_GIB" -ge 6 ] || die "$TMPBASE has $AVAIL_GIB GiB free, need about 6 GiB"

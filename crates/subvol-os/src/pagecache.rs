@@ -18,16 +18,7 @@ pub fn will_need(fd: impl AsFd, offset: u64, len: u64) -> OsResult<()> {
 /// pages of `[offset, offset+len)` without waiting for it. Durability still
 /// needs fsync; this only moves the I/O earlier.
 pub fn start_writeback(fd: impl AsFd, offset: u64, len: u64) -> OsResult<()> {
-    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return Err(OsError::sys("sync_file_range", None, std::io::Error::from_raw_os_error(libc::EINVAL)));
-    };
-    // SAFETY: sync_file_range takes a descriptor, two integers and flags; no
-    // memory is passed.
-    let rc = unsafe { libc::sync_file_range(fd.as_fd().as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
-    if rc < 0 {
-        return Err(OsError::sys("sync_file_range", None, std::io::Error::last_os_error()));
-    }
-    Ok(())
+    sync_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE)
 }
 
 /// A second descriptor of the same open file with O_DIRECT (I/O bypasses
@@ -49,11 +40,16 @@ pub fn reopen_direct(file: &std::fs::File, write: bool) -> std::io::Result<std::
 /// the log force and cache flush of fdatasync (so no durability promise: the
 /// data is only out of the page cache).
 pub fn write_and_wait(fd: impl AsFd, offset: u64, len: u64) -> OsResult<()> {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    sync_range(fd, offset, len, flags)
+}
+
+fn sync_range(fd: impl AsFd, offset: u64, len: u64, flags: libc::c_uint) -> OsResult<()> {
     let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
         return Err(OsError::sys("sync_file_range", None, std::io::Error::from_raw_os_error(libc::EINVAL)));
     };
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: as in start_writeback: a descriptor, two integers and flags.
+    // SAFETY: sync_file_range takes a descriptor, two integers and flags; no
+    // memory is passed.
     let rc = unsafe { libc::sync_file_range(fd.as_fd().as_raw_fd(), off, n, flags) };
     if rc < 0 {
         return Err(OsError::sys("sync_file_range", None, std::io::Error::last_os_error()));

@@ -324,9 +324,10 @@ impl Pool {
                 return Err(Error::new(ErrorKind::Busy, format!("another receive into {n} is running")));
             }
             let setup = (|| -> Result<()> {
-                // Each received range that lands on a block shared with the
-                // base is a copy-on-write; a one-block CoW extent size keeps
-                // XFS from reserving 128 KiB of staging per 4 KiB range (a
+                // Records written in place over blocks shared with the base
+                // (long ones, and short ones where staging is unavailable)
+                // are copies-on-write; a one-block CoW extent size keeps XFS
+                // from reserving up to 128 KiB of staging beyond each one (a
                 // hint only: other filesystems refuse it, which is fine).
                 let _ = subvol_os::hints::set_extent_hints(&f, None, Some(4096));
                 if let Some(bp) = &base {
@@ -375,25 +376,21 @@ impl Pool {
             while let Some(rec) = reader.next_record().map_err(stream_error)? {
                 match rec {
                     Record::Data { offset, data } => {
-                        match staged.as_mut() {
-                            Some(st) if st.accepts(offset, data.len() as u64) => st.stage(offset, &data)?,
-                            // Records never overlap (the reader checks), so
-                            // what is written in place cannot be undone by
-                            // a staged range put in place later.
-                            _ => match direct.as_mut() {
-                                Some(d) if DirectWrites::accepts(offset, data.len() as u64) => {
-                                    d.write(offset, &data)?
-                                }
-                                _ => {
-                                    file.write_all_at(&data, offset)
-                                        .map_err(|e| Error::io("cannot write the received image", e))?;
-                                    since_writeback += data.len() as u64;
-                                }
-                            },
+                        // Records never overlap (the reader checks), so no
+                        // path can undo what another wrote.
+                        let len = data.len() as u64;
+                        if let Some(st) = staged.as_mut().filter(|st| st.accepts(offset, len)) {
+                            st.stage(offset, &data)?;
+                        } else if let Some(d) = direct.as_mut().filter(|_| DirectWrites::accepts(offset, len)) {
+                            d.write(offset, &data)?;
+                        } else {
+                            file.write_all_at(&data, offset)
+                                .map_err(|e| Error::io("cannot write the received image", e))?;
+                            since_writeback += len;
                         }
-                        applied = offset + data.len() as u64;
+                        applied = offset + len;
                         subvol_os::crash::point("receive-mid-stream");
-                        since_checkpoint += data.len() as u64;
+                        since_checkpoint += len;
                         if since_writeback >= WRITEBACK_BYTES {
                             writeback.kick();
                             since_writeback = 0;
