@@ -34,11 +34,95 @@ impl Budget {
     }
 }
 
-/// The safety margin: a share of the capacity (at least a floor) plus the
-/// dirty data each mounted thin subvolume may still push to the host.
+/// The part of the safety margin that does not depend on thin subvolumes: a
+/// share of the capacity, at least a floor, kept for the host's own metadata
+/// and for admission control's rounding.
+pub fn base_margin(capacity_bytes: u64) -> u64 {
+    (capacity_bytes / 100).max(64 << 20)
+}
+
+/// The safety margin admission control keeps: the base plus what each
+/// mounted thin subvolume may still push to the host once it is told to stop
+/// (its capped dirty page cache, one extent-hint rounding, the inner
+/// filesystem's metadata flush). docs/SPACE.md derives it.
 pub fn margin(capacity_bytes: u64, mounted_thin: u64, dirty_limit_bytes: u64) -> u64 {
-    let base = (capacity_bytes / 100).max(64 << 20);
-    base.saturating_add(mounted_thin.saturating_mul(dirty_limit_bytes))
+    guard_low_watermark(&GuardInputs {
+        capacity_bytes,
+        thin_mounted: mounted_thin,
+        dirty_cap_bytes: dirty_limit_bytes,
+        ..GuardInputs::default()
+    })
+}
+
+/// Host bytes an inner filesystem's freeze may write besides the data in
+/// its page cache: the metadata it logged, written back in place (bounded by
+/// its log, which subvol's mkfs keeps at the default for the image size), and
+/// the log itself. A constant per subvolume, measured in docs/SPACE.md.
+pub const METADATA_FLUSH_BYTES: u64 = 16 << 20;
+
+/// Everything the guard's low watermark accounts for. Pure data, so the
+/// arithmetic is property-tested.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GuardInputs {
+    pub capacity_bytes: u64,
+    /// Mounted thin subvolumes: the ones the guard freezes.
+    pub thin_mounted: u64,
+    /// Dirty page cache each may hold (its loop device's BDI `max_bytes`
+    /// with `strict_limit`): written to the host by the freeze itself.
+    pub dirty_cap_bytes: u64,
+    /// Host allocation granule of an image write (its extent-size hint):
+    /// the flush may round a run of dirty data up by this much.
+    pub extent_hint_bytes: u64,
+    /// The inner filesystem's metadata flush during FIFREEZE.
+    pub metadata_flush_bytes: u64,
+    /// The fastest host fill rate the guard has seen recently (bytes/s).
+    pub peak_fill_rate: f64,
+    /// Time from one statfs sample to the next: the poll interval plus how
+    /// late the guard has been woken (a busy CPU).
+    pub sample_gap_secs: f64,
+    /// How long freezing every thin subvolume takes (FIFREEZE in parallel).
+    pub freeze_secs: f64,
+}
+
+impl Default for GuardInputs {
+    fn default() -> Self {
+        GuardInputs {
+            capacity_bytes: 0,
+            thin_mounted: 0,
+            dirty_cap_bytes: 0,
+            extent_hint_bytes: 1 << 20,
+            metadata_flush_bytes: METADATA_FLUSH_BYTES,
+            peak_fill_rate: 0.0,
+            sample_gap_secs: 0.0,
+            freeze_secs: 0.0,
+        }
+    }
+}
+
+/// The low watermark: the headroom (host free minus outstanding guarantees)
+/// below which every thin subvolume must already be frozen. It is what can
+/// still land on the host after the guard last saw enough room:
+///   base margin
+/// + per thin subvolume: dirty cap + extent-hint rounding + metadata flush
+/// + peak fill rate x (sample gap + freeze time): a writer that starts, or
+///   speeds up to the fastest rate seen, right after a sample, is seen one
+///   gap later and keeps writing until its filesystem is frozen. This term
+///   is capped at a quarter of the capacity, so one spike (a large
+///   fallocate by someone else) cannot freeze the pool for long; the guard
+///   lets its peak decay.
+/// A steady writer is caught earlier by the horizon (`guard_horizon_secs`).
+pub fn guard_low_watermark(i: &GuardInputs) -> u64 {
+    let per_thin = i.dirty_cap_bytes.saturating_add(i.extent_hint_bytes).saturating_add(i.metadata_flush_bytes);
+    let reaction = i.sample_gap_secs.max(0.0) + i.freeze_secs.max(0.0);
+    let burst = (i.peak_fill_rate.max(0.0) * reaction).min((i.capacity_bytes / 4) as f64) as u64;
+    base_margin(i.capacity_bytes).saturating_add(i.thin_mounted.saturating_mul(per_thin)).saturating_add(burst)
+}
+
+/// How far ahead (seconds at the current fill rate) the guard freezes: at
+/// least the configured horizon, and never less than a whole reaction (the
+/// next sample may come one gap late, then the freeze takes its time).
+pub fn guard_horizon_secs(configured_secs: f64, sample_gap_secs: f64, freeze_secs: f64) -> f64 {
+    configured_secs.max(sample_gap_secs.max(0.0) + freeze_secs.max(0.0))
 }
 
 /// Guard settings.
@@ -207,7 +291,85 @@ mod tests {
         out
     }
 
+    /// One writer against the guard, in simulated time: the host fills at
+    /// `rate` from `start` (a fraction of a sample gap after a sample), the
+    /// guard samples every `gap` and decides as `Pool::guard` does; once it
+    /// freezes, the freeze takes `freeze` seconds of writing plus every thin
+    /// subvolume's dirty cap, hint rounding and metadata. Returns the lowest
+    /// headroom.
+    fn simulate(i: &GuardInputs, head0: u64, rate: f64, start: f64) -> (f64, GuardAction) {
+        let low = guard_low_watermark(i);
+        let p = GuardPolicy {
+            low_watermark_bytes: low,
+            high_watermark_bytes: low + (64 << 20),
+            horizon_secs: guard_horizon_secs(0.5, i.sample_gap_secs, i.freeze_secs),
+        };
+        let mut head = head0 as f64;
+        let mut prev = head;
+        // The writer starts `start` gaps after the sample at t = 0.
+        let mut first = true;
+        for _ in 0..100_000 {
+            let written = if first { rate * i.sample_gap_secs * (1.0 - start) } else { rate * i.sample_gap_secs };
+            first = false;
+            head -= written;
+            let measured = (prev - head) / i.sample_gap_secs;
+            prev = head;
+            let a = guard_decision(&p, Frozen::No, head.max(0.0) as u64, measured);
+            if a != GuardAction::Nothing {
+                let per_thin = (i.dirty_cap_bytes + i.extent_hint_bytes + i.metadata_flush_bytes) as f64;
+                let end = head - rate * i.freeze_secs - i.thin_mounted as f64 * per_thin;
+                return (end, a);
+            }
+        }
+        (head, GuardAction::Nothing)
+    }
+
     proptest! {
+        /// The margin holds: whatever the writer's rate (up to the peak the
+        /// guard has seen) and whenever it starts, the host never falls below
+        /// the base margin once everything in flight has landed, provided the
+        /// guard started with headroom above its low watermark, samples no
+        /// later than assumed and freezes no slower than measured.
+        #[test]
+        fn guard_margin_covers_what_lands_after_the_decision(
+            cap_gib in 1u64..64, thin in 1u64..12, dirty_mib in 1u64..256,
+            peak_mib in 1u64..4096, rate_frac in 0.0f64..1.0, start in 0.0f64..1.0,
+            gap in 0.01f64..1.0, freeze in 0.0f64..1.0, extra_mib in 0u64..4096) {
+            let i = GuardInputs {
+                capacity_bytes: cap_gib << 30,
+                thin_mounted: thin,
+                dirty_cap_bytes: dirty_mib << 20,
+                peak_fill_rate: (peak_mib << 20) as f64,
+                sample_gap_secs: gap,
+                freeze_secs: freeze,
+                ..GuardInputs::default()
+            };
+            let low = guard_low_watermark(&i);
+            let rate = i.peak_fill_rate * rate_frac;
+            // The burst term is capped at a quarter of the capacity: beyond
+            // that the guarantee is not claimed (documented).
+            prop_assume!(i.peak_fill_rate * (gap + freeze) <= (i.capacity_bytes / 4) as f64);
+            let (end, _) = simulate(&i, low + 1 + (extra_mib << 20), rate, start);
+            prop_assert!(end >= base_margin(i.capacity_bytes) as f64 - 1.0,
+                "ended {end} below base {} (low {low})", base_margin(i.capacity_bytes));
+        }
+
+        #[test]
+        fn low_watermark_grows_with_every_input(
+            cap in 0u64..1 << 44, thin in 0u64..100, dirty in 0u64..1 << 30, peak in 0f64..1e10, gap in 0f64..2.0) {
+            let i = GuardInputs { capacity_bytes: cap, thin_mounted: thin, dirty_cap_bytes: dirty,
+                peak_fill_rate: peak, sample_gap_secs: gap, ..GuardInputs::default() };
+            let low = guard_low_watermark(&i);
+            prop_assert!(low >= base_margin(cap));
+            let more_thin = GuardInputs { thin_mounted: thin + 1, ..i };
+            let more_dirty = GuardInputs { dirty_cap_bytes: dirty + 1, ..i };
+            let faster = GuardInputs { peak_fill_rate: peak * 2.0, ..i };
+            prop_assert!(guard_low_watermark(&more_thin) >= low);
+            prop_assert!(guard_low_watermark(&more_dirty) >= low);
+            prop_assert!(guard_low_watermark(&faster) >= low);
+            prop_assert!(guard_horizon_secs(0.5, gap, 0.1) >= gap + 0.1);
+        }
+
         #[test]
         fn exclusive_matches_brute_force(ranges in proptest::collection::vec(
             proptest::collection::vec((0u64..60, 1u64..12).prop_map(|(s, l)| (s, s + l)), 0..6), 0..5)) {

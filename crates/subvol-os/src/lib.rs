@@ -17,6 +17,7 @@ pub mod loopdev;
 pub mod mount;
 pub mod pagecache;
 pub mod prealloc;
+pub mod priority;
 pub mod reflink;
 pub mod signals;
 pub mod statfs;

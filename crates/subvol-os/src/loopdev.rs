@@ -258,12 +258,32 @@ pub fn find_by_backing_file(image: &Path) -> Vec<LoopStatus> {
     list().into_iter().filter(|l| !l.backing_deleted && l.backing_file == want).collect()
 }
 
-/// Sets the dirty page limits of a block device's writeback (BDI):
-/// `strict_limit` and `max_bytes` under /sys/class/bdi/MAJ:MIN.
+/// Caps the dirty page cache of a block device's writeback (BDI) at
+/// `max_bytes`: `max_bytes` under /sys/class/bdi/MAJ:MIN, then
+/// `strict_limit`, which makes the kernel throttle writers at that cap even
+/// while the system-wide dirty limits are far away. `max_bytes` first, so
+/// there is no moment with strict throttling against the default cap.
 pub fn set_bdi_max_bytes(major: u32, minor: u32, max_bytes: u64) -> OsResult<()> {
     let base = PathBuf::from(format!("/sys/class/bdi/{major}:{minor}"));
-    let strict = base.join("strict_limit");
-    std::fs::write(&strict, "1").ctx("write", &strict)?;
     let max = base.join("max_bytes");
-    std::fs::write(&max, max_bytes.to_string()).ctx("write", &max)
+    std::fs::write(&max, max_bytes.to_string()).ctx("write", &max)?;
+    let strict = base.join("strict_limit");
+    std::fs::write(&strict, "1").ctx("write", &strict)
+}
+
+/// Lifts the strict cap again (the kernel's shared dirty limits apply).
+pub fn clear_bdi_strict_limit(major: u32, minor: u32) -> OsResult<()> {
+    let strict = PathBuf::from(format!("/sys/class/bdi/{major}:{minor}/strict_limit"));
+    std::fs::write(&strict, "0").ctx("write", &strict)
+}
+
+/// The dirty cap in force on a block device's BDI: `Some(max_bytes)` when
+/// `strict_limit` is set, `None` when the device follows the kernel's shared
+/// limits (or the BDI is gone).
+pub fn bdi_strict_max_bytes(major: u32, minor: u32) -> Option<u64> {
+    let base = PathBuf::from(format!("/sys/class/bdi/{major}:{minor}"));
+    if read_trim(&base.join("strict_limit")).as_deref() != Some("1") {
+        return None;
+    }
+    read_trim(&base.join("max_bytes"))?.parse().ok()
 }

@@ -47,6 +47,10 @@ impl Checker {
         self.add("warning", what, None)
     }
 
+    fn warning_fixable(&mut self, what: String, repair: (&str, &mut dyn FnMut() -> bool)) {
+        self.add("warning", what, Some(repair))
+    }
+
     fn add(&mut self, severity: &'static str, what: String, repair: Option<(&str, &mut dyn FnMut() -> bool)>) {
         let (text, repaired) = match repair {
             Some((text, f)) if self.repair => (Some(text.to_string()), f()),
@@ -120,6 +124,7 @@ impl Pool {
         }
         self.check_cache(&mut c, &guids);
         self.check_loops(&mut c)?;
+        self.check_dirty_caps(&mut c)?;
         let clean = !c.findings.iter().any(|f| f.severity == "error" && !f.repaired);
         Ok(CheckReport { pool: self.root().to_path_buf(), images, findings: c.findings, clean })
     }
@@ -297,6 +302,23 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Every writable thin attachment must carry the dirty page cache cap the
+    /// guard's margin counts on.
+    fn check_dirty_caps(&self, c: &mut Checker) -> Result<()> {
+        let subs = self.list()?;
+        for (name, a) in self.uncapped_thin(&subs) {
+            c.warning_fixable(
+                format!(
+                    "{name} ({}) is attached without its dirty page cache cap of {}: the guard cannot bound what its freeze flushes",
+                    a.loop_device.display(),
+                    subvol_core::format_size(crate::space::DIRTY_LIMIT_BYTES)
+                ),
+                ("restored the cap", &mut || crate::dirty_cap::apply(a.major, a.minor, true).is_ok()),
+            );
+        }
+        Ok(())
     }
 
     fn check_loops(&self, c: &mut Checker) -> Result<()> {

@@ -3,18 +3,21 @@
 //! from a full host. Writers block, nothing fails; when space is back the
 //! filesystems thaw and the writers carry on.
 //!
-//! Before freezing it tries reclaim: FITRIM on mounted subvolumes (freed
-//! blocks inside become holes in the images) and, when allowed, pruning of
-//! snapshots their retention policy would drop anyway (never held ones).
+//! It freezes first and reclaims while writers are stopped: FITRIM on
+//! mounted subvolumes (freed blocks inside become holes in the images) and,
+//! when allowed, pruning of snapshots their retention policy would drop
+//! anyway (never held ones); if that made room it thaws at once.
 //! Guaranteed subvolumes are never frozen: their space is reserved.
+//! docs/SPACE.md derives the margin it keeps.
 
 use crate::error::{Error, Result};
-use crate::kernel::KernelView;
 use crate::pool::Pool;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use subvol_core::space::{guard_decision, Frozen, GuardAction, GuardPolicy};
+use subvol_core::space::{
+    guard_decision, guard_horizon_secs, guard_low_watermark, Frozen, GuardAction, GuardInputs, GuardPolicy,
+};
 use subvol_core::{format_size, HostFs};
 
 #[derive(Debug, Clone)]
@@ -121,13 +124,28 @@ impl Pool {
 
     /// Runs the guard until `stop()` says so (or once). `log` receives one
     /// line per event, with the numbers.
+    ///
+    /// Each sample: statfs of the host, the fill rate since the last sample,
+    /// and a decision (`guard_decision`) against a low watermark derived
+    /// from what can still land after a decision (`guard_low_watermark`:
+    /// every thin subvolume's dirty cap, its flush, the fastest fill seen
+    /// times the sample gap and the freeze time, all measured here). When it
+    /// must act, it freezes every mounted thin subvolume at once, then
+    /// reclaims (trim, prune) while they are frozen, then thaws them if that
+    /// made room.
     pub fn guard(&self, opts: &GuardOptions, stop: &dyn Fn() -> bool, log: &mut dyn FnMut(String)) -> Result<()> {
         crate::error::require_root("guard")?;
+        let _watch = self.take_guard_watch()?;
+        // Its reaction time is part of the margin: run ahead of busy writers.
+        if let Err(e) = subvol_os::priority::set_nice(GUARD_NICE) {
+            log(format!("guard: could not raise its priority ({e}); a busy CPU delays it"));
+        }
         let st = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
         let mut outstanding = self.space()?.outstanding_bytes;
         let mut outstanding_at = Instant::now();
         let mut last: Option<(Instant, u64)> = None;
         let mut rate = 0.0f64;
+        let mut reaction = Reaction::new(opts.interval);
         let mut warned_unfreezable = false;
         let mut soft_since: Option<Instant> = None;
         let mut last_reclaim: Option<Instant> = None;
@@ -144,33 +162,72 @@ impl Pool {
             let now = Instant::now();
             // Listing and the space sweep cost more than a statfs: refresh them
             // every second / five seconds, and skip the sweep entirely when no
-            // subvolume is guaranteed (then nothing is outstanding).
+            // subvolume is guaranteed (then nothing is outstanding). A failed
+            // refresh (an image deleted mid-listing) keeps the last one.
             if subs_at.is_none_or(|t: Instant| now.duration_since(t) > Duration::from_secs(1)) {
-                subs = self.list()?;
+                match self.list() {
+                    Ok(l) => subs = l,
+                    Err(e) => log(format!("guard: listing failed ({e}); using the previous listing")),
+                }
                 subs_at = Some(now);
+                for (name, r) in self.restore_dirty_caps(&subs) {
+                    match r {
+                        Ok(()) => log(format!(
+                            "guard: WARNING {name} was mounted without its dirty page cache cap; restored it ({})",
+                            format_size(crate::space::DIRTY_LIMIT_BYTES)
+                        )),
+                        Err(e) => log(format!("guard: WARNING {name} has no dirty page cache cap: {e}")),
+                    }
+                }
             }
             if now.duration_since(outstanding_at) > Duration::from_secs(5) {
-                outstanding = if subs.iter().any(|s| s.guarantee) { self.space()?.outstanding_bytes } else { 0 };
+                if subs.iter().any(|s| s.guarantee) {
+                    match self.space() {
+                        Ok(sp) => outstanding = sp.outstanding_bytes,
+                        Err(e) => log(format!("guard: space sweep failed ({e}); keeping the last figure")),
+                    }
+                } else {
+                    outstanding = 0;
+                }
                 outstanding_at = now;
             }
             let st = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
+            // The rate the decision uses: the last gap's own rate, or the
+            // smoothed one if higher (a writer slowing for an instant does not
+            // make the guard complacent).
+            let mut decision_rate = rate;
             if let Some((t, free)) = last {
                 let dt = now.duration_since(t).as_secs_f64();
+                reaction.sampled(dt);
                 if dt > 0.0 {
                     let r = (free as f64 - st.free_bytes as f64) / dt;
                     rate = if rate == 0.0 { r } else { 0.5 * rate + 0.5 * r };
+                    decision_rate = r.max(rate);
+                    reaction.filled_at(r);
                 }
             }
             last = Some((now, st.free_bytes));
             let mounted_thin = subs.iter().filter(|s| s.mount_point.is_some() && !s.guarantee).count() as u64;
-            let low = opts.low_watermark_bytes.unwrap_or_else(|| {
-                subvol_core::space::margin(st.total_bytes, mounted_thin, crate::space::DIRTY_LIMIT_BYTES)
-            });
+            let inputs = GuardInputs {
+                capacity_bytes: st.total_bytes,
+                thin_mounted: mounted_thin,
+                dirty_cap_bytes: crate::space::DIRTY_LIMIT_BYTES,
+                extent_hint_bytes: u64::from(crate::subvolume::DEFAULT_EXTENT_HINT_BYTES),
+                peak_fill_rate: reaction.peak_rate(),
+                sample_gap_secs: reaction.gap_secs(),
+                freeze_secs: reaction.freeze_secs(),
+                ..GuardInputs::default()
+            };
+            let low = opts.low_watermark_bytes.unwrap_or_else(|| guard_low_watermark(&inputs));
             let high = opts.high_watermark_bytes.unwrap_or(low + (st.total_bytes / 20).max(128 << 20)).max(low + 1);
             let policy = GuardPolicy {
                 low_watermark_bytes: low,
                 high_watermark_bytes: high,
-                horizon_secs: opts.horizon.as_secs_f64(),
+                horizon_secs: guard_horizon_secs(
+                    opts.horizon.as_secs_f64(),
+                    reaction.gap_secs(),
+                    reaction.freeze_secs(),
+                ),
             };
             let frozen = self.guard_frozen();
             let state = if frozen.is_empty() {
@@ -189,30 +246,44 @@ impl Pool {
                     format_size(headroom),
                     format_size(low),
                     format_size(high),
-                    format_size(rate.max(0.0) as u64)
+                    format_size(decision_rate.max(0.0) as u64)
                 )
             };
-            match guard_decision(&policy, state, headroom, rate) {
+            match guard_decision(&policy, state, headroom, decision_rate) {
                 GuardAction::Nothing => {}
                 action @ (GuardAction::FreezeHard | GuardAction::FreezeSoft) => {
                     let hard = action == GuardAction::FreezeHard;
                     let reason = numbers();
-                    log(format!(
-                        "guard: {}: {reason}; reclaiming",
-                        if hard { "at the low watermark" } else { "approaching the low watermark" }
-                    ));
-                    self.reclaim(opts.prune, &mut last_reclaim, log);
-                    let st2 = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
-                    let headroom2 = st2.free_bytes.saturating_sub(outstanding);
-                    if guard_decision(&policy, Frozen::No, headroom2, rate) == GuardAction::Nothing {
-                        log(format!(
-                            "guard: reclaim made enough room (headroom {}), not freezing",
-                            format_size(headroom2)
-                        ));
-                    } else {
-                        self.freeze_thin(&subs, &reason, hard, log, &mut warned_unfreezable)?;
-                        soft_since = Some(Instant::now());
+                    // Freeze first: reclaim takes time a fast writer would
+                    // spend filling the host.
+                    let t = Instant::now();
+                    let froze = self.freeze_thin(&subs, &reason, hard, log, &mut warned_unfreezable)?;
+                    if !froze.is_empty() {
+                        reaction.froze_in(t.elapsed().as_secs_f64());
                     }
+                    soft_since = Some(Instant::now());
+                    log(format!(
+                        "guard: {}: froze {} in {:.1} ms: {reason}; reclaiming",
+                        if hard { "at the low watermark" } else { "approaching the low watermark" },
+                        if froze.is_empty() { "nothing".to_string() } else { froze.join(", ") },
+                        t.elapsed().as_secs_f64() * 1000.0
+                    ));
+                    if self.reclaim(opts.prune, &mut last_reclaim, log) {
+                        let st2 = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
+                        let headroom2 = st2.free_bytes.saturating_sub(outstanding);
+                        if headroom2 >= high {
+                            log(format!(
+                                "guard: reclaim made room (headroom {}, high {}), thawing",
+                                format_size(headroom2),
+                                format_size(high)
+                            ));
+                            self.thaw_guard_frozen(log, &numbers());
+                            soft_since = None;
+                        }
+                    }
+                    // The rate measured across a freeze means nothing.
+                    last = None;
+                    rate = 0.0;
                 }
                 GuardAction::Harden => {
                     log(format!(
@@ -225,15 +296,7 @@ impl Pool {
                     }
                 }
                 GuardAction::Thaw => {
-                    for f in frozen {
-                        match subvol_os::freeze::fithaw(&f.mount_point) {
-                            Ok(()) => {
-                                log(format!("guard: thawed {} at {}: {}", f.name, f.mount_point.display(), numbers()))
-                            }
-                            Err(e) => log(format!("guard: thaw of {} reported: {e}", f.name)),
-                        }
-                        let _ = std::fs::remove_file(self.guard_marker(&f.name));
-                    }
+                    self.thaw_guard_frozen(log, &numbers());
                     soft_since = None;
                     // The rate measured while frozen means nothing now.
                     last = None;
@@ -244,6 +307,17 @@ impl Pool {
                 return Ok(());
             }
             std::thread::sleep(opts.interval);
+        }
+    }
+
+    /// Thaws every subvolume the guard froze and drops the records.
+    fn thaw_guard_frozen(&self, log: &mut dyn FnMut(String), numbers: &str) {
+        for f in self.guard_frozen() {
+            match subvol_os::freeze::fithaw(&f.mount_point) {
+                Ok(()) => log(format!("guard: thawed {} at {}: {numbers}", f.name, f.mount_point.display())),
+                Err(e) => log(format!("guard: thaw of {} reported: {e}", f.name)),
+            }
+            let _ = std::fs::remove_file(self.guard_marker(&f.name));
         }
     }
 
@@ -258,7 +332,12 @@ impl Pool {
         let mut any = false;
         if let Ok((trimmed, freed)) = self.trim(&[]) {
             let total: u64 = trimmed.iter().map(|t| t.1).sum();
-            log(format!("guard: trim released {} inside, host free changed by {}", format_size(total), freed));
+            log(format!(
+                "guard: trim released {} inside, host free {} by {}",
+                format_size(total),
+                if freed >= 0 { "grew" } else { "fell" },
+                format_size(freed.unsigned_abs())
+            ));
             any |= freed > 0;
         }
         if prune {
@@ -278,6 +357,10 @@ impl Pool {
         any
     }
 
+    /// Freezes every mounted thin subvolume at once (one thread each: a
+    /// FIFREEZE first writes back that filesystem's dirty data, so one after
+    /// another would let the last ones write for the sum of all flushes).
+    /// Returns the names frozen now.
     fn freeze_thin(
         &self,
         subs: &[crate::SubvolumeInfo],
@@ -285,12 +368,10 @@ impl Pool {
         hard: bool,
         log: &mut dyn FnMut(String),
         warned: &mut bool,
-    ) -> Result<()> {
-        let kernel = KernelView::read()?;
-        for s in subs {
-            if s.guarantee {
-                continue;
-            }
+    ) -> Result<Vec<String>> {
+        std::fs::create_dir_all(self.layout.frozen_dir()).map_err(|e| Error::io("mkdir", e))?;
+        let mut todo: Vec<(String, PathBuf, PathBuf)> = Vec::new();
+        for s in subs.iter().filter(|s| !s.guarantee) {
             let Some(mp) = &s.mount_point else {
                 if !s.attachments.is_empty() && !*warned {
                     log(format!(
@@ -301,7 +382,10 @@ impl Pool {
                 }
                 continue;
             };
-            let _ = &kernel;
+            let path = self.guard_marker(&s.name);
+            if path.exists() {
+                continue;
+            }
             let marker = GuardFreeze {
                 name: s.name.clone(),
                 mount_point: mp.clone(),
@@ -309,32 +393,110 @@ impl Pool {
                 at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 hard,
             };
-            let path = self.guard_marker(&s.name);
-            if path.exists() {
-                continue;
-            }
-            std::fs::create_dir_all(self.layout.frozen_dir()).map_err(|e| Error::io("mkdir", e))?;
+            // The record goes first, so a crash between the two never leaves
+            // a frozen filesystem nobody knows about (recovery thaws it).
             std::fs::write(&path, subvol_core::meta::encode("guard", 1, &marker))
                 .map_err(|e| Error::io("cannot write the freeze record", e))?;
-            let t = Instant::now();
-            match subvol_os::freeze::fifreeze(mp) {
-                Ok(()) => log(format!(
-                    "guard: froze {} at {} in {:.1} ms ({}): {reason}",
-                    s.name,
-                    mp.display(),
-                    t.elapsed().as_secs_f64() * 1000.0,
-                    if hard { "until the high watermark" } else { "pause" }
-                )),
-                Err(e) if e.errno() == Some(16) => {
-                    log(format!("guard: {} was already frozen (by a snapshot?)", s.name))
+            todo.push((s.name.clone(), mp.clone(), path));
+        }
+        *warned = true;
+        let results: Vec<(String, PathBuf, PathBuf, f64, subvol_os::OsResult<()>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = todo
+                .into_iter()
+                .map(|(name, mp, path)| {
+                    scope.spawn(move || {
+                        let t = Instant::now();
+                        let r = subvol_os::freeze::fifreeze(&mp);
+                        (name, mp, path, t.elapsed().as_secs_f64(), r)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        let mut froze = Vec::new();
+        for (name, mp, path, secs, r) in results {
+            match r {
+                Ok(()) => {
+                    log(format!(
+                        "guard: froze {name} at {} in {:.1} ms ({})",
+                        mp.display(),
+                        secs * 1000.0,
+                        if hard { "until the high watermark" } else { "pause" }
+                    ));
+                    froze.push(name);
+                }
+                Err(e) if e.errno() == Some(libc::EBUSY) => {
+                    log(format!("guard: {name} was already frozen (by a snapshot?)"))
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&path);
-                    log(format!("guard: could not freeze {}: {e}", s.name));
+                    log(format!("guard: could not freeze {name}: {e}"));
                 }
             }
         }
-        *warned = true;
-        Ok(())
+        Ok(froze)
+    }
+}
+
+/// The guard's nice value: ahead of ordinary writers on a busy CPU.
+const GUARD_NICE: i32 = -10;
+
+/// What the guard measures about its own reaction, for the margin: the gap
+/// between samples (interval plus lateness on a busy CPU), how long freezing
+/// took, and the fastest fill rate seen. Peaks decay (half-life one minute)
+/// so one spike does not hold the watermark up for ever.
+struct Reaction {
+    interval: f64,
+    gap: f64,
+    freeze: f64,
+    peak_rate: f64,
+    decayed_at: Instant,
+}
+
+impl Reaction {
+    fn new(interval: Duration) -> Self {
+        Reaction {
+            interval: interval.as_secs_f64(),
+            gap: interval.as_secs_f64(),
+            // Until measured: what freezing one busy XFS took in
+            // docs/BENCHMARKS.md, rounded up.
+            freeze: 0.2,
+            peak_rate: 0.0,
+            decayed_at: Instant::now(),
+        }
+    }
+
+    fn decay(&mut self) {
+        let secs = self.decayed_at.elapsed().as_secs_f64();
+        if secs >= 1.0 {
+            let f = 0.5f64.powf(secs / 60.0);
+            self.peak_rate *= f;
+            self.gap = self.interval.max(self.gap * f);
+            self.decayed_at = Instant::now();
+        }
+    }
+
+    fn sampled(&mut self, gap_secs: f64) {
+        self.decay();
+        self.gap = self.gap.max(gap_secs);
+    }
+
+    fn filled_at(&mut self, rate: f64) {
+        self.peak_rate = self.peak_rate.max(rate);
+    }
+
+    fn froze_in(&mut self, secs: f64) {
+        // Remember the slowest recent freeze, drifting down slowly.
+        self.freeze = secs.max(0.8 * self.freeze + 0.2 * secs);
+    }
+
+    fn gap_secs(&self) -> f64 {
+        self.gap
+    }
+    fn freeze_secs(&self) -> f64 {
+        self.freeze
+    }
+    fn peak_rate(&self) -> f64 {
+        self.peak_rate
     }
 }

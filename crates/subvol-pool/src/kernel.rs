@@ -20,6 +20,9 @@ pub struct Attachment {
     pub minor: u32,
     pub direct_io: bool,
     pub read_only: bool,
+    /// The loop device's dirty page cache cap (BDI `max_bytes` with
+    /// `strict_limit`), or `None` when it follows the kernel's shared limits.
+    pub writeback_cap_bytes: Option<u64>,
     pub mount_points: Vec<PathBuf>,
 }
 
@@ -47,6 +50,7 @@ impl KernelView {
                 minor: l.minor,
                 direct_io: l.direct_io,
                 read_only: l.read_only,
+                writeback_cap_bytes: loopdev::bdi_strict_max_bytes(l.major, l.minor),
                 mount_points: self
                     .mounts
                     .iter()

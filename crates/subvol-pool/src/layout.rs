@@ -75,6 +75,11 @@ impl Layout {
         self.snapshot_dir(name).join(format!("{snap}.{IMAGE_EXT}"))
     }
 
+    /// Held (flock) by a running guard; holds its pid.
+    pub fn guard_lock_file(&self) -> PathBuf {
+        self.meta_dir().join("guard.lock")
+    }
+
     pub fn frozen_dir(&self) -> PathBuf {
         self.root.join(FROZEN_DIR)
     }

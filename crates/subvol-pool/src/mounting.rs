@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use subvol_core::mountopts::parse_mount_options;
 use subvol_core::{FsKind, ObjectName};
-use subvol_os::loopdev::{self, LoopOptions};
+use subvol_os::loopdev;
 
 /// Options of `mount`.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,12 @@ pub struct MountOutcome {
     pub loop_device: PathBuf,
     pub already_mounted: bool,
     pub direct_io: bool,
+    /// The loop device's dirty page cache cap (thin subvolumes).
+    pub writeback_cap_bytes: Option<u64>,
+    /// Things the user should know (e.g. no guard watches an overcommitted
+    /// pool).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Pool {
@@ -53,6 +59,8 @@ impl Pool {
                     loop_device: a.loop_device,
                     already_mounted: true,
                     direct_io: a.direct_io,
+                    writeback_cap_bytes: a.writeback_cap_bytes,
+                    warnings: Vec::new(),
                 });
             }
         }
@@ -93,22 +101,35 @@ impl Pool {
             .mode(0o755)
             .create(&target)
             .map_err(|e| Error::io(format!("cannot create mount point {}", target.display()), e))?;
-        let dev =
-            loopdev::loop_configure(&image, LoopOptions { read_only: mopts.read_only(), ..LoopOptions::default() })
-                .map_err(|e| Error::os(format!("cannot attach {name} to a loop device"), e))?;
+        let dev = self.attach_image(&image, mopts.read_only())?;
         if let Err(e) = subvol_os::mount::mount(&dev.path, &target, meta.fs.as_str(), &mopts) {
             if opts.path.is_none() {
                 let _ = std::fs::remove_dir(&target);
             }
             return Err(Error::os(format!("cannot mount {name} at {}", target.display()), e));
         }
-        let direct_io =
-            loopdev::list().into_iter().find(|l| l.number == dev.number).map(|l| l.direct_io).unwrap_or(false);
+        let status = loopdev::list().into_iter().find(|l| l.number == dev.number);
+        let direct_io = status.as_ref().is_some_and(|l| l.direct_io);
+        let writeback_cap_bytes = status.and_then(|l| loopdev::bdi_strict_max_bytes(l.major, l.minor));
         // Our handle goes; the mount now holds the device, and autoclear
         // detaches it when the mount goes.
         let loop_device = dev.path.clone();
         drop(dev);
-        Ok(MountOutcome { name, mount_point: target, loop_device, already_mounted: false, direct_io })
+        let mut warnings = Vec::new();
+        if writeback_cap_bytes.is_some() {
+            if let Some(w) = self.unguarded_overcommit_warning() {
+                warnings.push(w);
+            }
+        }
+        Ok(MountOutcome {
+            name,
+            mount_point: target,
+            loop_device,
+            already_mounted: false,
+            direct_io,
+            writeback_cap_bytes,
+            warnings,
+        })
     }
 
     /// Unmounts a subvolume or snapshot (every mount of it) and waits for
@@ -177,6 +198,9 @@ impl Pool {
             }
         }
         wait_detached(image, Duration::from_secs(5));
+        for a in &attachments {
+            crate::dirty_cap::release(a.major, a.minor);
+        }
         Ok(done)
     }
 
@@ -196,8 +220,8 @@ impl Pool {
             .create(&dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         let mut guard = TempMount { dir: dir.clone(), mounted: false };
-        let dev = loopdev::loop_configure(image, LoopOptions::default())
-            .map_err(|e| Error::os(format!("cannot attach {name}"), e))?;
+        let dev = self.attach_image(image, false)?;
+        let devnum = loopdev::list().into_iter().find(|l| l.number == dev.number).map(|l| (l.major, l.minor));
         let data = if fs == FsKind::Xfs { "nouuid" } else { "" };
         subvol_os::mount::mount(&dev.path, &dir, fs.as_str(), &parse_mount_options(data, false))
             .map_err(|e| Error::os(format!("cannot mount {name}"), e))?;
@@ -206,6 +230,9 @@ impl Pool {
         let r = f(&dir);
         drop(guard);
         wait_detached(image, Duration::from_secs(5));
+        if let Some((major, minor)) = devnum {
+            crate::dirty_cap::release(major, minor);
+        }
         r
     }
 }

@@ -1,5 +1,6 @@
 //! Pools: opening, initialising and reporting on a pool directory.
 
+use subvol_core::format_size;
 use crate::error::{require_root, Error, ErrorKind, Result};
 use crate::kernel::KernelView;
 use crate::layout::{self, Layout};
@@ -58,7 +59,16 @@ pub struct PoolStatus {
     pub available_bytes: u64,
     /// Subvolumes frozen by the guard, and why.
     pub frozen: Vec<crate::GuardFreeze>,
+    /// The pid of the `subvol guard` watching this pool, if one runs.
+    pub guard_pid: Option<u32>,
+    /// The dirty page cache cap every mounted thin subvolume gets.
+    pub thin_writeback_cap_bytes: u64,
+    /// Mounted thin subvolumes running without that cap.
+    pub uncapped_thin: Vec<String>,
     pub problems: Vec<String>,
+    /// What the user should act on: no guard on an overcommitted pool, free
+    /// space under the margin, uncapped thin subvolumes.
+    pub warnings: Vec<String>,
 }
 
 /// An open pool.
@@ -309,6 +319,23 @@ impl Pool {
         let allocated_bytes = subs.iter().chain(snaps.iter()).map(|s| s.allocated_bytes).sum();
         let virtual_bytes: u64 = subs.iter().map(|s| s.virtual_size_bytes).sum();
         let problems = subs.iter().filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.name))).collect();
+        let uncapped_thin: Vec<String> = self.uncapped_thin(&subs).into_iter().map(|(n, _)| n).collect();
+        let mut warnings = Vec::new();
+        if let Some(w) = self.unguarded_overcommit_warning() {
+            warnings.push(w);
+        }
+        if stats.free_bytes < budget.margin_bytes {
+            warnings.push(format!(
+                "host free space {} is below the safety margin {}: free space (delete snapshots, `subvol trim --all`) before writing or snapshotting",
+                format_size(stats.free_bytes),
+                format_size(budget.margin_bytes)
+            ));
+        }
+        for n in &uncapped_thin {
+            warnings.push(format!(
+                "{n} is mounted without its dirty page cache cap; `subvol pool check --repair` (or a running guard) restores it"
+            ));
+        }
         Ok(PoolStatus {
             path: self.root().to_path_buf(),
             uuid: self.meta.uuid.to_string(),
@@ -335,7 +362,11 @@ impl Pool {
             margin_bytes: budget.margin_bytes,
             available_bytes: budget.available(),
             frozen: self.guard_frozen(),
+            guard_pid: self.guard_watching(),
+            thin_writeback_cap_bytes: crate::space::DIRTY_LIMIT_BYTES,
+            uncapped_thin,
             problems,
+            warnings,
         })
     }
 

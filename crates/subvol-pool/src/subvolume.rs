@@ -25,6 +25,10 @@ pub struct CreateOptions {
     pub guarantee: bool,
     /// XFS extent size hint for the image (0: none).
     pub extent_hint_bytes: u32,
+    /// Accept a thin raw image in an overcommitted pool: the guard cannot
+    /// freeze what has no filesystem subvol mounts, so its user (a VM, a
+    /// loop device) may see I/O errors when the host fills.
+    pub thin_unsafe: bool,
 }
 
 /// Default extent size hint of new images (see `build_image`).
@@ -180,6 +184,8 @@ impl Pool {
         }
         if opts.guarantee {
             self.admit(&format!("create {name} --guarantee"), size)?;
+        } else if opts.fs == FsKind::Raw && !opts.thin_unsafe {
+            self.refuse_unguardable_raw(&name, size)?;
         }
         let tmp = self.layout.tmp_image("create", &name);
         let result = self.build_image(&tmp, size, opts).and_then(|meta| {
@@ -195,6 +201,35 @@ impl Pool {
         }
         result?;
         self.info(&name)
+    }
+
+    /// A thin raw image is written by a VM or through a loop device, where
+    /// no freeze can stop it: when the host fills, its writer gets an I/O
+    /// error (the loop device reports the host's ENOSPC as a failed write).
+    /// So it is refused where the host cannot hold what the thin images may
+    /// still grow by, unless the user accepts that (`--thin-unsafe`).
+    fn refuse_unguardable_raw(&self, name: &str, size: u64) -> Result<()> {
+        let space = self.space()?;
+        let budget = self.budget(&space)?;
+        let thin_growth: u64 = self
+            .list()?
+            .iter()
+            .filter(|s| !s.guarantee)
+            .map(|s| s.virtual_size_bytes.saturating_sub(s.allocated_bytes))
+            .sum::<u64>()
+            .saturating_add(size);
+        if thin_growth <= budget.available() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::NoSpace,
+            format!(
+                "a thin raw image cannot be frozen by the guard, and thin subvolumes could grow by {} where {} can be promised; \
+                 create {name} with --guarantee, or --thin-unsafe to accept I/O errors in its user when the host fills",
+                subvol_core::format_size(thin_growth),
+                subvol_core::format_size(budget.available())
+            ),
+        ))
     }
 
     fn build_image(&self, tmp: &Path, size: u64, opts: &CreateOptions) -> Result<SubvolumeMeta> {

@@ -53,6 +53,11 @@ pub enum Command {
         /// cheaper snapshots and diffs; 0 turns it off).
         #[arg(long, value_name = "SIZE", default_value = "1M")]
         extent_hint: String,
+        /// --fs raw without --guarantee in an overcommitted pool: accept that
+        /// its user (a VM) may get I/O errors when the host fills (the guard
+        /// cannot freeze a raw image).
+        #[arg(long)]
+        thin_unsafe: bool,
         #[command(flatten)]
         json: JsonFlag,
     },

@@ -104,7 +104,7 @@ pub fn run(cli: Cli) -> Result<()> {
             pool.umount_backing(force)?;
             emit(&format!("unmounted pool {}\n", root.display()));
         }
-        Command::Create { name, size, fs, mkfs_opt, guarantee, extent_hint, json: j } => {
+        Command::Create { name, size, fs, mkfs_opt, guarantee, extent_hint, thin_unsafe, json: j } => {
             let extent_hint_bytes = if extent_hint == "0" { 0 } else { parse_size(&extent_hint)? };
             if extent_hint_bytes % 4096 != 0 || extent_hint_bytes > 1 << 30 {
                 return Err(Error::invalid("--extent-hint must be a multiple of 4K, at most 1G (or 0)"));
@@ -118,6 +118,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     mkfs_opts: mkfs_opt,
                     guarantee,
                     extent_hint_bytes: extent_hint_bytes as u32,
+                    thin_unsafe,
                 },
             )?;
             if j.json {
@@ -388,6 +389,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Mount { name, path, ro, options, json: j } => {
             let out = open()?.mount(&name, &MountOptions { path, read_only: ro, options })?;
+            for w in &out.warnings {
+                eprintln!("subvol: warning: {w}");
+            }
             if j.json {
                 json(&out);
             } else if out.already_mounted {
@@ -535,6 +539,15 @@ fn render_info(s: &SubvolumeInfo) -> String {
     ];
     if let Some(a) = s.attachments.first() {
         pairs.push(("direct io", if a.direct_io { "on".into() } else { "off".into() }));
+        pairs.push((
+            "dirty cap",
+            match a.writeback_cap_bytes {
+                Some(b) => format_size(b),
+                None if a.read_only => "- (read-only)".into(),
+                None if s.guarantee => "kernel default (guaranteed)".into(),
+                None => "NONE: the guard cannot bound this subvolume's flush; run `subvol pool check --repair`".into(),
+            },
+        ));
     }
     if let Some(o) = &s.origin {
         pairs.push(("origin", o.name.clone()));
@@ -584,12 +597,23 @@ fn render_status(st: &PoolStatus) -> String {
             ),
         ),
         ("mount base", st.mount_base.display().to_string()),
+        (
+            "guard",
+            match st.guard_pid {
+                Some(pid) => format!("watching (pid {pid})"),
+                None => "not running".into(),
+            },
+        ),
+        ("thin dirty cap", format!("{} per mounted thin subvolume", format_size(st.thin_writeback_cap_bytes))),
     ]);
     for f in &st.frozen {
         pairs.push(("frozen", format!("{} at {} since {}: {}", f.name, f.mount_point.display(), f.at, f.reason)));
     }
     for p in &st.problems {
         pairs.push(("problem", p.clone()));
+    }
+    for w in &st.warnings {
+        pairs.push(("WARNING", w.clone()));
     }
     fields(&pairs)
 }

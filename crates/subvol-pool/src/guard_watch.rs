@@ -1,0 +1,94 @@
+//! Whether a guard is watching the pool: a running `subvol guard` holds an
+//! flock on `.subvol/guard.lock` (with its pid in the file). The kernel drops
+//! the lock when the guard dies, so "watching" can never be stale. Mount and
+//! `pool status` use it to tell the user when an overcommitted pool has no
+//! guard.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::Pool;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Held by the running guard; released on drop or death.
+#[derive(Debug)]
+pub struct GuardWatch {
+    _file: File,
+}
+
+impl Pool {
+    /// Claims the pool for this guard; refuses a second guard.
+    pub(crate) fn take_guard_watch(&self) -> Result<GuardWatch> {
+        let path = self.layout.guard_lock_file();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        // A `pool status` may hold a shared lock for an instant: retry briefly.
+        for _ in 0..20 {
+            match file.try_lock() {
+                Ok(()) => {
+                    let pid = std::process::id().to_string();
+                    let _ = file.set_len(0);
+                    let _ = file.rewind();
+                    let _ = file.write_all(pid.as_bytes());
+                    return Ok(GuardWatch { _file: file });
+                }
+                Err(TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                Err(TryLockError::Error(e)) => return Err(Error::io("cannot lock the guard record", e)),
+            }
+        }
+        let pid = self.guard_watching().map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+        Err(Error::new(
+            ErrorKind::Busy,
+            format!("a guard (pid {pid}) already watches {}; one guard per pool", self.root().display()),
+        ))
+    }
+
+    /// The pid of the guard watching this pool, if one is running.
+    pub fn guard_watching(&self) -> Option<u32> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.layout.guard_lock_file())
+            .ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(TryLockError::WouldBlock) => {
+                let mut s = String::new();
+                let _ = file.read_to_string(&mut s);
+                Some(s.trim().parse().unwrap_or(0))
+            }
+            Err(TryLockError::Error(_)) => None,
+        }
+    }
+}
+
+impl Pool {
+    /// Thin subvolumes may promise more than the host has; that is only safe
+    /// while a guard watches. Says so when the pool is overcommitted (the
+    /// thin subvolumes' virtual sizes exceed what the host has left for
+    /// them) and nothing watches.
+    pub fn unguarded_overcommit_warning(&self) -> Option<String> {
+        if self.guard_watching().is_some() {
+            return None;
+        }
+        let st = subvol_os::statfs::statfs(self.root()).ok()?;
+        let thin_virtual: u64 =
+            self.list().ok()?.iter().filter(|s| !s.guarantee).map(|s| s.virtual_size_bytes.saturating_sub(s.allocated_bytes)).sum();
+        (thin_virtual > st.free_bytes).then(|| {
+            format!(
+                "no guard watches {}: its thin subvolumes may still grow by {} but the host has {} free; \
+                 run `subvol guard` (contrib/subvol-guard.service) so they are frozen, not failed, when it fills",
+                self.root().display(),
+                subvol_core::format_size(thin_virtual),
+                subvol_core::format_size(st.free_bytes)
+            )
+        })
+    }
+}
