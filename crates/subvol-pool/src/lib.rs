@@ -13,6 +13,7 @@ mod kernel;
 mod layout;
 mod lock;
 mod mounting;
+mod mountpoint;
 mod par;
 mod pool;
 mod probe;

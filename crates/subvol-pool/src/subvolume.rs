@@ -488,7 +488,7 @@ impl Pool {
         subvol_os::crash::point("delete-before-unlink");
         std::fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
         subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
-        let _ = std::fs::remove_dir(self.mount_base().join(&name));
+        self.remove_default_mount_point(&name);
         Ok(())
     }
 }
