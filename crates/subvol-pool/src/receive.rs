@@ -251,6 +251,9 @@ impl Pool {
         let n = ObjectName::parse_subvolume(name)?.subvolume;
         let mut reader: StreamReader<&mut dyn Read> = StreamReader::new(input).map_err(stream_error)?;
         let h = reader.header.clone();
+        // Strings and geometry from the sender are checked before anything
+        // is stored or printed (names, tags, fixed block size, size bounds).
+        h.validate().map_err(stream_error)?;
         let snap = snap_part(&h)?;
         let (img_path, state_path) = self.partial_paths(&n);
 

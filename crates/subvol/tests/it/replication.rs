@@ -413,3 +413,63 @@ fn sync_over_ssh_push_and_pull() {
         hash_file(Path::new(subvol(&b, &["info", "v", "--json"]).json()["image"].as_str().unwrap()))
     );
 }
+
+/// A stream with valid checksums whose header JSON is `base` edited by
+/// `edit`: what a hostile sender can produce. Carries one 4 KiB DATA record
+/// when the declared size allows.
+fn crafted_stream(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    use subvol_core::stream::{StreamHeader, StreamWriter};
+    let mut h = serde_json::json!({
+        "stream_guid": "00000000-0000-0000-0000-0000000000a1",
+        "source_name": "web",
+        "source_guid": "00000000-0000-0000-0000-0000000000a2",
+        "snapshot": {"name": "web@s1", "guid": "00000000-0000-0000-0000-0000000000a3"},
+        "created": "2026-01-01T00:00:00Z",
+        "fs": "raw",
+        "tags": ["ok"],
+        "virtual_size": 1u64 << 20,
+        "block_size": 4096
+    });
+    edit(&mut h);
+    let header: StreamHeader = serde_json::from_value(h).expect("header JSON");
+    let size = header.virtual_size;
+    let mut w = StreamWriter::new(Vec::new(), header, None).expect("writer");
+    if size >= 4096 {
+        w.data(0, &[7u8; 4096]).expect("data");
+    }
+    w.finish().expect("finish").0
+}
+
+/// issue 12 item 4: strings in a stream header (and a user's property
+/// values) are validated like names; nothing with a control character or
+/// of absurd length is stored, and the pool stays untouched.
+#[test]
+fn hostile_header_strings_are_refused() {
+    require_privileges!("hostile_header_strings_are_refused");
+    let host = TestHost::xfs();
+    let file = host.dir.path().join("s.stream");
+    let before = tree_state(&host.pool);
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        ("source_name", Box::new(|h| h["source_name"] = "web\u{1b}[2J\nfake 1G".into())),
+        ("source_name", Box::new(|h| h["source_name"] = "w".repeat(60 << 10).into())),
+        ("tags", Box::new(|h| h["tags"] = serde_json::json!(["ok", "x\ny  raw  1G"]))),
+        ("tags", Box::new(|h| h["tags"] = serde_json::json!(["t".repeat(60 << 10)]))),
+        ("tags", Box::new(|h| h["tags"] = serde_json::json!(["\u{202e}evil"]))),
+        ("created", Box::new(|h| h["created"] = "2026\u{7}".into())),
+    ];
+    for (field, edit) in cases {
+        std::fs::write(&file, crafted_stream(edit)).unwrap();
+        let r = receive_file(&host.pool, "web", &file, &[]).fails(8, field);
+        assert!(!r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'), "error echoes a control: {:?}", r.stderr);
+        assert_eq!(tree_state(&host.pool), before, "a refused stream ({field}) changed the pool");
+    }
+    // The same crafted stream with honest strings is received.
+    std::fs::write(&file, crafted_stream(|_| {})).unwrap();
+    receive_file(&host.pool, "web", &file, &[]).ok();
+    assert_eq!(host.info("web@s1")["tags"], serde_json::json!(["ok"]));
+    // A user's property value gets the same rule.
+    host.run(&["set", "web", "org.example:note=two\nlines"]).fails(2, "control character");
+    host.run(&["set", "web", &format!("org.example:note={}", "n".repeat(5000))]).fails(2, "limit");
+    host.run(&["set", "web", "org.example:note=fine, Zoë"]).ok();
+    assert_eq!(host.info("web")["properties"]["org.example:note"], "fine, Zoë");
+}
