@@ -473,3 +473,68 @@ fn hostile_header_strings_are_refused() {
     host.run(&["set", "web", "org.example:note=fine, Zoë"]).ok();
     assert_eq!(host.info("web")["properties"]["org.example:note"], "fine, Zoë");
 }
+
+/// issue 12 item 7: `send -o FILE` creates FILE 0600 whatever the umask,
+/// never replaces an existing FILE (or what a symlink there points to)
+/// without --force, and a stream that fails part-way never appears at FILE.
+#[test]
+fn send_to_file_is_private_exclusive_and_atomic() {
+    require_privileges!("send_to_file_is_private_exclusive_and_atomic");
+    use std::os::unix::fs::PermissionsExt;
+    let host = TestHost::xfs();
+    host.run(&["create", "web", "--size", "512M"]).ok();
+    let mp = mount(&host, "web");
+    write_data(&mp.join("blob"), 7, 4 << 20);
+    host.run(&["umount", "web"]).ok();
+    host.run(&["snapshot", "web@s1"]).ok();
+    let dir = host.dir.path().join("out");
+    std::fs::create_dir(&dir).unwrap();
+    let leftovers = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    };
+    let umask022 = |args: &[&str]| -> Run {
+        // The old code created FILE 0644 under the usual umask 022.
+        let script = format!("umask 022; exec \"$0\" --pool {} \"$@\"", path_str(&host.pool));
+        let out = Command::new("sh").arg("-c").arg(script).arg(BIN).args(args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let file = dir.join("web.stream");
+    umask022(&["send", "web@s1", "-o", path_str(&file)]).ok();
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the stream (a whole image) is readable by others");
+    assert!(std::fs::read(&file).unwrap().starts_with(b"SVSTREAM"));
+    assert_eq!(leftovers(&dir), vec!["web.stream".to_string()]);
+
+    // An existing file is kept unless --force.
+    let keep = dir.join("keep");
+    std::fs::write(&keep, b"precious").unwrap();
+    umask022(&["send", "web@s1", "-o", path_str(&keep)]).fails(4, "--force");
+    assert_eq!(std::fs::read(&keep).unwrap(), b"precious");
+    // A symlink at FILE: neither followed nor replaced without --force.
+    let victim = host.dir.path().join("victim");
+    std::fs::write(&victim, b"victim").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("link")).unwrap();
+    umask022(&["send", "web@s1", "-o", path_str(&dir.join("link"))]).fails(4, "already exists");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+    // --force replaces the file once the new stream is complete.
+    umask022(&["send", "web@s1", "-o", path_str(&keep), "--force"]).ok();
+    assert!(std::fs::read(&keep).unwrap().starts_with(b"SVSTREAM"));
+    assert_eq!(std::fs::metadata(&keep).unwrap().permissions().mode() & 0o777, 0o600);
+    let dst = TestHost::xfs();
+    receive_file(&dst.pool, "web", &keep, &[]).ok();
+
+    // A send that fails part-way (the output filesystem fills up) leaves
+    // neither FILE nor a temporary file behind.
+    let small = host.dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    sh("mount", &["-t", "tmpfs", "-o", "size=1m", "tmpfs", path_str(&small)]);
+    let r = umask022(&["send", "web@s1", "-o", path_str(&small.join("web.stream"))]);
+    let left = leftovers(&small);
+    sh("umount", &[path_str(&small)]);
+    assert_ne!(r.code, 0, "a 4 MiB stream fit in 1 MiB?");
+    assert!(left.is_empty(), "a failed send left {left:?}");
+}
