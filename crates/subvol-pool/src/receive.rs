@@ -133,6 +133,8 @@ impl Pool {
         if h.virtual_size > MAX_VIRTUAL_SIZE {
             return Err(Error::new(ErrorKind::Corrupt, "stream declares an impossible size"));
         }
+        // The same limits as `create`: what the host can hold as one file.
+        self.check_host_file_size(h.virtual_size, "the stream's image")?;
         h.fs.parse::<FsKind>().map_err(|e| Error::new(ErrorKind::Corrupt, format!("stream: {e}")))?;
         let snaps = self.snapshot_images(n)?;
         let mut metas = Vec::new();

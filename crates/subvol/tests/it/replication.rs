@@ -432,10 +432,10 @@ fn crafted_stream(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     });
     edit(&mut h);
     let header: StreamHeader = serde_json::from_value(h).expect("header JSON");
-    let size = header.virtual_size;
+    let (size, start) = (header.virtual_size, header.resume_offset);
     let mut w = StreamWriter::new(Vec::new(), header, None).expect("writer");
-    if size >= 4096 {
-        w.data(0, &[7u8; 4096]).expect("data");
+    if size >= start + 4096 {
+        w.data(start, &[7u8; 4096]).expect("data");
     }
     w.finish().expect("finish").0
 }
@@ -537,4 +537,47 @@ fn send_to_file_is_private_exclusive_and_atomic() {
     sh("umount", &[path_str(&small)]);
     assert_ne!(r.code, 0, "a 4 MiB stream fit in 1 MiB?");
     assert!(left.is_empty(), "a failed send left {left:?}");
+}
+
+/// issue 12 item 5: a stream's geometry gets the format's fixed values and
+/// the limits `create` applies: block size 4096, at least the smallest
+/// image of its filesystem, at most what the host can hold as a file.
+#[test]
+fn implausible_stream_geometry_is_refused() {
+    require_privileges!("implausible_stream_geometry_is_refused");
+    let host = TestHost::xfs();
+    let file = host.dir.path().join("g.stream");
+    let before = tree_state(&host.pool);
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        ("block_size", Box::new(|h| h["block_size"] = 512.into())),
+        (
+            "virtual_size",
+            Box::new(|h| {
+                h["fs"] = "xfs".into();
+                h["virtual_size"] = 0.into();
+            }),
+        ),
+        (
+            "virtual_size",
+            Box::new(|h| {
+                h["fs"] = "xfs".into();
+                h["virtual_size"] = (64u64 << 20).into();
+            }),
+        ),
+        ("virtual_size", Box::new(|h| h["virtual_size"] = ((1u64 << 62) + 4096).into())),
+        ("resume_offset", Box::new(|h| h["resume_offset"] = 100.into())),
+    ];
+    for (field, edit) in cases {
+        std::fs::write(&file, crafted_stream(edit)).unwrap();
+        receive_file(&host.pool, "web", &file, &[]).fails(8, field);
+        assert_eq!(tree_state(&host.pool), before, "a refused stream ({field}) changed the pool");
+    }
+    // 4 EiB on a host whose filesystem holds 16 TiB files: refused like
+    // `create --size 4E` there, before anything is written.
+    let ext4 = TestHost::new(HostKind::Ext4, "2G");
+    let before = tree_state(&ext4.pool);
+    std::fs::write(&file, crafted_stream(|h| h["virtual_size"] = (1u64 << 62).into())).unwrap();
+    receive_file(&ext4.pool, "web", &file, &[]).fails(7, "holds files up to");
+    ext4.run(&["create", "big", "--size", "4E", "--fs", "raw"]).fails(7, "holds files up to");
+    assert_eq!(tree_state(&ext4.pool), before);
 }
