@@ -1,7 +1,8 @@
 //! `send -o FILE`: the stream goes to a private temporary file beside FILE
 //! (mode 0600, created with O_EXCL) and is renamed to FILE only when it is
 //! complete, so a partial or failed stream never appears at FILE, and an
-//! existing FILE is never overwritten unless asked (`--force`).
+//! existing FILE is never overwritten unless asked (`--force`). A character
+//! device or FIFO (`/dev/null`, a named pipe) is written directly.
 
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::{File, OpenOptions};
@@ -13,7 +14,8 @@ use std::path::{Path, PathBuf};
 /// temporary file goes and FILE is as it was.
 pub struct StreamFile {
     file: Option<File>,
-    tmp: PathBuf,
+    /// The temporary file (`None`: writing straight to a device or FIFO).
+    tmp: Option<PathBuf>,
     dest: PathBuf,
     force: bool,
 }
@@ -29,6 +31,18 @@ impl StreamFile {
     /// Starts writing a stream for `dest`; refuses an existing `dest`
     /// (a file, a symlink, anything) unless `force`.
     pub fn create(dest: &Path, force: bool) -> Result<StreamFile> {
+        // A character device or a FIFO (`/dev/null`, a pipe) holds nothing
+        // to clobber and cannot be replaced by rename: written directly.
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(m) = std::fs::metadata(dest) {
+            if m.file_type().is_char_device() || m.file_type().is_fifo() {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(dest)
+                    .map_err(|e| Error::io(format!("cannot open {}", dest.display()), e))?;
+                return Ok(StreamFile { file: Some(file), tmp: None, dest: dest.to_path_buf(), force });
+            }
+        }
         if !force && std::fs::symlink_metadata(dest).is_ok() {
             return Err(exists_error(dest));
         }
@@ -49,19 +63,21 @@ impl StreamFile {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-        Ok(StreamFile { file: Some(file), tmp, dest: dest.to_path_buf(), force })
+        Ok(StreamFile { file: Some(file), tmp: Some(tmp), dest: dest.to_path_buf(), force })
     }
 
     /// Makes the complete stream durable and puts it at FILE.
     pub fn commit(mut self) -> Result<()> {
-        let file = self.file.take().ok_or_else(|| Error::invalid("stream file already finished"))?;
-        file.sync_all().map_err(|e| Error::io(format!("cannot sync {}", self.tmp.display()), e))?;
+        let mut file = self.file.take().ok_or_else(|| Error::invalid("stream file already finished"))?;
+        let Some(tmp) = self.tmp.take() else {
+            return file.flush().map_err(|e| Error::io(format!("cannot write {}", self.dest.display()), e));
+        };
+        file.sync_all().map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))?;
         drop(file);
         let renamed = if self.force {
-            std::fs::rename(&self.tmp, &self.dest)
-                .map_err(|e| Error::io(format!("cannot write {}", self.dest.display()), e))
+            std::fs::rename(&tmp, &self.dest).map_err(|e| Error::io(format!("cannot write {}", self.dest.display()), e))
         } else {
-            subvol_os::fsync::rename_noreplace(&self.tmp, &self.dest).map_err(|e| {
+            subvol_os::fsync::rename_noreplace(&tmp, &self.dest).map_err(|e| {
                 let err = Error::os(format!("cannot write {}", self.dest.display()), e);
                 if err.kind == ErrorKind::AlreadyExists {
                     exists_error(&self.dest)
@@ -71,7 +87,7 @@ impl StreamFile {
             })
         };
         if let Err(e) = renamed {
-            let _ = std::fs::remove_file(&self.tmp);
+            let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
         if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -99,8 +115,8 @@ impl Write for StreamFile {
 
 impl Drop for StreamFile {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
+        if let (Some(_), Some(tmp)) = (self.file.take(), &self.tmp) {
+            let _ = std::fs::remove_file(tmp);
         }
     }
 }

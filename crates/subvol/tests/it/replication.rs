@@ -520,6 +520,8 @@ fn send_to_file_is_private_exclusive_and_atomic() {
     std::os::unix::fs::symlink(&victim, dir.join("link")).unwrap();
     umask022(&["send", "web@s1", "-o", path_str(&dir.join("link"))]).fails(4, "already exists");
     assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+    // A character device (or a FIFO) is written directly: nothing to clobber.
+    umask022(&["send", "web@s1", "-o", "/dev/null"]).ok();
     // --force replaces the file once the new stream is complete.
     umask022(&["send", "web@s1", "-o", path_str(&keep), "--force"]).ok();
     assert!(std::fs::read(&keep).unwrap().starts_with(b"SVSTREAM"));
