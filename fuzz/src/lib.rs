@@ -44,6 +44,7 @@ pub fn read_stream<R: Read>(input: R) -> (Vec<Record>, Result<(), String>) {
     assert!(h.virtual_size % u64::from(h.block_size) == 0, "accepted a size that is not whole blocks");
     assert!(h.resume_offset <= h.virtual_size, "accepted a resume offset beyond the end");
     assert_eq!(r.position(), h.resume_offset);
+    check_header_validation(&h);
     let mut records = Vec::new();
     let mut next = h.resume_offset;
     let mut totals = Totals::default();
@@ -86,6 +87,27 @@ pub fn read_stream<R: Read>(input: R) -> (Vec<Record>, Result<(), String>) {
             }
         }
     }
+}
+
+/// What the receiver relies on from `StreamHeader::validate`: it never
+/// panics, and a header it accepts holds only names that are safe file
+/// names, strings without control characters, and format 1's geometry.
+pub fn check_header_validation(h: &subvol_core::stream::StreamHeader) {
+    let Ok(()) = h.validate() else { return };
+    assert!(subvol_core::name::validate_part(&h.source_name).is_ok(), "accepted source_name {:?}", h.source_name);
+    assert!(subvol_core::ObjectName::parse_snapshot(&h.snapshot.name).is_ok(), "accepted snapshot name");
+    assert!(h.tags.len() <= subvol_core::text::MAX_TAGS, "accepted {} tags", h.tags.len());
+    for s in h.tags.iter().chain([&h.source_name, &h.created, &h.fs, &h.snapshot.name]) {
+        assert!(!s.chars().any(subvol_core::text::is_unsafe), "accepted a control character in {s:?}");
+        assert!(s.len() <= 128, "accepted a {}-byte string", s.len());
+    }
+    assert_eq!(h.block_size, subvol_core::stream::BLOCK_SIZE, "accepted block size {}", h.block_size);
+    assert!(
+        h.virtual_size > 0 && h.virtual_size <= subvol_core::stream::MAX_VIRTUAL_SIZE,
+        "accepted size {}",
+        h.virtual_size
+    );
+    assert!(h.resume_offset % u64::from(h.block_size) == 0, "accepted resume offset {}", h.resume_offset);
 }
 
 /// Target `stream_decode`: raw bytes into `StreamReader`.
@@ -364,6 +386,12 @@ pub fn stream_roundtrip(data: &[u8]) {
     };
     let mut r = StreamReader::new(&bytes[..]).expect("header refused");
     assert_eq!(r.header, header);
+    // Block sizes other than 4096 and arbitrary names decode, and are then
+    // refused by validation (what `receive` does before storing anything).
+    check_header_validation(&r.header);
+    if block_size != subvol_core::stream::BLOCK_SIZE || subvol_core::name::validate_part(&name).is_err() {
+        assert!(r.header.validate().is_err(), "validated block size {block_size} / name {name:?}");
+    }
     let mut records = Vec::new();
     while let Some(rec) = r.next_record().expect("record refused") {
         records.push(rec);

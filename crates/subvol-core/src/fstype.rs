@@ -95,6 +95,16 @@ impl HostFs {
         matches!(self, HostFs::Xfs | HostFs::Btrfs | HostFs::Ext4)
     }
 
+    /// Largest file the host filesystem holds (ext4 with 4 KiB blocks:
+    /// 16 TiB less a block; XFS and btrfs: the largest file offset Linux
+    /// allows). An image larger than this cannot exist on the host.
+    pub fn max_file_bytes(self) -> u64 {
+        match self {
+            HostFs::Ext4 => (1u64 << 44) - 4096,
+            _ => i64::MAX as u64,
+        }
+    }
+
     pub fn name(self) -> String {
         match self {
             HostFs::Xfs => "xfs".into(),

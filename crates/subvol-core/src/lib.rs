@@ -15,6 +15,7 @@ pub mod retention;
 pub mod size;
 pub mod space;
 pub mod stream;
+pub mod text;
 pub mod token;
 
 pub use extent::{Extent, ExtentFlags, ExtentMap};

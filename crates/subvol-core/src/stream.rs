@@ -24,6 +24,13 @@ pub const MAX_DATA_RECORD: u64 = 1 << 20;
 /// Largest stored payload (compressed data may be a little larger).
 pub const MAX_PAYLOAD: usize = (MAX_DATA_RECORD as usize) + (MAX_DATA_RECORD as usize >> 7) + 4096;
 
+/// The block size of format 1: a fixed value.
+pub const BLOCK_SIZE: u32 = 4096;
+/// Largest image a stream may declare (the largest `create` makes).
+pub const MAX_VIRTUAL_SIZE: u64 = 1 << 62;
+/// Longest `created` text (RFC 3339 needs about 35 bytes).
+const MAX_CREATED_LEN: usize = 64;
+
 const KIND_DATA: u8 = 1;
 const KIND_HOLE: u8 = 2;
 const KIND_END: u8 = 3;
@@ -83,6 +90,55 @@ pub struct StreamHeader {
     /// Records start at this offset (a resumed stream).
     #[serde(default)]
     pub resume_offset: u64,
+}
+
+impl StreamHeader {
+    /// What a receiver accepts beyond the framing the reader checks: every
+    /// string is what subvol itself would store (names and tags follow the
+    /// name rules, `created` is RFC 3339, `fs` a known kind), and the
+    /// geometry is plausible (format 1's fixed block size, a size between
+    /// the smallest image of its filesystem and [`MAX_VIRTUAL_SIZE`], a
+    /// block-aligned resume offset). Error texts never echo a control
+    /// character.
+    pub fn validate(&self) -> Result<(), StreamError> {
+        fn bad(field: &str, e: impl std::fmt::Display) -> StreamError {
+            corrupt(format!("header field {field}: {e}"))
+        }
+        crate::name::validate_part(&self.source_name).map_err(|e| bad("source_name", e))?;
+        crate::ObjectName::parse_snapshot(&self.snapshot.name).map_err(|e| bad("snapshot.name", e))?;
+        if let Some(b) = &self.base {
+            crate::ObjectName::parse_snapshot(&b.name).map_err(|e| bad("base.name", e))?;
+        }
+        if self.tags.len() > crate::text::MAX_TAGS {
+            return Err(bad("tags", format!("{} tags; the limit is {}", self.tags.len(), crate::text::MAX_TAGS)));
+        }
+        for t in &self.tags {
+            crate::name::validate_part(t).map_err(|e| bad("tags", e))?;
+        }
+        crate::text::validate("created", &self.created, MAX_CREATED_LEN).map_err(|e| bad("created", e))?;
+        chrono::DateTime::parse_from_rfc3339(&self.created).map_err(|e| bad("created", e))?;
+        let fs: crate::FsKind = self
+            .fs
+            .parse()
+            .map_err(|_| bad("fs", format!("{:?} is not xfs, ext4 or raw", crate::text::escape(&self.fs))))?;
+        if self.block_size != BLOCK_SIZE {
+            return Err(bad("block_size", format!("{} (format 1 uses {BLOCK_SIZE})", self.block_size)));
+        }
+        let min = fs.min_size_bytes();
+        if self.virtual_size < min || self.virtual_size > MAX_VIRTUAL_SIZE {
+            return Err(bad(
+                "virtual_size",
+                format!("{} bytes; a {fs} image is {} to {} bytes", self.virtual_size, min, MAX_VIRTUAL_SIZE),
+            ));
+        }
+        if !self.virtual_size.is_multiple_of(u64::from(BLOCK_SIZE))
+            || !self.resume_offset.is_multiple_of(u64::from(BLOCK_SIZE))
+            || self.resume_offset > self.virtual_size
+        {
+            return Err(bad("resume_offset", "not a block boundary inside the image"));
+        }
+        Ok(())
+    }
 }
 
 /// One record read from a stream.
@@ -482,8 +538,61 @@ mod tests {
         assert!(read_all(&b).is_err());
     }
 
+    #[test]
+    fn validate_refuses_hostile_strings_and_geometry() {
+        let good = header(1 << 20);
+        good.validate().unwrap();
+        let cases: Vec<(&str, Box<dyn Fn(&mut StreamHeader)>)> = vec![
+            ("source_name", Box::new(|h| h.source_name = "web\u{1b}[2J".into())),
+            ("source_name", Box::new(|h| h.source_name = "a".repeat(64 << 10))),
+            ("source_name", Box::new(|h| h.source_name = "x\ny".into())),
+            ("tags", Box::new(|h| h.tags = vec!["ok".into(), "two\nrows".into()])),
+            ("tags", Box::new(|h| h.tags = vec!["t".repeat(200)])),
+            ("tags", Box::new(|h| h.tags = (0..65).map(|i| format!("t{i}")).collect())),
+            ("snapshot.name", Box::new(|h| h.snapshot.name = "web@\u{7}".into())),
+            ("base.name", Box::new(|h| h.base = Some(SnapshotRef { name: "../x".into(), guid: Uuid::nil() }))),
+            ("created", Box::new(|h| h.created = "yesterday\u{1b}".into())),
+            ("created", Box::new(|h| h.created = "2026-13-01T00:00:00Z".into())),
+            ("fs", Box::new(|h| h.fs = "zfs".into())),
+            ("block_size", Box::new(|h| h.block_size = 512)),
+            ("virtual_size", Box::new(|h| h.virtual_size = 1 << 63)),
+            ("virtual_size", Box::new(|h| h.virtual_size = 0)),
+            (
+                "virtual_size",
+                Box::new(|h| {
+                    h.fs = "xfs".into();
+                    h.virtual_size = 64 << 20;
+                }),
+            ),
+            ("resume_offset", Box::new(|h| h.resume_offset = 100)),
+        ];
+        for (field, f) in cases {
+            let mut h = good.clone();
+            f(&mut h);
+            let e = h.validate().expect_err(field).to_string();
+            assert!(e.contains(field), "{field}: {e}");
+            assert!(!e.chars().any(crate::text::is_unsafe), "error echoes a control character: {e:?}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn a_validated_header_holds_only_safe_strings(name in "\\PC{0,20}|[a-z\\x00-\\x1f]{1,8}", tag in "\\PC{0,20}|[a-z\\x00-\\x1f]{1,8}", bs in prop::sample::select(vec![0u32, 1, 512, 4096, 65536]), blocks in 0u64..1024) {
+            let mut h = header(blocks * 4096);
+            h.source_name = name;
+            h.tags = vec![tag];
+            h.block_size = bs;
+            if h.validate().is_ok() {
+                prop_assert!(crate::name::validate_part(&h.source_name).is_ok());
+                for s in h.tags.iter().chain([&h.source_name, &h.created, &h.fs, &h.snapshot.name]) {
+                    prop_assert!(crate::text::validate("s", s, 128).is_ok());
+                }
+                prop_assert_eq!(h.block_size, BLOCK_SIZE);
+                prop_assert!(h.virtual_size >= 4096);
+            }
+        }
+
         #[test]
         fn any_flipped_bit_is_rejected(pos in any::<prop::sample::Index>(), bit in 0u8..8, level in prop::option::of(1i32..4)) {
             let mut b = sample(level);

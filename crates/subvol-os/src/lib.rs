@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod cmd;
 pub mod copy;
 pub mod crash;
+pub mod dirfd;
 pub mod error;
 pub mod fiemap;
 pub mod flags;

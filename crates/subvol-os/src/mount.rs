@@ -9,15 +9,27 @@ use subvol_core::mountopts::MountOpts;
 /// `mount(source, target, fstype, flags, data)`, with the generic flags
 /// and the filesystem options as split by `subvol_core::mountopts`.
 pub fn mount(source: &Path, target: &Path, fstype: &str, opts: &MountOpts) -> OsResult<()> {
+    let (flags, data) = mount_flags_and_data(opts)?;
+    rustix::mount::mount(source, target, fstype, flags, Some(data.as_c_str())).ctx("mount", target)
+}
+
+/// The generic flags and the data string of mount(2).
+pub(crate) fn mount_flags_and_data(opts: &MountOpts) -> OsResult<(MountFlags, std::ffi::CString)> {
     let flags = MountFlags::from_bits_retain(opts.flags as _);
     let data = std::ffi::CString::new(opts.data.as_str())
         .map_err(|_| OsError::Unexpected("mount options contain NUL".into()))?;
-    rustix::mount::mount(source, target, fstype, flags, Some(data.as_c_str())).ctx("mount", target)
+    Ok((flags, data))
 }
 
 /// `umount2(target, 0)`: EBUSY while files are open under it.
 pub fn umount(target: &Path) -> OsResult<()> {
     rustix::mount::unmount(target, UnmountFlags::empty()).ctx("umount", target)
+}
+
+/// `umount2(target, UMOUNT_NOFOLLOW)`: never unmounts what a symlink at
+/// `target` points to.
+pub fn umount_nofollow(target: &Path) -> OsResult<()> {
+    rustix::mount::unmount(target, UnmountFlags::NOFOLLOW).ctx("umount", target)
 }
 
 /// `umount2(target, MNT_DETACH)`: lazy unmount, for cleanup paths.

@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use subvol_core::ObjectKind;
+use subvol_os::dirfd::{DirHandle, EntryKind};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
@@ -122,6 +123,7 @@ impl Pool {
                 }
             }
         }
+        self.check_mount_points(&mut c);
         self.check_cache(&mut c, &guids);
         self.check_loops(&mut c)?;
         self.check_dirty_caps(&mut c)?;
@@ -282,6 +284,50 @@ impl Pool {
                     m2.holds.clear();
                     crate::snapshot::write_meta(&file, &m2).is_ok()
                 })),
+            );
+        }
+    }
+
+    /// The mount base and what is planted in it: subvol never mounts or
+    /// unmounts through a symlink, and reports one where a mount point goes.
+    fn check_mount_points(&self, c: &mut Checker) {
+        let base = self.mount_base();
+        let default = base == self.layout.default_mount_base();
+        if std::fs::symlink_metadata(&base).is_ok_and(|m| m.file_type().is_symlink()) {
+            let what =
+                format!("mount base {} is a symlink (planted?); subvol refuses to mount through it", base.display());
+            if default {
+                let root = DirHandle::open(self.root()).ok();
+                c.error(
+                    what,
+                    Some(("removed the symlink", &mut || {
+                        root.as_ref().is_some_and(|r| r.remove_symlink(crate::layout::MOUNT_DIR).unwrap_or(false))
+                    })),
+                );
+            } else {
+                c.error(format!("{what}; replace it by a directory owned by root"), None);
+            }
+            return;
+        }
+        let dir = match self.open_mount_base(false) {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => return c.error(e.message, None),
+        };
+        let Ok(entries) = std::fs::read_dir(&base) else { return };
+        for e in entries.flatten() {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+            if dir.entry_kind(&name).ok() != Some(EntryKind::Symlink) {
+                continue;
+            }
+            let link = base.join(&name);
+            let target = std::fs::read_link(&link).map(|t| t.display().to_string()).unwrap_or_default();
+            c.error(
+                format!(
+                    "{} is a symlink (to {target}) planted at a mount point; subvol refuses to mount or unmount through it",
+                    link.display()
+                ),
+                Some(("removed the symlink (not what it points to)", &mut || dir.remove_symlink(&name).unwrap_or(false))),
             );
         }
     }

@@ -61,6 +61,11 @@ impl KernelView {
             .collect()
     }
 
+    /// The mounts of the block device `major:minor`.
+    pub fn mounts_of(&self, major: u32, minor: u32) -> Vec<&MountEntry> {
+        self.mounts.iter().filter(|m| m.major == major && m.minor == minor).collect()
+    }
+
     /// The mount entry at exactly `path`, if any.
     pub fn mount_at(&self, path: &Path) -> Option<&MountEntry> {
         self.mounts.iter().rev().find(|m| m.mount_point == path)

@@ -8,11 +8,11 @@ use crate::kernel::KernelView;
 use crate::pool::Pool;
 use crate::subvolume::{open_image, read_meta};
 use serde::Serialize;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use subvol_core::mountopts::parse_mount_options;
 use subvol_core::{FsKind, ObjectName};
+use subvol_os::dirfd::DirHandle;
 use subvol_os::loopdev;
 
 /// Options of `mount`.
@@ -73,10 +73,10 @@ impl Pool {
                 image.display()
             )));
         }
-        let target = match &opts.path {
-            Some(p) => crate::pool::absolute(p)?,
-            None => self.mount_base().join(&name),
-        };
+        // Never through a symlink the pool owns: the directory is checked
+        // and held by handle, and mounted by that handle (mountpoint.rs).
+        let mount_point = self.mount_point_for(&name, opts.path.as_deref())?;
+        let target = mount_point.path.clone();
         if let Some(m) = kernel.mount_at(&target) {
             return Err(Error::new(
                 ErrorKind::Busy,
@@ -96,18 +96,18 @@ impl Pool {
             text = if text.is_empty() { extra.to_string() } else { format!("{text},{extra}") };
         }
         let mopts = parse_mount_options(&text, opts.read_only || snapshot);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&target)
-            .map_err(|e| Error::io(format!("cannot create mount point {}", target.display()), e))?;
-        let dev = self.attach_image(&image, mopts.read_only())?;
-        if let Err(e) = subvol_os::mount::mount(&dev.path, &target, meta.fs.as_str(), &mopts) {
-            if opts.path.is_none() {
-                let _ = std::fs::remove_dir(&target);
+        let dev = match self.attach_image(&image, mopts.read_only()) {
+            Ok(dev) => dev,
+            Err(e) => {
+                mount_point.remove_if_created();
+                return Err(e);
             }
+        };
+        if let Err(e) = subvol_os::dirfd::mount_on(&dev.path, &mount_point.dir, meta.fs.as_str(), &mopts) {
+            mount_point.remove_if_created();
             return Err(Error::os(format!("cannot mount {name} at {}", target.display()), e));
         }
+        drop(mount_point);
         let status = loopdev::list().into_iter().find(|l| l.number == dev.number);
         let direct_io = status.as_ref().is_some_and(|l| l.direct_io);
         let writeback_cap_bytes = status.and_then(|l| loopdev::bdi_strict_max_bytes(l.major, l.minor));
@@ -157,14 +157,21 @@ impl Pool {
         let kernel = KernelView::read()?;
         let mut done = Vec::new();
         let attachments = kernel.attachments(image);
+        if attachments.iter().any(|a| !a.mount_points.is_empty()) {
+            self.refuse_planted_mount_point(name)?;
+        }
         for a in &attachments {
-            for mp in a.mount_points.iter().rev() {
+            for m in kernel.mounts_of(a.major, a.minor).into_iter().rev() {
+                let mp = &m.mount_point;
+                // The kernel's table says where it is mounted; the path must
+                // still lead there without a symlink the pool owns.
+                self.verify_mount_point(name, m)?;
                 // A frozen filesystem would be unmounted without its final log
                 // write and linger in the kernel: thaw it first (the guard or a
                 // crashed snapshot may have frozen it), refreeze if the
                 // unmount fails.
                 let was_frozen = subvol_os::freeze::fithaw(mp).is_ok();
-                let unmounted = subvol_os::mount::umount(mp);
+                let unmounted = subvol_os::mount::umount_nofollow(mp);
                 if unmounted.is_err() && was_frozen {
                     let _ = subvol_os::freeze::fifreeze(mp);
                 }
@@ -185,8 +192,10 @@ impl Pool {
                 })?;
                 done.push(mp.clone());
                 let _ = std::fs::remove_file(self.layout.frozen_dir().join(format!("guard.{name}")));
-                if mp.starts_with(self.mount_base()) {
-                    let _ = std::fs::remove_dir(mp);
+                if mp.parent() == Some(self.mount_base().as_path()) {
+                    if let Some(n) = mp.file_name().and_then(|n| n.to_str()) {
+                        self.remove_default_mount_point(n);
+                    }
                 }
             }
             if a.mount_points.is_empty() {
@@ -214,17 +223,26 @@ impl Pool {
         f: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
         require_root("a temporary mount")?;
-        let dir = self.layout.tmp_dir().join(format!("mnt.{name}.{}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        let mut guard = TempMount { dir: dir.clone(), mounted: false };
+        // A fresh directory made here, held by handle and mounted by it:
+        // nothing planted in .subvol/tmp can redirect the mount.
+        let tmp = DirHandle::open_nofollow(&self.layout.tmp_dir())
+            .map_err(|e| Error::os("cannot open the pool's tmp dir (a planted symlink?)", e))?;
+        let leaf = format!("mnt.{name}.{}", std::process::id());
+        let dir = tmp.path().join(&leaf);
+        if !tmp.mkdir(&leaf, 0o700).map_err(|e| Error::os(format!("cannot create {}", dir.display()), e))? {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("{} already exists (debris or planted); run `subvol pool check --repair`", dir.display()),
+            ));
+        }
+        let handle = tmp.child(&leaf).map_err(|e| Error::os(format!("cannot open {}", dir.display()), e))?;
+        let mut guard = TempMount { dir: dir.clone(), parent: tmp, leaf, mounted: false };
         let dev = self.attach_image(image, false)?;
         let devnum = loopdev::list().into_iter().find(|l| l.number == dev.number).map(|l| (l.major, l.minor));
         let data = if fs == FsKind::Xfs { "nouuid" } else { "" };
-        subvol_os::mount::mount(&dev.path, &dir, fs.as_str(), &parse_mount_options(data, false))
+        subvol_os::dirfd::mount_on(&dev.path, &handle, fs.as_str(), &parse_mount_options(data, false))
             .map_err(|e| Error::os(format!("cannot mount {name}"), e))?;
+        drop(handle);
         drop(dev);
         guard.mounted = true;
         let r = f(&dir);
@@ -240,15 +258,17 @@ impl Pool {
 /// A temporary mount that unmounts and removes its directory on drop.
 struct TempMount {
     dir: PathBuf,
+    parent: DirHandle,
+    leaf: String,
     mounted: bool,
 }
 
 impl Drop for TempMount {
     fn drop(&mut self) {
-        if self.mounted && subvol_os::mount::umount(&self.dir).is_err() {
+        if self.mounted && subvol_os::mount::umount_nofollow(&self.dir).is_err() {
             let _ = subvol_os::mount::umount_lazy(&self.dir);
         }
-        let _ = std::fs::remove_dir(&self.dir);
+        let _ = self.parent.rmdir(&self.leaf);
     }
 }
 

@@ -260,6 +260,12 @@ impl Pool {
                 Err(e) => return Err(Error::io(format!("cannot create {}", d.display()), e)),
             }
         }
+        if let Some(base) = &opts.mount_base {
+            // Others must not be able to plant symlinks where mounts go.
+            if let Ok(dir) = subvol_os::dirfd::DirHandle::open(&absolute(base)?) {
+                crate::mountpoint::check_mount_base_owner(&dir)?;
+            }
+        }
         let reflink = probe::reflink_works(&layout.tmp_dir())?;
         let meta = PoolMeta {
             format: subvol_core::meta::POOL_FORMAT,

@@ -133,6 +133,8 @@ impl Pool {
         if h.virtual_size > MAX_VIRTUAL_SIZE {
             return Err(Error::new(ErrorKind::Corrupt, "stream declares an impossible size"));
         }
+        // The same limits as `create`: what the host can hold as one file.
+        self.check_host_file_size(h.virtual_size, "the stream's image")?;
         h.fs.parse::<FsKind>().map_err(|e| Error::new(ErrorKind::Corrupt, format!("stream: {e}")))?;
         let snaps = self.snapshot_images(n)?;
         let mut metas = Vec::new();
@@ -251,6 +253,9 @@ impl Pool {
         let n = ObjectName::parse_subvolume(name)?.subvolume;
         let mut reader: StreamReader<&mut dyn Read> = StreamReader::new(input).map_err(stream_error)?;
         let h = reader.header.clone();
+        // Strings and geometry from the sender are checked before anything
+        // is stored or printed (names, tags, fixed block size, size bounds).
+        h.validate().map_err(stream_error)?;
         let snap = snap_part(&h)?;
         let (img_path, state_path) = self.partial_paths(&n);
 

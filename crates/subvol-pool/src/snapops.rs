@@ -434,9 +434,8 @@ fn validate_property(key: &str, value: &str) -> Result<()> {
     if key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c)) {
         return Err(Error::invalid(format!("bad property name {key:?}; use letters, digits and . : _ -")));
     }
-    if value.len() > 4096 || value.contains('\0') {
-        return Err(Error::invalid("property values are at most 4096 bytes, without NUL"));
-    }
+    subvol_core::text::validate("the property value", value, subvol_core::text::MAX_VALUE_LEN)
+        .map_err(|e| Error::invalid(format!("bad value for {key}: {e}")))?;
     match key {
         crate::space::GUARANTEE_PROPERTY => match value {
             "on" | "off" | "" => Ok(()),

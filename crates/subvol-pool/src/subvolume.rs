@@ -148,6 +148,24 @@ impl Pool {
         }
     }
 
+    /// Refuses an image larger than the host filesystem can hold as a file
+    /// (shared by `create` and `receive`).
+    pub(crate) fn check_host_file_size(&self, size: u64, what: &str) -> Result<()> {
+        let host = self.host_fs()?;
+        let max = host.max_file_bytes();
+        if size > max {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{what} would be {} but the host's {host} holds files up to {}; use a pool on xfs or btrfs",
+                    format_size(size),
+                    format_size(max)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Creates a subvolume: a sparse image of `size_bytes` with a fresh
     /// filesystem, built in the tmp dir and renamed into place with its
     /// metadata, so it appears whole or not at all.
@@ -166,6 +184,7 @@ impl Pool {
         if size > (1u64 << 62) {
             return Err(Error::invalid(format!("{} is too large; the largest subvolume is 4E", format_size(size))));
         }
+        self.check_host_file_size(size, &format!("subvolume {name}"))?;
         if let Some((tool, package)) = opts.fs.mkfs_tool() {
             if !subvol_os::cmd::have(tool) {
                 return Err(Error::new(
@@ -523,7 +542,7 @@ impl Pool {
         subvol_os::crash::point("delete-before-unlink");
         std::fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
         subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
-        let _ = std::fs::remove_dir(self.mount_base().join(&name));
+        self.remove_default_mount_point(&name);
         Ok(())
     }
 }

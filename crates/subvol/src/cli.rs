@@ -188,6 +188,9 @@ pub enum Command {
         /// Write to FILE instead of standard output.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Replace an existing -o FILE (only once the new stream is complete).
+        #[arg(long, requires = "output")]
+        force: bool,
         /// Continue an interrupted stream from the receiver's token.
         #[arg(long, value_name = "TOKEN")]
         resume: Option<String>,

@@ -303,7 +303,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Send { snapshot, from, compress, encrypt_to, passphrase_file, output, resume, estimate, json: j } => {
+        Command::Send {
+            snapshot,
+            from,
+            compress,
+            encrypt_to,
+            passphrase_file,
+            output,
+            force,
+            resume,
+            estimate,
+            json: j,
+        } => {
             let args = replication::SendArgs {
                 snapshot,
                 from,
@@ -311,6 +322,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 encrypt_to,
                 passphrase_file,
                 output,
+                force,
                 resume,
                 estimate,
                 json: j.json,

@@ -46,8 +46,10 @@ impl Table {
         Table { rows: vec![header.iter().map(|s| s.to_string()).collect()] }
     }
 
+    /// Adds a row; anything non-printable in a cell is escaped, so stored
+    /// strings cannot forge rows or drive the terminal.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.into_iter().map(|c| subvol_core::text::escape(&c).into_owned()).collect());
     }
 
     pub fn render(&self) -> String {
@@ -75,5 +77,25 @@ impl Table {
 /// `key: value` lines, keys aligned.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    pairs.iter().map(|(k, v)| format!("{:<w$}  {v}\n", format!("{k}:"), w = w + 1)).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{:<w$}  {}\n", format!("{k}:"), subvol_core::text::escape(v), w = w + 1))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_and_fields_escape_what_a_terminal_would_act_on() {
+        let mut t = Table::new(&["NAME", "ORIGIN"]);
+        t.row(vec!["web@s1".into(), "web\n\u{1b}[2Jfake  row".into()]);
+        let out = t.render();
+        assert_eq!(out.lines().count(), 2, "a stored string forged a row: {out:?}");
+        assert!(!out.contains('\u{1b}') && out.contains("\\u{1b}[2J"), "{out:?}");
+        let f = fields(&[("tags", "a\u{202e}b\nc".into())]);
+        assert_eq!(f.lines().count(), 1, "{f:?}");
+        assert!(f.contains("a\\u{202e}b\\nc"), "{f:?}");
+    }
 }

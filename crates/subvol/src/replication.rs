@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use subvol_core::format_size;
 use subvol_core::token::ResumeToken;
-use subvol_pool::{Error, ErrorKind, Pool, ReceiveOptions, Result};
+use subvol_pool::{Error, ErrorKind, Pool, ReceiveOptions, Result, StreamFile};
 
 /// Start of every binary age file.
 const AGE_MAGIC: &[u8] = b"age-encryption.org/";
@@ -21,6 +21,8 @@ pub struct SendArgs {
     pub encrypt_to: Vec<String>,
     pub passphrase_file: Option<PathBuf>,
     pub output: Option<PathBuf>,
+    /// Replace an existing output file.
+    pub force: bool,
     pub resume: Option<String>,
     pub estimate: bool,
     pub json: bool,
@@ -52,8 +54,10 @@ pub fn send(pool: &Pool, a: SendArgs) -> Result<()> {
     }
     let resume =
         a.resume.as_deref().map(|t| t.parse::<ResumeToken>().map_err(|e| Error::invalid(e.to_string()))).transpose()?;
-    let sink: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(File::create(p).map_err(|e| Error::io(format!("cannot create {}", p.display()), e))?),
+    // -o FILE: a private temporary file, renamed to FILE once complete.
+    let mut file_sink = a.output.as_deref().map(|p| StreamFile::create(p, a.force)).transpose()?;
+    let sink: Box<dyn Write + '_> = match &mut file_sink {
+        Some(f) => Box::new(f),
         None => {
             if std::io::stdout().is_terminal() {
                 return Err(Error::invalid(
@@ -64,7 +68,7 @@ pub fn send(pool: &Pool, a: SendArgs) -> Result<()> {
         }
     };
     let sink = BufWriter::with_capacity(1 << 20, sink);
-    let mut out: Box<dyn Write> = if !a.encrypt_to.is_empty() || a.passphrase_file.is_some() {
+    let mut out: Box<dyn Write + '_> = if !a.encrypt_to.is_empty() || a.passphrase_file.is_some() {
         let enc = if let Some(p) = &a.passphrase_file {
             if !a.encrypt_to.is_empty() {
                 return Err(Error::invalid("use either --encrypt-to or --passphrase-file, not both"));
@@ -87,6 +91,9 @@ pub fn send(pool: &Pool, a: SendArgs) -> Result<()> {
         pool.send(&a.snapshot, a.from.as_deref(), a.compress, resume.as_ref(), &mut *out, &|d, t| bar.update(d, t))?;
     out.flush().map_err(|e| Error::io("cannot finish the stream", e))?;
     drop(out);
+    if let Some(f) = file_sink {
+        f.commit()?;
+    }
     bar.finish();
     if r.content_compared {
         eprintln!("subvol: note: no reflinks on this host: the increment was found by comparing contents");

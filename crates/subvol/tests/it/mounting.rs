@@ -91,3 +91,99 @@ fn online_grow_of_mounted_ext4() {
     }
     host.run(&["umount", "e"]).ok();
 }
+
+/// issue 12 item 1: a symlink planted at `$POOL/mnt/NAME` (or at the mount
+/// base) is never followed by mount or umount; `pool check` reports it and
+/// `--repair` removes the link, never what it points to.
+#[test]
+fn planted_symlinks_at_mount_points_are_never_followed() {
+    require_privileges!("planted_symlinks_at_mount_points_are_never_followed");
+    let host = TestHost::xfs();
+    host.run(&["create", "web", "--size", "512M"]).ok();
+    // A directory outside the pool, standing in for /etc.
+    let outside = host.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("keep"), b"mine").unwrap();
+    let base = host.pool.join("mnt");
+    std::fs::create_dir_all(&base).unwrap();
+    let link = base.join("web");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let before = tree_state(&host.pool);
+    host.run(&["mount", "web"]).fails(8, "is a symlink");
+    assert!(mounts_under(&outside).is_empty(), "mounted through the planted symlink");
+    assert!(mounts_under(&host.pool).is_empty());
+    assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"mine");
+    assert_eq!(tree_state(&host.pool), before);
+    assert!(host.info("web")["mount_point"].is_null());
+    // pool check reports the link; --repair removes the link only.
+    let r = host.run(&["pool", "check"]).fails(8, "pool check --repair");
+    assert!(r.stdout.contains("planted at a mount point"), "{}", r.stdout);
+    host.run(&["pool", "check", "--repair"]).ok();
+    assert!(std::fs::symlink_metadata(&link).is_err(), "repair left the symlink");
+    assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"mine");
+    host.run(&["pool", "check"]).ok();
+
+    // umount refuses while a symlink sits at the default mount point.
+    let alt = host.dir.path().join("alt");
+    host.run(&["mount", "web", path_str(&alt)]).ok();
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    host.run(&["umount", "web"]).fails(8, "is a symlink");
+    assert_eq!(mounts_under(&alt).len(), 1, "umount went ahead despite the planted symlink");
+    std::fs::remove_file(&link).unwrap();
+    host.run(&["umount", "web"]).ok();
+    assert!(mounts_under(&alt).is_empty());
+
+    // The mount base itself replaced by a symlink.
+    std::fs::remove_dir(&base).unwrap();
+    std::os::unix::fs::symlink(&outside, &base).unwrap();
+    host.run(&["mount", "web"]).fails(8, "is a symlink");
+    assert!(mounts_under(&outside).is_empty(), "mounted below a planted mount base");
+    assert!(!outside.join("web").exists(), "created a mount point through the planted base");
+    host.run(&["pool", "check", "--repair"]).ok();
+    assert!(std::fs::symlink_metadata(&base).is_err());
+
+    // An explicit path inside the pool is refused; one below the mount base
+    // is walked without following symlinks.
+    host.run(&["mount", "web", path_str(&host.pool.join("subvolumes/x"))]).fails(2, "inside the pool");
+    std::fs::create_dir(&base).unwrap();
+    std::os::unix::fs::symlink(&outside, base.join("deep")).unwrap();
+    host.run(&["mount", "web", path_str(&base.join("deep/web"))]).fails(8, "is a symlink");
+    assert!(mounts_under(&outside).is_empty());
+    std::fs::remove_file(base.join("deep")).unwrap();
+
+    // A mount base others can write is refused, naming the fix.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+    host.run(&["mount", "web"]).fails(2, "chmod go-w");
+    assert!(mounts_under(&host.pool).is_empty());
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mp = mount(&host, "web");
+    assert_eq!(mp, base.join("web"));
+    host.run(&["umount", "web"]).ok();
+    assert!(!mp.exists());
+    assert!(loops_under(&host.pool).is_empty());
+}
+
+/// `pool init --mount-base` refuses a directory others can write.
+#[test]
+fn mount_base_writable_by_others_is_refused_at_init() {
+    require_privileges!("mount_base_writable_by_others_is_refused_at_init");
+    use std::os::unix::fs::PermissionsExt;
+    let host = TestHost::xfs();
+    let open = host.dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let dir = host.mnt.join("pool2");
+    subvol(&dir, &["pool", "init", path_str(&dir), "--mount-base", path_str(&open)]).fails(2, "chmod go-w");
+    assert!(!dir.join(".subvol/pool.meta").exists(), "the pool was created anyway");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    subvol(&dir, &["pool", "init", path_str(&dir), "--mount-base", path_str(&open)]).ok();
+    subvol(&dir, &["create", "a", "--size", "512M"]).ok();
+    let m = subvol(&dir, &["mount", "a", "--json"]).json();
+    assert_eq!(m["mount_point"], path_str(&open.join("a")));
+    // Made writable by others afterwards: mount refuses.
+    subvol(&dir, &["umount", "a"]).ok();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    subvol(&dir, &["mount", "a"]).fails(2, "writable by group or others");
+    assert!(mounts_under(&open).is_empty());
+}

@@ -413,3 +413,173 @@ fn sync_over_ssh_push_and_pull() {
         hash_file(Path::new(subvol(&b, &["info", "v", "--json"]).json()["image"].as_str().unwrap()))
     );
 }
+
+/// A stream with valid checksums whose header JSON is `base` edited by
+/// `edit`: what a hostile sender can produce. Carries one 4 KiB DATA record
+/// when the declared size allows.
+fn crafted_stream(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    use subvol_core::stream::{StreamHeader, StreamWriter};
+    let mut h = serde_json::json!({
+        "stream_guid": "00000000-0000-0000-0000-0000000000a1",
+        "source_name": "web",
+        "source_guid": "00000000-0000-0000-0000-0000000000a2",
+        "snapshot": {"name": "web@s1", "guid": "00000000-0000-0000-0000-0000000000a3"},
+        "created": "2026-01-01T00:00:00Z",
+        "fs": "raw",
+        "tags": ["ok"],
+        "virtual_size": 1u64 << 20,
+        "block_size": 4096
+    });
+    edit(&mut h);
+    let header: StreamHeader = serde_json::from_value(h).expect("header JSON");
+    let (size, start) = (header.virtual_size, header.resume_offset);
+    let mut w = StreamWriter::new(Vec::new(), header, None).expect("writer");
+    if size >= start + 4096 {
+        w.data(start, &[7u8; 4096]).expect("data");
+    }
+    w.finish().expect("finish").0
+}
+
+/// issue 12 item 4: strings in a stream header (and a user's property
+/// values) are validated like names; nothing with a control character or
+/// of absurd length is stored, and the pool stays untouched.
+#[test]
+fn hostile_header_strings_are_refused() {
+    require_privileges!("hostile_header_strings_are_refused");
+    let host = TestHost::xfs();
+    let file = host.dir.path().join("s.stream");
+    let before = tree_state(&host.pool);
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        ("source_name", Box::new(|h| h["source_name"] = "web\u{1b}[2J\nfake 1G".into())),
+        ("source_name", Box::new(|h| h["source_name"] = "w".repeat(60 << 10).into())),
+        ("tags", Box::new(|h| h["tags"] = serde_json::json!(["ok", "x\ny  raw  1G"]))),
+        ("tags", Box::new(|h| h["tags"] = serde_json::json!(["t".repeat(60 << 10)]))),
+        ("tags", Box::new(|h| h["tags"] = serde_json::json!(["\u{202e}evil"]))),
+        ("created", Box::new(|h| h["created"] = "2026\u{7}".into())),
+    ];
+    for (field, edit) in cases {
+        std::fs::write(&file, crafted_stream(edit)).unwrap();
+        let r = receive_file(&host.pool, "web", &file, &[]).fails(8, field);
+        assert!(!r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'), "error echoes a control: {:?}", r.stderr);
+        assert_eq!(tree_state(&host.pool), before, "a refused stream ({field}) changed the pool");
+    }
+    // The same crafted stream with honest strings is received.
+    std::fs::write(&file, crafted_stream(|_| {})).unwrap();
+    receive_file(&host.pool, "web", &file, &[]).ok();
+    assert_eq!(host.info("web@s1")["tags"], serde_json::json!(["ok"]));
+    // A user's property value gets the same rule.
+    host.run(&["set", "web", "org.example:note=two\nlines"]).fails(2, "control character");
+    host.run(&["set", "web", &format!("org.example:note={}", "n".repeat(5000))]).fails(2, "limit");
+    host.run(&["set", "web", "org.example:note=fine, Zoë"]).ok();
+    assert_eq!(host.info("web")["properties"]["org.example:note"], "fine, Zoë");
+}
+
+/// issue 12 item 7: `send -o FILE` creates FILE 0600 whatever the umask,
+/// never replaces an existing FILE (or what a symlink there points to)
+/// without --force, and a stream that fails part-way never appears at FILE.
+#[test]
+fn send_to_file_is_private_exclusive_and_atomic() {
+    require_privileges!("send_to_file_is_private_exclusive_and_atomic");
+    use std::os::unix::fs::PermissionsExt;
+    let host = TestHost::xfs();
+    host.run(&["create", "web", "--size", "512M"]).ok();
+    let mp = mount(&host, "web");
+    write_data(&mp.join("blob"), 7, 4 << 20);
+    host.run(&["umount", "web"]).ok();
+    host.run(&["snapshot", "web@s1"]).ok();
+    let dir = host.dir.path().join("out");
+    std::fs::create_dir(&dir).unwrap();
+    let leftovers = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    };
+    let umask022 = |args: &[&str]| -> Run {
+        // The old code created FILE 0644 under the usual umask 022.
+        let script = format!("umask 022; exec \"$0\" --pool {} \"$@\"", path_str(&host.pool));
+        let out = Command::new("sh").arg("-c").arg(script).arg(BIN).args(args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let file = dir.join("web.stream");
+    umask022(&["send", "web@s1", "-o", path_str(&file)]).ok();
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the stream (a whole image) is readable by others");
+    assert!(std::fs::read(&file).unwrap().starts_with(b"SVSTREAM"));
+    assert_eq!(leftovers(&dir), vec!["web.stream".to_string()]);
+
+    // An existing file is kept unless --force.
+    let keep = dir.join("keep");
+    std::fs::write(&keep, b"precious").unwrap();
+    umask022(&["send", "web@s1", "-o", path_str(&keep)]).fails(4, "--force");
+    assert_eq!(std::fs::read(&keep).unwrap(), b"precious");
+    // A symlink at FILE: neither followed nor replaced without --force.
+    let victim = host.dir.path().join("victim");
+    std::fs::write(&victim, b"victim").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("link")).unwrap();
+    umask022(&["send", "web@s1", "-o", path_str(&dir.join("link"))]).fails(4, "already exists");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+    // A character device (or a FIFO) is written directly: nothing to clobber.
+    umask022(&["send", "web@s1", "-o", "/dev/null"]).ok();
+    // --force replaces the file once the new stream is complete.
+    umask022(&["send", "web@s1", "-o", path_str(&keep), "--force"]).ok();
+    assert!(std::fs::read(&keep).unwrap().starts_with(b"SVSTREAM"));
+    assert_eq!(std::fs::metadata(&keep).unwrap().permissions().mode() & 0o777, 0o600);
+    let dst = TestHost::xfs();
+    receive_file(&dst.pool, "web", &keep, &[]).ok();
+
+    // A send that fails part-way (the output filesystem fills up) leaves
+    // neither FILE nor a temporary file behind.
+    let small = host.dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    sh("mount", &["-t", "tmpfs", "-o", "size=1m", "tmpfs", path_str(&small)]);
+    let r = umask022(&["send", "web@s1", "-o", path_str(&small.join("web.stream"))]);
+    let left = leftovers(&small);
+    sh("umount", &[path_str(&small)]);
+    assert_ne!(r.code, 0, "a 4 MiB stream fit in 1 MiB?");
+    assert!(left.is_empty(), "a failed send left {left:?}");
+}
+
+/// issue 12 item 5: a stream's geometry gets the format's fixed values and
+/// the limits `create` applies: block size 4096, at least the smallest
+/// image of its filesystem, at most what the host can hold as a file.
+#[test]
+fn implausible_stream_geometry_is_refused() {
+    require_privileges!("implausible_stream_geometry_is_refused");
+    let host = TestHost::xfs();
+    let file = host.dir.path().join("g.stream");
+    let before = tree_state(&host.pool);
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        ("block_size", Box::new(|h| h["block_size"] = 512.into())),
+        (
+            "virtual_size",
+            Box::new(|h| {
+                h["fs"] = "xfs".into();
+                h["virtual_size"] = 0.into();
+            }),
+        ),
+        (
+            "virtual_size",
+            Box::new(|h| {
+                h["fs"] = "xfs".into();
+                h["virtual_size"] = (64u64 << 20).into();
+            }),
+        ),
+        ("virtual_size", Box::new(|h| h["virtual_size"] = ((1u64 << 62) + 4096).into())),
+        ("resume_offset", Box::new(|h| h["resume_offset"] = 100.into())),
+    ];
+    for (field, edit) in cases {
+        std::fs::write(&file, crafted_stream(edit)).unwrap();
+        receive_file(&host.pool, "web", &file, &[]).fails(8, field);
+        assert_eq!(tree_state(&host.pool), before, "a refused stream ({field}) changed the pool");
+    }
+    // 4 EiB on a host whose filesystem holds 16 TiB files: refused like
+    // `create --size 4E` there, before anything is written.
+    let ext4 = TestHost::new(HostKind::Ext4, "2G");
+    let before = tree_state(&ext4.pool);
+    std::fs::write(&file, crafted_stream(|h| h["virtual_size"] = (1u64 << 62).into())).unwrap();
+    receive_file(&ext4.pool, "web", &file, &[]).fails(7, "holds files up to");
+    ext4.run(&["create", "big", "--size", "4E", "--fs", "raw"]).fails(7, "holds files up to");
+    assert_eq!(tree_state(&ext4.pool), before);
+}
