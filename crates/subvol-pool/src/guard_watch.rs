@@ -52,11 +52,8 @@ impl Pool {
 
     /// The pid of the guard watching this pool, if one is running.
     pub fn guard_watching(&self) -> Option<u32> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.layout.guard_lock_file())
-            .ok()?;
+        let mut file =
+            OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(self.layout.guard_lock_file()).ok()?;
         match file.try_lock_shared() {
             Ok(()) => None,
             Err(TryLockError::WouldBlock) => {
@@ -79,8 +76,13 @@ impl Pool {
             return None;
         }
         let st = subvol_os::statfs::statfs(self.root()).ok()?;
-        let thin_virtual: u64 =
-            self.list().ok()?.iter().filter(|s| !s.guarantee).map(|s| s.virtual_size_bytes.saturating_sub(s.allocated_bytes)).sum();
+        let thin_virtual: u64 = self
+            .list()
+            .ok()?
+            .iter()
+            .filter(|s| !s.guarantee)
+            .map(|s| s.virtual_size_bytes.saturating_sub(s.allocated_bytes))
+            .sum();
         (thin_virtual > st.free_bytes).then(|| {
             format!(
                 "no guard watches {}: its thin subvolumes may still grow by {} but the host has {} free; \

@@ -1,6 +1,5 @@
 //! Pools: opening, initialising and reporting on a pool directory.
 
-use subvol_core::format_size;
 use crate::error::{require_root, Error, ErrorKind, Result};
 use crate::kernel::KernelView;
 use crate::layout::{self, Layout};
@@ -12,6 +11,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use subvol_core::format_size;
 use subvol_core::{HostFs, PoolMeta};
 
 /// Options of `pool init`.

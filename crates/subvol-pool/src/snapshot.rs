@@ -200,6 +200,11 @@ impl Pool {
                 self.admit(&format!("snapshot of guaranteed {}", j.name), extra)?;
             }
         }
+        for j in jobs.iter().filter(|j| j.mount_point.is_some()) {
+            self.refuse_guard_frozen(&j.name, "snapshot")?;
+        }
+        let mounted = jobs.iter().filter(|j| j.mount_point.is_some()).count() as u64;
+        self.refuse_without_flush_room("snapshot now", mounted)?;
         // Phase 1, writers running: clone the whole image and map the clone.
         if reflink {
             for j in &mut jobs {

@@ -402,6 +402,16 @@ impl Pool {
                 format!("growing a mounted ext4 needs CAP_SYS_RESOURCE, which this process lacks; `subvol umount {name}` and resize it offline"),
             ));
         }
+        let mounted_rw = attachments.iter().any(|a| !a.read_only && !a.mount_points.is_empty());
+        if mounted_rw {
+            // A frozen filesystem cannot grow: xfs_growfs would block behind
+            // the freeze after the image had already grown.
+            self.refuse_guard_frozen(&name, "resize")?;
+        }
+        if meta.fs != FsKind::Raw {
+            // Growing writes new metadata into the image.
+            self.refuse_without_flush_room(&format!("resize {name}"), 1)?;
+        }
         file.set_len(new_size).map_err(|e| Error::io("cannot grow the image", e))?;
         subvol_os::crash::point("resize-after-truncate");
         file.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
@@ -413,7 +423,33 @@ impl Pool {
         let mounted = attachments.iter().find_map(|a| a.mount_points.first().map(|m| (a, m)));
         match (meta.fs, mounted) {
             (FsKind::Raw, _) => {}
-            (FsKind::Xfs, Some((_, mp))) => grow_xfs(mp)?,
+            (FsKind::Xfs, Some((_, mp))) => {
+                if let Err(e) = grow_xfs(mp) {
+                    // Undo the image growth if the filesystem did not grow
+                    // (xfs_growfs is transactional: it grows or it does not).
+                    let fs_bytes = subvol_os::statfs::statfs(mp).map(|s| s.total_bytes).unwrap_or(u64::MAX);
+                    if fs_bytes <= old {
+                        if let Ok(f) = open_image(&path, true) {
+                            if f.set_len(old).and_then(|()| f.sync_all()).is_ok() {
+                                for a in &attachments {
+                                    if let Ok(dev) = subvol_os::loopdev::open(a.loop_number) {
+                                        let _ = dev.set_capacity();
+                                    }
+                                }
+                                return Err(Error::new(
+                                    e.kind,
+                                    format!(
+                                        "{}; the image was shrunk back to {}, nothing changed",
+                                        e.message,
+                                        format_size(old)
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    return Err(e);
+                }
+            }
             (FsKind::Ext4, Some((a, _))) => grow_ext4(&a.loop_device)?,
             (fs, None) if !attachments.is_empty() => {
                 return Err(Error::new(

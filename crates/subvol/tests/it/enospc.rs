@@ -70,11 +70,16 @@ impl KernelLog {
         let out = Command::new("dmesg").output().expect("dmesg");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let Some(at) = text.find(&self.marker) else { return vec!["the marker is missing from dmesg".into()] };
-        let bad = ["critical space allocation", "writeback error", "I/O error", "shut down", "Shutting down", "Corruption"];
+        let bad =
+            ["critical space allocation", "writeback error", "I/O error", "shut down", "Shutting down", "Corruption"];
         text[at..]
             .lines()
             .filter(|l| bad.iter().any(|b| l.contains(b)))
-            .filter(|l| devices.iter().any(|d| l.contains(&format!("{d},")) || l.contains(&format!("{d})")) || l.contains(&format!("dev {d}"))))
+            .filter(|l| {
+                devices.iter().any(|d| {
+                    l.contains(&format!("{d},")) || l.contains(&format!("{d})")) || l.contains(&format!("dev {d}"))
+                })
+            })
             .map(str::to_string)
             .collect()
     }
@@ -105,10 +110,8 @@ fn wait_hard_freeze(log: &Path, writers: &mut [Reaped], secs: u64) {
         if l.contains("until the high watermark)") || l.contains("holding until the high watermark") {
             return;
         }
-        let done: Vec<String> = writers
-            .iter_mut()
-            .filter_map(|w| w.0.try_wait().ok().flatten().map(|s| format!("{s}")))
-            .collect();
+        let done: Vec<String> =
+            writers.iter_mut().filter_map(|w| w.0.try_wait().ok().flatten().map(|s| format!("{s}"))).collect();
         assert!(done.len() < writers.len(), "every writer finished without a hard freeze: {done:?}\n{l}");
         assert!(start.elapsed() < Duration::from_secs(secs), "no hard freeze within {secs}s:\n{l}");
         std::thread::sleep(Duration::from_millis(50));
@@ -222,9 +225,11 @@ fn repair_clean(host: &TestHost, names: &[&str]) {
 
 fn assert_capped(host: &TestHost, name: &str) {
     let i = host.info(name);
-    // The kernel keeps the cap as a fraction: it reads back within 1%.
-    let cap = i["attachments"][0]["writeback_cap_bytes"].as_u64().unwrap_or_else(|| panic!("{name} is not capped: {i}"));
-    assert!(cap.abs_diff(64 << 20) <= (64 << 20) / 100, "{name} is capped at {cap}: {i}");
+    // The kernel keeps the cap as a fraction of a limit that moves with free
+    // memory: it reads back within a few percent.
+    let cap =
+        i["attachments"][0]["writeback_cap_bytes"].as_u64().unwrap_or_else(|| panic!("{name} is not capped: {i}"));
+    assert!(cap.abs_diff(64 << 20) <= (64 << 20) / 20, "{name} is capped at {cap}: {i}");
 }
 
 #[test]
@@ -428,4 +433,57 @@ fn unguarded_overcommit_is_told() {
     host.run(&["info", "vm"]).fails(3, "");
     host.run(&["create", "vm", "--size", "4G", "--fs", "raw", "--thin-unsafe"]).ok();
     host.run(&["create", "vm2", "--size", "64M", "--fs", "raw", "--guarantee"]).ok();
+}
+
+/// Resize and snapshot of a subvolume the guard holds frozen are refused
+/// up front (exit 5, naming the guard) instead of hanging behind the freeze
+/// with the image already grown.
+#[test]
+fn commands_on_a_guard_frozen_subvolume_name_the_guard() {
+    require_privileges!("commands_on_a_guard_frozen_subvolume_name_the_guard");
+    let host = TestHost::xfs();
+    host.run(&["create", "a", "--size", "512M"]).ok();
+    mount(&host, "a");
+    let size = host.info("a")["virtual_size_bytes"].as_u64().unwrap();
+    // A low watermark above the host's free space: the guard freezes at once.
+    host.run(&["guard", "--once", "--low-watermark", "100G", "--high-watermark", "200G"]).ok();
+    assert_eq!(host.run(&["pool", "status", "--json"]).json()["frozen"][0]["name"], "a");
+    host.run(&["resize", "a", "768M"]).fails(5, "the guard froze it");
+    assert_eq!(host.info("a")["virtual_size_bytes"].as_u64().unwrap(), size, "the image grew anyway");
+    host.run(&["snapshot", "a"]).fails(5, "the guard froze it");
+    assert_eq!(host.run(&["list", "--snapshots", "--json"]).json().as_array().unwrap().len(), 1);
+    host.run(&["umount", "a"]).ok(); // thaws first
+}
+
+/// On a nearly full host with no guard, a snapshot of a mounted subvolume
+/// is refused before freezing (exit 6, with the numbers) instead of making
+/// the inner XFS write its log into a full host; `pool status` warns.
+#[test]
+fn snapshot_on_a_full_host_is_refused_before_freezing() {
+    require_privileges!("snapshot_on_a_full_host_is_refused_before_freezing");
+    let host = TestHost::new(HostKind::Xfs, "1G");
+    let kmsg = KernelLog::mark();
+    host.run(&["create", "a", "--size", "512M"]).ok();
+    let mp = mount(&host, "a");
+    write_data(&mp.join("f"), 1, 8 << 20);
+    let dev = loop_name(&host, "a");
+    let free = host.run(&["pool", "status", "--json"]).json()["free_bytes"].as_u64().unwrap();
+    // Leave about 40 MiB.
+    sh("fallocate", &["-l", &(free - (40 << 20)).to_string(), path_str(&host.mnt.join("ballast"))]);
+    let r = host.run(&["snapshot", "a"]);
+    assert_eq!(r.code, 6, "{r:?}");
+    assert!(r.stderr.contains("free but freezing 1 mounted subvolume"), "{}", r.stderr);
+    let st = host.run(&["pool", "status", "--json"]).json();
+    assert!(
+        st["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("below the safety margin")),
+        "{st}"
+    );
+    host.run(&["resize", "a", "768M"]).fails(6, "free");
+    // The filesystem is alive: it reads back and unmounts cleanly.
+    assert_eq!(std::fs::metadata(mp.join("f")).unwrap().len(), 8 << 20);
+    std::fs::remove_file(host.mnt.join("ballast")).unwrap();
+    host.run(&["snapshot", "a"]).ok();
+    let complaints = kmsg.complaints(&[dev]);
+    assert!(complaints.is_empty(), "kernel: {complaints:#?}");
+    repair_clean(&host, &["a"]);
 }

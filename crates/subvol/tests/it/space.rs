@@ -76,7 +76,8 @@ fn admission_control_refuses_what_cannot_be_honoured() {
             "status=none",
         ],
     );
-    host.run(&["create", "t", "--size", "8G", "--fs", "raw"]).ok(); // thin: may overcommit
+    // Thin and raw: may overcommit, once the user accepts what that means.
+    host.run(&["create", "t", "--size", "8G", "--fs", "raw", "--thin-unsafe"]).ok();
     host.run(&["snapshot", "t@old"]).ok();
     let before = tree_state(&host.pool);
     host.run(&["create", "big", "--size", "900M", "--fs", "raw", "--guarantee"]).fails(6, "needs 900M guaranteed");
@@ -204,10 +205,12 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 #[test]
 fn guard_freezes_writers_before_the_host_is_full() {
     require_privileges!("guard_freezes_writers_before_the_host_is_full");
-    let host = TestHost::new(HostKind::Xfs, "1G");
+    // Large enough that the thin writer fits once the ballast goes, with the
+    // guard's margin (docs/SPACE.md) kept.
+    let host = TestHost::new(HostKind::Xfs, "1600M");
     // Ballast outside the pool, deleted later to make room.
     let ballast = host.mnt.join("ballast");
-    write_data(&ballast, 9, 400 << 20);
+    write_data(&ballast, 9, 900 << 20);
     host.run(&["create", "thin", "--size", "4G"]).ok();
     host.run(&["create", "safe", "--size", "320M", "--guarantee"]).ok();
     let thin = mount(&host, "thin");
