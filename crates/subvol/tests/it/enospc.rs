@@ -158,6 +158,8 @@ fn fio(dir: &Path, kind: &str, size: &str) -> Reaped {
         "--do_verify=1".into(),
         "--end_fsync=1".into(),
         "--minimal".into(),
+        // No verify-state file in the working directory.
+        "--verify_state_save=0".into(),
     ];
     match kind {
         "buffered" => args.extend(["--ioengine=psync".into()]),
