@@ -271,10 +271,15 @@ pub fn set_bdi_max_bytes(major: u32, minor: u32, max_bytes: u64) -> OsResult<()>
     std::fs::write(&strict, "1").ctx("write", &strict)
 }
 
-/// Lifts the strict cap again (the kernel's shared dirty limits apply).
+/// Lifts the cap again: `strict_limit` off and the device's share of the
+/// kernel's dirty limit back to the default (`max_ratio` 100, which also
+/// resets `max_bytes`).
 pub fn clear_bdi_strict_limit(major: u32, minor: u32) -> OsResult<()> {
-    let strict = PathBuf::from(format!("/sys/class/bdi/{major}:{minor}/strict_limit"));
-    std::fs::write(&strict, "0").ctx("write", &strict)
+    let base = PathBuf::from(format!("/sys/class/bdi/{major}:{minor}"));
+    let strict = base.join("strict_limit");
+    std::fs::write(&strict, "0").ctx("write", &strict)?;
+    let ratio = base.join("max_ratio");
+    std::fs::write(&ratio, "100").ctx("write", &ratio)
 }
 
 /// The dirty cap in force on a block device's BDI: `Some(max_bytes)` when

@@ -17,11 +17,12 @@ use std::path::Path;
 use subvol_core::ObjectKind;
 use subvol_os::loopdev::{self, LoopDevice, LoopOptions};
 
-/// Whether the image is a writable thin subvolume (the ones the guard
-/// freezes, whose flush its margin must cover).
+/// Whether the image may be a thin subvolume (the ones the guard freezes,
+/// whose flush its margin must cover). Fails closed: only metadata that
+/// positively says "snapshot" or "guaranteed" lifts the cap.
 pub(crate) fn is_thin_image(image: &Path) -> bool {
-    let Ok(f) = open_image(image, false) else { return false };
-    let Ok(meta) = read_meta(&f) else { return false };
+    let Ok(f) = open_image(image, false) else { return true };
+    let Ok(meta) = read_meta(&f) else { return true };
     meta.kind == ObjectKind::Subvolume && !crate::space::is_guaranteed(&meta.properties)
 }
 

@@ -165,12 +165,21 @@ impl Pool {
             // subvolume is guaranteed (then nothing is outstanding). A failed
             // refresh (an image deleted mid-listing) keeps the last one.
             if subs_at.is_none_or(|t: Instant| now.duration_since(t) > Duration::from_secs(1)) {
-                match self.list() {
-                    Ok(l) => subs = l,
-                    Err(e) => log(format!("guard: listing failed ({e}); using the previous listing")),
-                }
+                let fresh = match self.list() {
+                    Ok(l) => {
+                        subs = l;
+                        true
+                    }
+                    Err(e) => {
+                        log(format!("guard: listing failed ({e}); using the previous listing"));
+                        false
+                    }
+                };
                 subs_at = Some(now);
-                for (name, r) in self.restore_dirty_caps(&subs) {
+                // Only from a fresh listing: a stale one may name a loop
+                // device that now belongs to someone else.
+                let restored = if fresh { self.restore_dirty_caps(&subs) } else { Vec::new() };
+                for (name, r) in restored {
                     match r {
                         Ok(()) => log(format!(
                             "guard: WARNING {name} was mounted without its dirty page cache cap; restored it ({})",
@@ -191,7 +200,14 @@ impl Pool {
                 }
                 outstanding_at = now;
             }
-            let st = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
+            let st = match subvol_os::statfs::statfs(self.root()) {
+                Ok(st) => st,
+                Err(e) => {
+                    log(format!("guard: statfs of the host failed ({e}); retrying"));
+                    std::thread::sleep(opts.interval);
+                    continue;
+                }
+            };
             // The rate the decision uses: the last gap's own rate, or the
             // smoothed one if higher (a writer slowing for an instant does not
             // make the guard complacent).
@@ -219,7 +235,10 @@ impl Pool {
                 ..GuardInputs::default()
             };
             let low = opts.low_watermark_bytes.unwrap_or_else(|| guard_low_watermark(&inputs));
-            let high = opts.high_watermark_bytes.unwrap_or(low + (st.total_bytes / 20).max(128 << 20)).max(low + 1);
+            let high = opts
+                .high_watermark_bytes
+                .unwrap_or(low.saturating_add((st.total_bytes / 20).max(128 << 20)))
+                .max(low.saturating_add(1));
             let policy = GuardPolicy {
                 low_watermark_bytes: low,
                 high_watermark_bytes: high,
@@ -269,8 +288,9 @@ impl Pool {
                         t.elapsed().as_secs_f64() * 1000.0
                     ));
                     if self.reclaim(opts.prune, &mut last_reclaim, log) {
-                        let st2 = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
-                        let headroom2 = st2.free_bytes.saturating_sub(outstanding);
+                        let headroom2 = subvol_os::statfs::statfs(self.root())
+                            .map(|st2| st2.free_bytes.saturating_sub(outstanding))
+                            .unwrap_or(0);
                         if headroom2 >= high {
                             log(format!(
                                 "guard: reclaim made room (headroom {}, high {}), thawing",
@@ -369,7 +389,11 @@ impl Pool {
         log: &mut dyn FnMut(String),
         warned: &mut bool,
     ) -> Result<Vec<String>> {
-        std::fs::create_dir_all(self.layout.frozen_dir()).map_err(|e| Error::io("mkdir", e))?;
+        // On a nearly full host the records may fail to write: freeze anyway
+        // (stopping writers is what matters), and say so.
+        if let Err(e) = std::fs::create_dir_all(self.layout.frozen_dir()) {
+            log(format!("guard: cannot create {} ({e}); freezing without records", self.layout.frozen_dir().display()));
+        }
         let mut todo: Vec<(String, PathBuf, PathBuf)> = Vec::new();
         for s in subs.iter().filter(|s| !s.guarantee) {
             let Some(mp) = &s.mount_point else {
@@ -395,8 +419,9 @@ impl Pool {
             };
             // The record goes first, so a crash between the two never leaves
             // a frozen filesystem nobody knows about (recovery thaws it).
-            std::fs::write(&path, subvol_core::meta::encode("guard", 1, &marker))
-                .map_err(|e| Error::io("cannot write the freeze record", e))?;
+            if let Err(e) = std::fs::write(&path, subvol_core::meta::encode("guard", 1, &marker)) {
+                log(format!("guard: cannot write the freeze record of {} ({e}); freezing it anyway", s.name));
+            }
             todo.push((s.name.clone(), mp.clone(), path));
         }
         *warned = true;
@@ -426,7 +451,11 @@ impl Pool {
                     froze.push(name);
                 }
                 Err(e) if e.errno() == Some(libc::EBUSY) => {
-                    log(format!("guard: {name} was already frozen (by a snapshot?)"))
+                    // Someone else (a snapshot) holds it frozen and will thaw
+                    // it: drop our record so the next sample freezes it again
+                    // and our thaw never cuts into their window.
+                    let _ = std::fs::remove_file(&path);
+                    log(format!("guard: {name} is frozen by someone else (a snapshot?); freezing it once they thaw"))
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&path);

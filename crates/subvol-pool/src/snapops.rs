@@ -414,17 +414,18 @@ impl Pool {
             };
             meta.properties.insert(key.to_string(), v);
         }
-        write_meta(&f, &meta)?;
-        f.sync_all().map_err(|e| Error::io("sync", e))?;
         if key == crate::space::GUARANTEE_PROPERTY {
             // A mounted subvolume changes sides: thin ones get the dirty cap
-            // the guard's margin counts on, guaranteed ones lose it.
+            // the guard's margin counts on, guaranteed ones lose it. Before
+            // the metadata changes, so a kernel that refuses the cap leaves
+            // the subvolume as it was.
             let thin = !crate::space::is_guaranteed(&meta.properties);
             for a in crate::kernel::KernelView::read()?.attachments(&path).iter().filter(|a| !a.read_only) {
                 crate::dirty_cap::apply(a.major, a.minor, thin)?;
             }
         }
-        Ok(())
+        write_meta(&f, &meta)?;
+        f.sync_all().map_err(|e| Error::io("sync", e))
     }
 }
 
