@@ -60,6 +60,14 @@ pub fn margin(capacity_bytes: u64, mounted_thin: u64, dirty_limit_bytes: u64) ->
 /// the log itself. A constant per subvolume, measured in docs/SPACE.md.
 pub const METADATA_FLUSH_BYTES: u64 = 16 << 20;
 
+/// What freezing one mounted subvolume may still write to the host: its
+/// dirty page cache (the cap), one extent-hint rounding and the inner
+/// filesystem's metadata flush. Used by the guard's watermark and by
+/// commands that freeze or grow a mounted subvolume.
+pub fn freeze_flush_bytes(dirty_cap_bytes: u64, extent_hint_bytes: u64, metadata_flush_bytes: u64) -> u64 {
+    dirty_cap_bytes.saturating_add(extent_hint_bytes).saturating_add(metadata_flush_bytes)
+}
+
 /// Everything the guard's low watermark accounts for. Pure data, so the
 /// arithmetic is property-tested.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -112,7 +120,7 @@ impl Default for GuardInputs {
 ///   lets its peak decay.
 /// A steady writer is caught earlier by the horizon (`guard_horizon_secs`).
 pub fn guard_low_watermark(i: &GuardInputs) -> u64 {
-    let per_thin = i.dirty_cap_bytes.saturating_add(i.extent_hint_bytes).saturating_add(i.metadata_flush_bytes);
+    let per_thin = freeze_flush_bytes(i.dirty_cap_bytes, i.extent_hint_bytes, i.metadata_flush_bytes);
     let reaction = i.sample_gap_secs.max(0.0) + i.freeze_secs.max(0.0);
     let burst = (i.peak_fill_rate.max(0.0) * reaction).min((i.capacity_bytes / 4) as f64) as u64;
     base_margin(i.capacity_bytes).saturating_add(i.thin_mounted.saturating_mul(per_thin)).saturating_add(burst)

@@ -80,6 +80,13 @@ impl LoopDevice {
         &self.dev
     }
 
+    /// The device's (major, minor), from the open device itself: names its
+    /// BDI (/sys/class/bdi/MAJ:MIN) without scanning sysfs.
+    pub fn dev_numbers(&self) -> OsResult<(u32, u32)> {
+        let st = rustix::fs::fstat(&self.dev).map_err(|e| OsError::sys("fstat", Some(&self.path), e))?;
+        Ok((rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)))
+    }
+
     /// LOOP_SET_CAPACITY: re-reads the backing file's size after a grow.
     pub fn set_capacity(&self) -> OsResult<()> {
         ioctl_noarg(&self.dev, LOOP_SET_CAPACITY, "LOOP_SET_CAPACITY", &self.path)

@@ -17,13 +17,17 @@ use std::path::Path;
 use subvol_core::ObjectKind;
 use subvol_os::loopdev::{self, LoopDevice, LoopOptions};
 
-/// Whether the image may be a thin subvolume (the ones the guard freezes,
-/// whose flush its margin must cover). Fails closed: only metadata that
-/// positively says "snapshot" or "guaranteed" lifts the cap.
+/// Whether metadata names a thin subvolume (the ones the guard freezes,
+/// whose flush its margin must cover).
+pub(crate) fn is_thin(meta: &subvol_core::meta::SubvolumeMeta) -> bool {
+    meta.kind == ObjectKind::Subvolume && !crate::space::is_guaranteed(&meta.properties)
+}
+
+/// Whether the image may be a thin subvolume. Fails closed: only metadata
+/// that positively says "snapshot" or "guaranteed" lifts the cap.
 pub(crate) fn is_thin_image(image: &Path) -> bool {
     let Ok(f) = open_image(image, false) else { return true };
-    let Ok(meta) = read_meta(&f) else { return true };
-    meta.kind == ObjectKind::Subvolume && !crate::space::is_guaranteed(&meta.properties)
+    read_meta(&f).map(|m| is_thin(&m)).unwrap_or(true)
 }
 
 /// Puts the cap on a loop device (or lifts it for a guaranteed subvolume).
@@ -54,22 +58,19 @@ pub(crate) fn is_uncapped(a: &Attachment) -> bool {
 
 impl Pool {
     /// Attaches an image to a loop device (direct I/O, autoclear, 4 KiB
-    /// sectors): the one way subvol attaches a subvolume or snapshot, so
-    /// every writable thin image is capped before anything can write to it.
-    pub(crate) fn attach_image(&self, image: &Path, read_only: bool) -> Result<LoopDevice> {
+    /// sectors): the one way subvol attaches a subvolume or snapshot. `thin`
+    /// (a writable thin subvolume, as its metadata says) gets the cap before
+    /// anything can write to it; anything else gets the kernel's limits.
+    /// Returns the device and its (major, minor).
+    pub(crate) fn attach_image(&self, image: &Path, read_only: bool, thin: bool) -> Result<(LoopDevice, (u32, u32))> {
         let dev = loopdev::loop_configure(image, LoopOptions { read_only, ..LoopOptions::default() })
             .map_err(|e| Error::os(format!("cannot attach {} to a loop device", image.display()), e))?;
-        let (major, minor) =
-            loopdev::list()
-                .into_iter()
-                .find(|l| l.number == dev.number)
-                .map(|l| (l.major, l.minor))
-                .ok_or_else(|| Error::new(ErrorKind::Io, format!("{} vanished after attaching", dev.path.display())))?;
+        let numbers = dev.dev_numbers().map_err(|e| Error::os("cannot identify the loop device", e))?;
         // A loop device keeps its BDI settings across detach and reuse, so
         // the cap is set or cleared on every attach, never inherited.
         // Dropping `dev` on error detaches it (autoclear, no mount yet).
-        apply(major, minor, !read_only && is_thin_image(image))?;
-        Ok(dev)
+        apply(numbers.0, numbers.1, thin && !read_only)?;
+        Ok((dev, numbers))
     }
 
     /// Thin subvolumes attached writable without the cap (someone lifted it

@@ -11,10 +11,11 @@ use subvol_core::format_size;
 /// grown: its dirty page cache cap, one extent-hint rounding and its
 /// metadata flush (docs/SPACE.md).
 pub(crate) fn flush_reserve(mounted: u64) -> u64 {
-    let per = crate::space::DIRTY_LIMIT_BYTES
-        + u64::from(crate::subvolume::DEFAULT_EXTENT_HINT_BYTES)
-        + subvol_core::space::METADATA_FLUSH_BYTES;
-    mounted.saturating_mul(per)
+    mounted.saturating_mul(subvol_core::space::freeze_flush_bytes(
+        crate::space::DIRTY_LIMIT_BYTES,
+        u64::from(crate::subvolume::DEFAULT_EXTENT_HINT_BYTES),
+        subvol_core::space::METADATA_FLUSH_BYTES,
+    ))
 }
 
 impl Pool {

@@ -69,28 +69,19 @@ impl Pool {
 impl Pool {
     /// Thin subvolumes may promise more than the host has; that is only safe
     /// while a guard watches. Says so when the pool is overcommitted (the
-    /// thin subvolumes' virtual sizes exceed what the host has left for
-    /// them) and nothing watches.
-    pub fn unguarded_overcommit_warning(&self) -> Option<String> {
-        if self.guard_watching().is_some() {
+    /// thin subvolumes in `subs` may grow by more than the host's `free`
+    /// bytes) and nothing watches.
+    pub fn unguarded_overcommit_warning(&self, subs: &[crate::SubvolumeInfo], free: u64) -> Option<String> {
+        let growth = crate::space::thin_growth_bytes(subs);
+        if growth <= free || self.guard_watching().is_some() {
             return None;
         }
-        let st = subvol_os::statfs::statfs(self.root()).ok()?;
-        let thin_virtual: u64 = self
-            .list()
-            .ok()?
-            .iter()
-            .filter(|s| !s.guarantee)
-            .map(|s| s.virtual_size_bytes.saturating_sub(s.allocated_bytes))
-            .sum();
-        (thin_virtual > st.free_bytes).then(|| {
-            format!(
-                "no guard watches {}: its thin subvolumes may still grow by {} but the host has {} free; \
-                 run `subvol guard` (contrib/subvol-guard.service) so they are frozen, not failed, when it fills",
-                self.root().display(),
-                subvol_core::format_size(thin_virtual),
-                subvol_core::format_size(st.free_bytes)
-            )
-        })
+        Some(format!(
+            "no guard watches {}: its thin subvolumes may still grow by {} but the host has {} free; \
+             run `subvol guard` (contrib/subvol-guard.service) so they are frozen, not failed, when it fills",
+            self.root().display(),
+            subvol_core::format_size(growth),
+            subvol_core::format_size(free)
+        ))
     }
 }

@@ -96,8 +96,9 @@ impl Pool {
             text = if text.is_empty() { extra.to_string() } else { format!("{text},{extra}") };
         }
         let mopts = parse_mount_options(&text, opts.read_only || snapshot);
-        let dev = match self.attach_image(&image, mopts.read_only()) {
-            Ok(dev) => dev,
+        let (dev, (major, minor)) = match self.attach_image(&image, mopts.read_only(), crate::dirty_cap::is_thin(&meta))
+        {
+            Ok(d) => d,
             Err(e) => {
                 mount_point.remove_if_created();
                 return Err(e);
@@ -108,16 +109,16 @@ impl Pool {
             return Err(Error::os(format!("cannot mount {name} at {}", target.display()), e));
         }
         drop(mount_point);
-        let status = loopdev::list().into_iter().find(|l| l.number == dev.number);
-        let direct_io = status.as_ref().is_some_and(|l| l.direct_io);
-        let writeback_cap_bytes = status.and_then(|l| loopdev::bdi_strict_max_bytes(l.major, l.minor));
+        let direct_io = loopdev::list().into_iter().find(|l| l.number == dev.number).is_some_and(|l| l.direct_io);
+        let writeback_cap_bytes = loopdev::bdi_strict_max_bytes(major, minor);
         // Our handle goes; the mount now holds the device, and autoclear
         // detaches it when the mount goes.
         let loop_device = dev.path.clone();
         drop(dev);
         let mut warnings = Vec::new();
         if writeback_cap_bytes.is_some() {
-            if let Some(w) = self.unguarded_overcommit_warning() {
+            let free = subvol_os::statfs::statfs(self.root()).map(|s| s.free_bytes).unwrap_or(u64::MAX);
+            if let Some(w) = self.unguarded_overcommit_warning(&self.list()?, free) {
                 warnings.push(w);
             }
         }
@@ -237,8 +238,7 @@ impl Pool {
         }
         let handle = tmp.child(&leaf).map_err(|e| Error::os(format!("cannot open {}", dir.display()), e))?;
         let mut guard = TempMount { dir: dir.clone(), parent: tmp, leaf, mounted: false };
-        let dev = self.attach_image(image, false)?;
-        let devnum = loopdev::list().into_iter().find(|l| l.number == dev.number).map(|l| (l.major, l.minor));
+        let (dev, (major, minor)) = self.attach_image(image, false, crate::dirty_cap::is_thin_image(image))?;
         let data = if fs == FsKind::Xfs { "nouuid" } else { "" };
         subvol_os::dirfd::mount_on(&dev.path, &handle, fs.as_str(), &parse_mount_options(data, false))
             .map_err(|e| Error::os(format!("cannot mount {name}"), e))?;
@@ -248,9 +248,7 @@ impl Pool {
         let r = f(&dir);
         drop(guard);
         wait_detached(image, Duration::from_secs(5));
-        if let Some((major, minor)) = devnum {
-            crate::dirty_cap::release(major, minor);
-        }
+        crate::dirty_cap::release(major, minor);
         r
     }
 }

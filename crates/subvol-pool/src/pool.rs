@@ -327,7 +327,7 @@ impl Pool {
         let problems = subs.iter().filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.name))).collect();
         let uncapped_thin: Vec<String> = self.uncapped_thin(&subs).into_iter().map(|(n, _)| n).collect();
         let mut warnings = Vec::new();
-        if let Some(w) = self.unguarded_overcommit_warning() {
+        if let Some(w) = self.unguarded_overcommit_warning(&subs, stats.free_bytes) {
             warnings.push(w);
         }
         if stats.free_bytes < budget.margin_bytes {

@@ -63,6 +63,12 @@ impl SerialFiemap {
     }
 }
 
+/// How much the thin subvolumes may still grow: their virtual sizes minus
+/// what they already hold (what overcommit means for the host).
+pub(crate) fn thin_growth_bytes(subs: &[crate::SubvolumeInfo]) -> u64 {
+    subs.iter().filter(|s| !s.guarantee).map(|s| s.virtual_size_bytes.saturating_sub(s.allocated_bytes)).sum()
+}
+
 pub(crate) fn is_guaranteed(props: &std::collections::BTreeMap<String, String>) -> bool {
     props.get(GUARANTEE_PROPERTY).map(String::as_str) == Some("on")
 }

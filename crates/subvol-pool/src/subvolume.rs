@@ -230,13 +230,7 @@ impl Pool {
     fn refuse_unguardable_raw(&self, name: &str, size: u64) -> Result<()> {
         let space = self.space()?;
         let budget = self.budget(&space)?;
-        let thin_growth: u64 = self
-            .list()?
-            .iter()
-            .filter(|s| !s.guarantee)
-            .map(|s| s.virtual_size_bytes.saturating_sub(s.allocated_bytes))
-            .sum::<u64>()
-            .saturating_add(size);
+        let thin_growth = crate::space::thin_growth_bytes(&self.list()?).saturating_add(size);
         if thin_growth <= budget.available() {
             return Ok(());
         }

@@ -234,16 +234,24 @@ fn assert_capped(host: &TestHost, name: &str) {
     assert!(cap.abs_diff(64 << 20) <= (64 << 20) / 20, "{name} is capped at {cap}: {i}");
 }
 
-#[test]
-fn guard_catches_a_cp_from_page_cache() {
-    require_privileges!("guard_catches_a_cp_from_page_cache");
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+/// The host: 1.6 GiB XFS, one thin 4 GiB XFS subvolume mounted (and
+/// checked to be capped), the kernel log marked. Returns the host, the log
+/// marker, the mount point and the loop device's name.
+fn one_thin_subvolume() -> (TestHost, KernelLog, PathBuf, String) {
     let host = TestHost::new(HostKind::Xfs, "1600M");
     let kmsg = KernelLog::mark();
     host.run(&["create", "thin", "--size", "4G"]).ok();
     let mp = mount(&host, "thin");
     assert_capped(&host, "thin");
     let dev = loop_name(&host, "thin");
+    (host, kmsg, mp, dev)
+}
+
+#[test]
+fn guard_catches_a_cp_from_page_cache() {
+    require_privileges!("guard_catches_a_cp_from_page_cache");
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (host, kmsg, mp, dev) = one_thin_subvolume();
     let src = host.dir.path().join("src");
     write_data(&src, 3, 64 << 20);
     let want = hash_file(&src); // and now it is in the page cache
@@ -272,11 +280,7 @@ fn guard_catches_a_cp_from_page_cache() {
 fn guard_catches_fio_buffered_at_full_speed() {
     require_privileges!("guard_catches_fio_buffered_at_full_speed");
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let host = TestHost::new(HostKind::Xfs, "1600M");
-    let kmsg = KernelLog::mark();
-    host.run(&["create", "thin", "--size", "4G"]).ok();
-    let mp = mount(&host, "thin");
-    let dev = loop_name(&host, "thin");
+    let (host, kmsg, mp, dev) = one_thin_subvolume();
     let ball = ballast(&host, 700);
     let (_guard, log) = start_guard(&host);
     let mut w = [fio(&mp, "buffered", "1000M")];
@@ -395,7 +399,11 @@ fn every_attach_caps_thin_writeback() {
     assert_capped(&host, "c");
     // The guard restores it too, within a second or two.
     std::fs::write(format!("{bdi}/strict_limit"), "0").unwrap();
-    let (_guard, log) = start_guard(&host);
+    let (guard, log) = start_guard(&host);
+    // It runs ahead of busy writers (docs/SPACE.md): nice -10.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", guard.0.id())).unwrap();
+    let nice: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(16).unwrap().parse().unwrap();
+    assert_eq!(nice, -10, "{stat}");
     let start = Instant::now();
     while host.info("c")["attachments"][0]["writeback_cap_bytes"].is_null() {
         assert!(start.elapsed() < Duration::from_secs(10), "the guard did not restore the cap:\n{}", read(&log));
