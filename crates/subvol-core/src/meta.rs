@@ -123,6 +123,34 @@ pub struct SubvolumeMeta {
     /// Hold tags: a held snapshot cannot be deleted or pruned.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub holds: BTreeSet<String>,
+    /// A snapshot's image as it was published, so `pool check` can tell
+    /// when it was written to afterwards (the immutable flag lifted by hand).
+    /// Absent on subvolumes and on snapshots older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentStamp>,
+}
+
+/// What any write to a file changes: its size or its modification time.
+/// Taken after the last write to a snapshot's image and before its
+/// metadata (an xattr, which changes only the inode's change time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentStamp {
+    pub size_bytes: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i128,
+}
+
+impl ContentStamp {
+    /// How `now` differs from this record, in words, or `None` if it does not.
+    pub fn differs(&self, now: &ContentStamp) -> Option<String> {
+        if self.size_bytes != now.size_bytes {
+            return Some(format!("its size changed from {} to {} bytes", self.size_bytes, now.size_bytes));
+        }
+        if self.mtime_ns != now.mtime_ns {
+            return Some("it was written to (its modification time changed)".into());
+        }
+        None
+    }
 }
 
 impl SubvolumeMeta {
@@ -136,6 +164,7 @@ impl SubvolumeMeta {
             properties: BTreeMap::new(),
             tags: Vec::new(),
             holds: BTreeSet::new(),
+            content: None,
         }
     }
 

@@ -54,6 +54,22 @@ pub fn margin(capacity_bytes: u64, mounted_thin: u64, dirty_limit_bytes: u64) ->
     })
 }
 
+/// How far above its low watermark the guard waits before thawing: 5% of
+/// the host, at least 128 MiB, so writers resumed at full speed do not hit
+/// the low watermark again at once.
+pub fn guard_thaw_gap(capacity_bytes: u64) -> u64 {
+    (capacity_bytes / 20).max(128 << 20)
+}
+
+/// Host free space below which a receive stops writing: what guaranteed
+/// subvolumes are still owed, the margin, and the guard's thaw gap. A
+/// receive writes to the host directly (the guard cannot freeze it), so it
+/// must stop itself before it takes promised space or drives the guard into
+/// freezing the mounted subvolumes.
+pub fn receive_floor(outstanding_bytes: u64, margin_bytes: u64, capacity_bytes: u64) -> u64 {
+    outstanding_bytes.saturating_add(margin_bytes).saturating_add(guard_thaw_gap(capacity_bytes))
+}
+
 /// Host bytes an inner filesystem's freeze may write besides the data in
 /// its page cache: the metadata it logged, written back in place (bounded by
 /// its log, which subvol's mkfs keeps at the default for the image size), and
@@ -382,6 +398,15 @@ mod tests {
         fn exclusive_matches_brute_force(ranges in proptest::collection::vec(
             proptest::collection::vec((0u64..60, 1u64..12).prop_map(|(s, l)| (s, s + l)), 0..6), 0..5)) {
             prop_assert_eq!(exclusive_bytes(&ranges), brute(&ranges));
+        }
+
+        #[test]
+        fn a_receive_stops_above_every_promise(out in 0u64..1 << 50, m in 0u64..1 << 40, cap in 0u64..1 << 50) {
+            let floor = receive_floor(out, m, cap);
+            // Above the guaranteed and the margin (admission's line), and
+            // above the guard's thaw point for that margin as low watermark.
+            prop_assert!(floor >= out + m);
+            prop_assert!(floor - out >= m + guard_thaw_gap(cap));
         }
 
         #[test]

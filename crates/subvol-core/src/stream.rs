@@ -157,6 +157,12 @@ pub struct Totals {
     pub records: u64,
 }
 
+impl std::fmt::Display for Totals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} records, {} data bytes, {} hole bytes", self.records, self.data_bytes, self.hole_bytes)
+    }
+}
+
 /// Writes a stream. Records must come in ascending, non-overlapping order.
 pub struct StreamWriter<W: Write> {
     out: W,
@@ -397,7 +403,7 @@ impl<R: Read> StreamReader<R> {
                 return Err(corrupt("whole-stream checksum mismatch"));
             }
             if stated != self.totals {
-                return Err(corrupt(format!("END totals {stated:?} differ from what was received {:?}", self.totals)));
+                return Err(corrupt(format!("END states {stated} but the stream held {}", self.totals)));
             }
             // Nothing may follow END.
             let mut probe = [0u8; 1];
@@ -529,6 +535,22 @@ mod tests {
         let mut b = sample(None);
         b[0] = b'X';
         assert!(matches!(read_all(&b), Err(StreamError::BadMagic)));
+    }
+
+    /// An attacker can compute valid checksums; END's totals must still
+    /// match what was received, and the error must read as a sentence.
+    #[test]
+    fn forged_end_totals_are_refused_in_words() {
+        let mut w = StreamWriter::new(Vec::new(), header(1 << 20), None).unwrap();
+        w.data(0, &[1u8; 4096]).unwrap();
+        w.totals.records += 1;
+        let bytes = w.finish().unwrap().0;
+        let err = read_all(&bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("END states 2 records, 4096 data bytes, 0 hole bytes but the stream held 1 records"),
+            "{err}"
+        );
+        assert!(!err.contains('{'), "a debug struct reached the message: {err}");
     }
 
     #[test]

@@ -23,8 +23,11 @@ where
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        // The last non-empty line (stderr after stdout) says what went wrong.
-        let msg = stdout.lines().chain(stderr.lines()).map(str::trim).rfind(|l| !l.is_empty());
+        // A line naming a full device says what went wrong (the tool may
+        // go on to print a summary); otherwise the last non-empty line
+        // (stderr after stdout) does.
+        let mut lines = stdout.lines().chain(stderr.lines()).map(str::trim).filter(|l| !l.is_empty());
+        let msg = lines.clone().find(|l| crate::error::names_full_device(l)).or_else(|| lines.next_back());
         let msg = msg.unwrap_or("").to_string();
         return Err(OsError::ToolFailed { tool: tool.to_string(), status: out.status.to_string(), stderr: msg });
     }

@@ -38,6 +38,16 @@ impl OsError {
         OsError::Sys { op, path: path.map(Path::to_path_buf), source: source.into() }
     }
 
+    /// Whether the failure was a full device or quota: ENOSPC/EDQUOT from a
+    /// system call, or a tool that said so (tools run with `LC_ALL=C`).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            OsError::Sys { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)),
+            OsError::ToolFailed { stderr, .. } => names_full_device(stderr),
+            _ => false,
+        }
+    }
+
     /// The errno of a failed system call, if this is one.
     pub fn errno(&self) -> Option<i32> {
         match self {
@@ -56,4 +66,10 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
     fn ctx(self, op: &'static str, path: &Path) -> OsResult<T> {
         self.map_err(|e| OsError::sys(op, Some(path), e))
     }
+}
+
+/// Whether a tool's message (in the C locale) reports a full device or an
+/// exceeded quota, the words strerror gives ENOSPC and EDQUOT.
+pub(crate) fn names_full_device(line: &str) -> bool {
+    line.contains("No space left on device") || line.contains("Disk quota exceeded")
 }

@@ -276,6 +276,18 @@ impl Pool {
                 Some(("set immutable", &mut || subvol_os::flags::set_immutable(&file, true).is_ok())),
             );
         }
+        if let (ObjectKind::Snapshot, Some(recorded)) = (kind, &m.content) {
+            let why = crate::snapshot::content_stamp(&file).map(|now| recorded.differs(&now));
+            if let Ok(Some(why)) = why {
+                c.error(
+                    format!(
+                        "snapshot {} changed after it was taken: {why}; its content cannot be trusted (delete it, and send or take it again)",
+                        path.display()
+                    ),
+                    None,
+                );
+            }
+        }
         if kind == ObjectKind::Subvolume && !m.holds.is_empty() {
             c.error(
                 format!("subvolume {} carries holds (only snapshots can be held)", path.display()),

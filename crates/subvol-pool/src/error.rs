@@ -41,17 +41,15 @@ impl Error {
     /// the errno.
     pub fn os(what: impl fmt::Display, e: OsError) -> Self {
         let kind = match &e {
+            _ if e.is_no_space() => ErrorKind::NoSpace,
             OsError::MissingTool { .. } => ErrorKind::MissingTool,
             OsError::ToolFailed { .. } | OsError::Unexpected(_) => ErrorKind::Io,
             OsError::Sys { .. } => match e.errno() {
-                Some(libc_errno::ENOENT) => ErrorKind::NotFound,
-                Some(libc_errno::EEXIST) => ErrorKind::AlreadyExists,
-                Some(libc_errno::EBUSY) => ErrorKind::Busy,
-                Some(libc_errno::ENOSPC) | Some(libc_errno::EDQUOT) => ErrorKind::NoSpace,
-                Some(libc_errno::EPERM) | Some(libc_errno::EACCES) => ErrorKind::PermissionDenied,
-                Some(libc_errno::EOPNOTSUPP) | Some(libc_errno::ENOTTY) | Some(libc_errno::EXDEV) => {
-                    ErrorKind::Unsupported
-                }
+                Some(libc::ENOENT) => ErrorKind::NotFound,
+                Some(libc::EEXIST) => ErrorKind::AlreadyExists,
+                Some(libc::EBUSY) => ErrorKind::Busy,
+                Some(libc::EPERM) | Some(libc::EACCES) => ErrorKind::PermissionDenied,
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EXDEV) => ErrorKind::Unsupported,
                 _ => ErrorKind::Io,
             },
         };
@@ -66,20 +64,6 @@ impl Error {
     pub fn io(what: impl fmt::Display, e: std::io::Error) -> Self {
         Self::os(what, OsError::Sys { op: "io", path: None, source: e })
     }
-}
-
-/// errno values used for classification (Linux numbering).
-mod libc_errno {
-    pub const EPERM: i32 = 1;
-    pub const ENOENT: i32 = 2;
-    pub const EACCES: i32 = 13;
-    pub const EBUSY: i32 = 16;
-    pub const EEXIST: i32 = 17;
-    pub const EXDEV: i32 = 18;
-    pub const ENOTTY: i32 = 25;
-    pub const ENOSPC: i32 = 28;
-    pub const EOPNOTSUPP: i32 = 95;
-    pub const EDQUOT: i32 = 122;
 }
 
 impl fmt::Display for Error {

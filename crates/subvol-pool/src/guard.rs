@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use subvol_core::space::{
-    guard_decision, guard_horizon_secs, guard_low_watermark, Frozen, GuardAction, GuardInputs, GuardPolicy,
+    guard_decision, guard_horizon_secs, guard_low_watermark, guard_thaw_gap, Frozen, GuardAction, GuardInputs,
+    GuardPolicy,
 };
 use subvol_core::{format_size, HostFs};
 
@@ -237,7 +238,7 @@ impl Pool {
             let low = opts.low_watermark_bytes.unwrap_or_else(|| guard_low_watermark(&inputs));
             let high = opts
                 .high_watermark_bytes
-                .unwrap_or(low.saturating_add((st.total_bytes / 20).max(128 << 20)))
+                .unwrap_or(low.saturating_add(guard_thaw_gap(st.total_bytes)))
                 .max(low.saturating_add(1));
             let policy = GuardPolicy {
                 low_watermark_bytes: low,

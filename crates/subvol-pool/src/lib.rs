@@ -29,6 +29,7 @@ mod send;
 mod snapops;
 mod snapshot;
 mod space;
+mod space_floor;
 mod staging;
 mod subvolume;
 mod trace;

@@ -204,11 +204,13 @@ impl Pool {
             (false, Some(at), _) => Target::Stays(format!(
                 "{n} is {at}; it keeps its content (umount it and `subvol rollback {n}@{snap}` to follow)"
             )),
+            // Not necessarily a local write: NAME may still be a later
+            // received snapshot that was deleted here since.
             (true, _, false) => {
                 return Err(Error::new(
                     ErrorKind::Busy,
                     format!(
-                        "{n} was modified since {n}@{}; use --force to roll it back to the received snapshot",
+                        "{n} differs from the stream's base {n}@{}: it was written to since, or it followed a later snapshot that is gone; use --force to roll it back to the received snapshot",
                         metas[pos].0
                     ),
                 ))
@@ -270,7 +272,7 @@ impl Pool {
             .create(self.layout.receive_dir())
             .map_err(|e| Error::io("cannot create the receive dir", e))?;
         let state = self.read_state(&state_path)?;
-        let (file, target) = if h.resume_offset > 0 {
+        let (file, target, mut floor) = if h.resume_offset > 0 {
             let Some(st) = state else {
                 return Err(Error::invalid(format!(
                     "this is a resumed stream, but there is no partial receive into {n}"
@@ -297,7 +299,7 @@ impl Pool {
                 return Err(Error::new(ErrorKind::Busy, format!("another receive into {n} is running")));
             }
             let (_, t) = self.check_target(&n, &h, &snap, opts.force)?;
-            (f, t)
+            (f, t, self.receive_space_floor(&n)?)
         } else {
             if let Some(st) = &state {
                 return Err(Error::new(
@@ -317,6 +319,7 @@ impl Pool {
             }
             clock.mark("header");
             let (base, t) = self.check_target(&n, &h, &snap, opts.force)?;
+            let floor = self.receive_space_floor(&n)?;
             clock.mark("check");
             let f = OpenOptions::new()
                 .read(true)
@@ -359,7 +362,7 @@ impl Pool {
                 let _ = std::fs::remove_file(&img_path);
                 return Err(e);
             }
-            (f, t)
+            (f, t, floor)
         };
         drop(lock);
         clock.mark("setup");
@@ -377,6 +380,7 @@ impl Pool {
         // Long ones go straight to the device (see direct_writes).
         let mut direct = DirectWrites::start(&file);
         let mut end = None;
+        let stopped = format!("receive into {n} stopped");
         let result = (|| -> Result<()> {
             while let Some(rec) = reader.next_record().map_err(stream_error)? {
                 match rec {
@@ -394,6 +398,7 @@ impl Pool {
                             since_writeback += len;
                         }
                         applied = offset + len;
+                        floor.wrote(len, &stopped)?;
                         subvol_os::crash::point("receive-mid-stream");
                         since_checkpoint += len;
                         if since_writeback >= WRITEBACK_BYTES {
@@ -496,6 +501,7 @@ impl Pool {
         meta.guid = h.snapshot.guid;
         meta.origin = Some(Origin { name: h.source_name.clone(), guid: h.source_guid });
         meta.tags = h.tags.clone();
+        meta.content = Some(crate::snapshot::content_stamp(&file)?);
         write_meta(&file, &meta)?;
         file.sync_all().map_err(|e| Error::io("sync", e))?;
         // Snapshots newer than the base go first (--force, checked above).
@@ -669,7 +675,7 @@ fn token_of(st: &PartialState) -> ResumeToken {
 fn punch_or_zero(file: &File, offset: u64, length: u64) -> Result<()> {
     match subvol_os::alloc::punch_hole(file, offset, length) {
         Ok(()) => Ok(()),
-        Err(e) if e.errno() == Some(95) => {
+        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => {
             let zeros = vec![0u8; 1 << 20];
             let mut off = offset;
             while off < offset + length {

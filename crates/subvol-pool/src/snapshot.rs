@@ -101,6 +101,17 @@ impl Drop for FrozenMarker {
     }
 }
 
+/// The size and modification time of an image, for a snapshot's record
+/// (taken after its last write) and for `pool check` to compare against.
+pub(crate) fn content_stamp(file: &File) -> Result<subvol_core::meta::ContentStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().map_err(|e| Error::io("cannot stat the image", e))?;
+    Ok(subvol_core::meta::ContentStamp {
+        size_bytes: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
+}
+
 pub(crate) fn write_meta(file: &File, meta: &SubvolumeMeta) -> Result<()> {
     subvol_os::xattr::fset(file, META_XATTR, &meta.encode()).map_err(|e| Error::os("cannot write metadata", e))
 }
@@ -261,6 +272,7 @@ impl Pool {
             meta.kind = ObjectKind::Snapshot;
             meta.origin = Some(Origin { name: j.name.clone(), guid: j.meta.guid });
             meta.tags = tags.to_vec();
+            meta.content = Some(content_stamp(&j.tmp)?);
             write_meta(&j.tmp, &meta)?;
             j.tmp.sync_all().map_err(|e| Error::io("cannot sync the snapshot", e))?;
             let dir = self.layout.snapshot_dir(&j.name);

@@ -173,3 +173,21 @@ fn planted_symlinks_and_hard_links_are_refused() {
     std::os::unix::fs::symlink(dir.path().join("snaps"), pool.join("snapshots")).unwrap();
     subvol(&pool, &["list"]).fails(8, "not a directory");
 }
+
+/// mkfs running out of host space is a full host (exit 6, naming what
+/// frees space), not an I/O error, and leaves nothing behind.
+#[test]
+fn mkfs_on_a_full_host_is_no_space() {
+    require_privileges!("mkfs_on_a_full_host_is_no_space");
+    let host = TestHost::new(HostKind::Xfs, "1G");
+    let free = host.run(&["pool", "status", "--json"]).json()["free_bytes"].as_u64().unwrap();
+    let fill = host.mnt.join("fill");
+    sh("fallocate", &["-l", &(free - (16 << 20)).to_string(), path_str(&fill)]);
+    let before = tree_state(&host.pool);
+    host.run(&["create", "a", "--size", "2G"]).fails(6, "No space left on device; free space on the host");
+    assert_eq!(tree_state(&host.pool), before);
+    let other = host.mnt.join("other");
+    subvol(&other, &["pool", "init", path_str(&other), "--backing-image", "2G"])
+        .fails(6, "No space left on device; free space on the host");
+    assert!(!host.mnt.join("other.img").exists(), "the half-made backing image stayed");
+}

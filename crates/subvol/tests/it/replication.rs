@@ -583,3 +583,161 @@ fn implausible_stream_geometry_is_refused() {
     ext4.run(&["create", "big", "--size", "4E", "--fs", "raw"]).fails(7, "holds files up to");
     assert_eq!(tree_state(&ext4.pool), before);
 }
+
+fn status(host: &TestHost) -> serde_json::Value {
+    host.run(&["pool", "status", "--json"]).json()
+}
+
+/// A stream of `mib` MiB of random data, as NAME@s1, written to `file`.
+fn random_stream(src: &TestHost, name: &str, mib: u32, file: &Path) {
+    src.run(&["create", name, "--size", &format!("{}M", mib + 64), "--fs", "raw"]).ok();
+    let img = image(src, name);
+    sh(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", img.display()),
+            "bs=1M",
+            &format!("count={mib}"),
+            "conv=notrunc,fsync",
+            "status=none",
+        ],
+    );
+    src.run(&["snapshot", &format!("{name}@s1")]).ok();
+    send_to_file(&src.pool, &[&format!("{name}@s1")], file);
+}
+
+/// A receive writes to the host directly, where the guard cannot freeze
+/// it, so it must stop itself before it takes what guaranteed subvolumes
+/// were promised (and refuse at once when the host is already there).
+#[test]
+fn receive_never_takes_guaranteed_space() {
+    require_privileges!("receive_never_takes_guaranteed_space");
+    let a = TestHost::new(HostKind::Xfs, "3G");
+    let dir = tempdir();
+    let (big, small) = (dir.path().join("big"), dir.path().join("small"));
+    random_stream(&a, "v", 900, &big);
+    random_stream(&a, "w", 8, &small);
+
+    let b = TestHost::new(HostKind::Xfs, "2G");
+    b.run(&["create", "g", "--size", "1G", "--fs", "raw", "--guarantee"]).ok();
+    let before = tree_state(&b.pool);
+    // 900 MiB do not fit above 1 GiB promised + margin on a 2 GiB host.
+    receive_file(&b.pool, "v", &big, &[]).fails(6, "receive into v stopped: host free");
+    assert_eq!(tree_state(&b.pool), before, "a stopped receive left something behind");
+    let st = status(&b);
+    let (free, owed, margin) = (
+        st["free_bytes"].as_u64().unwrap(),
+        st["outstanding_guarantees_bytes"].as_u64().unwrap(),
+        st["margin_bytes"].as_u64().unwrap(),
+    );
+    assert!(owed >= 1 << 30, "{st}");
+    assert!(free >= owed + margin, "the receive took promised space: free {free}, owed {owed}, margin {margin}");
+
+    // With the promise gone, the same stream arrives intact.
+    b.run(&["delete", "g"]).ok();
+    receive_file(&b.pool, "v", &big, &[]).ok();
+    assert_eq!(hash_file(&image(&b, "v@s1")), hash_file(&image(&a, "v@s1")));
+
+    // Promise all but 64 MiB: less than the guard's thaw gap is left, so a
+    // receive is refused before it creates anything.
+    let available = status(&b)["available_bytes"].as_u64().unwrap();
+    let size = format!("{}M", (available >> 20) - 64);
+    b.run(&["create", "g2", "--size", &size, "--fs", "raw", "--guarantee"]).ok();
+    let before = tree_state(&b.pool);
+    receive_file(&b.pool, "w", &small, &[]).fails(6, "receive into w refused: host free");
+    assert_eq!(tree_state(&b.pool), before);
+}
+
+/// Ctrl-C stops a receive that waits on a stalled sender, whether it waits
+/// for the header or in the middle of the data; the next command clears
+/// the partial image, and the pool is as before.
+#[test]
+fn interrupt_stops_a_stalled_receive() {
+    require_privileges!("interrupt_stops_a_stalled_receive");
+    let a = TestHost::new(HostKind::Xfs, "2G");
+    let dir = tempdir();
+    let stream = dir.path().join("s");
+    random_stream(&a, "v", 64, &stream);
+    let bytes = std::fs::read(&stream).unwrap();
+    let b = TestHost::new(HostKind::Xfs, "2G");
+    let before = tree_state(&b.pool);
+    for sent in [0, bytes.len() / 2] {
+        let mut child = Command::new(BIN)
+            .args(["--pool", path_str(&b.pool), "receive", "v"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, &bytes[..sent]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        drop(stdin);
+        let status = status.unwrap_or_else(|| panic!("SIGINT did not stop a receive stalled after {sent} bytes"));
+        assert!(!status.success(), "{status:?}");
+        b.run(&["pool", "check"]).ok();
+        assert_eq!(tree_state(&b.pool), before, "stalled after {sent} bytes");
+    }
+}
+
+/// A subvolume that follows a received snapshot deleted since is not
+/// "modified": the refusal says both possibilities and the way out.
+#[test]
+fn incremental_on_an_older_base_names_both_causes() {
+    require_privileges!("incremental_on_an_older_base_names_both_causes");
+    let a = TestHost::new(HostKind::Xfs, "2G");
+    let dir = tempdir();
+    let (s1, s2, s3) = (dir.path().join("1"), dir.path().join("2"), dir.path().join("3"));
+    random_stream(&a, "v", 8, &s1);
+    let img = image(&a, "v");
+    for snap in ["v@s2", "v@s3"] {
+        sh(
+            "dd",
+            &[
+                "if=/dev/urandom",
+                &format!("of={}", img.display()),
+                "bs=1M",
+                "count=1",
+                "seek=4",
+                "conv=notrunc",
+                "status=none",
+            ],
+        );
+        a.run(&["snapshot", snap]).ok();
+    }
+    send_to_file(&a.pool, &["v@s2", "--from", "v@s1"], &s2);
+    send_to_file(&a.pool, &["v@s3", "--from", "v@s1"], &s3);
+    let b = TestHost::new(HostKind::Xfs, "2G");
+    receive_file(&b.pool, "v", &s1, &[]).ok();
+    receive_file(&b.pool, "v", &s2, &[]).ok();
+    b.run(&["delete", "v@s2"]).ok();
+    let r = receive_file(&b.pool, "v", &s3, &[]).fails(5, "v differs from the stream's base v@s1");
+    assert!(
+        r.stderr.contains("followed a later snapshot that is gone") && r.stderr.contains("--force"),
+        "{}",
+        r.stderr
+    );
+    receive_file(&b.pool, "v", &s3, &["--force"]).ok();
+    assert_eq!(hash_file(&image(&b, "v")), hash_file(&image(&a, "v@s3")));
+    // Received snapshots carry their content record too.
+    b.run(&["pool", "check"]).ok();
+    let got = image(&b, "v@s3");
+    sh("chattr", &["-i", path_str(&got)]);
+    sh("dd", &["if=/dev/zero", &format!("of={}", got.display()), "bs=4k", "count=1", "conv=notrunc", "status=none"]);
+    sh("chattr", &["+i", path_str(&got)]);
+    b.run(&["pool", "check"]).fails(8, "");
+}

@@ -319,3 +319,29 @@ fn prune_and_autosnap() {
     // Manual snapshots are not touched by autosnap's pruning.
     assert!(host.run(&["info", "a@m3"]).code == 0);
 }
+
+/// A snapshot written to after `chattr -i` (or truncated) no longer matches
+/// what was taken or sent: `pool check` says so. Holds, which rewrite its
+/// metadata, are not mistaken for a change.
+#[test]
+fn pool_check_notices_a_snapshot_changed_by_hand() {
+    require_privileges!("pool_check_notices_a_snapshot_changed_by_hand");
+    let host = TestHost::new(HostKind::Xfs, "2G");
+    host.run(&["create", "a", "--size", "64M", "--fs", "raw"]).ok();
+    for s in ["a@s", "a@t"] {
+        host.run(&["snapshot", s]).ok();
+    }
+    host.run(&["hold", "a@s", "keep"]).ok();
+    host.run(&["pool", "check"]).ok();
+    let img = |s: &str| host.info(s)["image"].as_str().unwrap().to_string();
+    let (s, t) = (img("a@s"), img("a@t"));
+    sh("chattr", &["-i", &s]);
+    sh("dd", &["if=/dev/zero", &format!("of={s}"), "bs=4k", "count=1", "seek=3", "conv=notrunc", "status=none"]);
+    sh("chattr", &["+i", &s]);
+    sh("chattr", &["-i", &t]);
+    sh("truncate", &["-s", "128M", &t]);
+    sh("chattr", &["+i", &t]);
+    let r = host.run(&["pool", "check"]).fails(8, "");
+    assert!(r.stdout.contains(&format!("snapshot {s} changed after it was taken: it was written to")), "{}", r.stdout);
+    assert!(r.stdout.contains("its size changed from 67108864 to 134217728 bytes"), "{}", r.stdout);
+}

@@ -1,0 +1,78 @@
+//! The line a receive must not cross. A receive writes its image on the
+//! host directly, where the guard cannot freeze it, so it measures the host
+//! itself: it is refused up front below the floor and stops, like a full
+//! disk (exit 6), when its own writes bring the host down to it.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::Pool;
+use crate::space::DIRTY_LIMIT_BYTES;
+use std::path::PathBuf;
+use subvol_core::size::format_size;
+use subvol_core::space::{margin, receive_floor};
+
+/// How many bytes a receive writes between two looks at the host.
+const CHECK_EVERY_BYTES: u64 = 32 << 20;
+
+/// The host's free space must stay above `floor_bytes` while a receive runs.
+pub(crate) struct SpaceFloor {
+    root: PathBuf,
+    floor_bytes: u64,
+    outstanding_bytes: u64,
+    since_check: u64,
+}
+
+impl Pool {
+    /// Measures the floor for a receive into `n` and refuses at once if the
+    /// host is already below it. What guaranteed subvolumes are owed is
+    /// only computed (from extent maps) when the pool has one.
+    pub(crate) fn receive_space_floor(&self, n: &str) -> Result<SpaceFloor> {
+        let subs = self.list()?;
+        let outstanding_bytes = if subs.iter().any(|s| s.guarantee) { self.space()?.outstanding_bytes } else { 0 };
+        let mounted_thin = subs.iter().filter(|s| s.mount_point.is_some() && !s.guarantee).count() as u64;
+        let st =
+            subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot read the host's free space", e))?;
+        let floor = SpaceFloor {
+            root: self.root().to_path_buf(),
+            floor_bytes: receive_floor(
+                outstanding_bytes,
+                margin(st.total_bytes, mounted_thin, DIRTY_LIMIT_BYTES),
+                st.total_bytes,
+            ),
+            outstanding_bytes,
+            since_check: 0,
+        };
+        floor.check_free(st.free_bytes, &format!("receive into {n} refused"))?;
+        Ok(floor)
+    }
+}
+
+impl SpaceFloor {
+    /// Counts `bytes` just written and, every 32 MiB, checks the host;
+    /// `what` names the operation in the error ("receive into web stopped").
+    pub(crate) fn wrote(&mut self, bytes: u64, what: &str) -> Result<()> {
+        self.since_check += bytes;
+        if self.since_check < CHECK_EVERY_BYTES {
+            return Ok(());
+        }
+        self.since_check = 0;
+        let st =
+            subvol_os::statfs::statfs(&self.root).map_err(|e| Error::os("cannot read the host's free space", e))?;
+        self.check_free(st.free_bytes, what)
+    }
+
+    fn check_free(&self, free_bytes: u64, what: &str) -> Result<()> {
+        if free_bytes > self.floor_bytes {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::NoSpace,
+            format!(
+                "{what}: host free {} is at the floor {} (guaranteed {} + margin and guard headroom {}); free space on the host (delete snapshots or grow the pool)",
+                format_size(free_bytes),
+                format_size(self.floor_bytes),
+                format_size(self.outstanding_bytes),
+                format_size(self.floor_bytes - self.outstanding_bytes)
+            ),
+        ))
+    }
+}
