@@ -3,6 +3,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::KernelView;
+use crate::outcome::Outcome;
 use crate::pool::Pool;
 use crate::snapshot::{default_snapshot_name, write_meta, Progress, SnapshotReport};
 use crate::subvolume::{held_error, open_image, read_meta, rename_noreplace, where_, SubvolumeInfo};
@@ -112,46 +113,43 @@ impl Pool {
 
     /// Rewrites a snapshot's metadata: the immutable flag is lifted for the
     /// one xattr update (recovery re-protects it if we die in between).
-    fn update_snapshot_meta(&self, obj: &ObjectName, f: impl FnOnce(&mut SubvolumeMeta) -> Result<()>) -> Result<()> {
+    /// `change` says whether it changed anything; when not, nothing is written.
+    fn update_snapshot_meta(
+        &self,
+        obj: &ObjectName,
+        change: impl FnOnce(&mut SubvolumeMeta) -> bool,
+    ) -> Result<Outcome> {
         let path = self.object_image(obj)?;
         let file = open_image(&path, false).map_err(|e| Error::io("open", e))?;
         let mut meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
-        f(&mut meta)?;
+        if !change(&mut meta) {
+            return Ok(Outcome::AlreadyDone);
+        }
         crate::recovery::mark_unprotected(&self.layout)?;
         subvol_os::flags::set_immutable(&file, false).map_err(|e| Error::os("cannot unprotect the snapshot", e))?;
         subvol_os::crash::point("hold-unprotected");
         let r = write_meta(&file, &meta);
         subvol_os::flags::set_immutable(&file, true).map_err(|e| Error::os("cannot protect the snapshot", e))?;
         crate::recovery::clear_unprotected(&self.layout);
-        r
+        r.map(|()| Outcome::Done)
     }
 
     /// Adds a hold: the snapshot cannot be deleted until it is released.
-    pub fn hold(&self, name: &str, tag: &str) -> Result<()> {
+    /// Holding again with the same tag changes nothing.
+    pub fn hold(&self, name: &str, tag: &str) -> Result<Outcome> {
         let obj = ObjectName::parse_snapshot(name)?;
         subvol_core::name::validate_part(tag).map_err(|e| Error::invalid(format!("bad hold tag: {e}")))?;
         let _lock = self.lock()?;
-        self.update_snapshot_meta(&obj, |m| {
-            if !m.holds.insert(tag.to_string()) {
-                return Err(Error::new(ErrorKind::AlreadyExists, format!("{obj} is already held with tag {tag:?}")));
-            }
-            Ok(())
-        })
+        self.update_snapshot_meta(&obj, |m| m.holds.insert(tag.to_string()))
     }
 
-    /// Removes a hold.
-    pub fn release(&self, name: &str, tag: &str) -> Result<()> {
+    /// Removes a hold. Releasing a tag the snapshot does not carry changes
+    /// nothing.
+    pub fn release(&self, name: &str, tag: &str) -> Result<Outcome> {
         let obj = ObjectName::parse_snapshot(name)?;
+        subvol_core::name::validate_part(tag).map_err(|e| Error::invalid(format!("bad hold tag: {e}")))?;
         let _lock = self.lock()?;
-        self.update_snapshot_meta(&obj, |m| {
-            if !m.holds.remove(tag) {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("{obj} has no hold {tag:?}; see `subvol info {obj}`"),
-                ));
-            }
-            Ok(())
-        })
+        self.update_snapshot_meta(&obj, |m| m.holds.remove(tag))
     }
 
     /// Makes a reflink (or sparse) copy of `src` at `tmp_path`.
@@ -183,21 +181,31 @@ impl Pool {
     }
 
     /// A writable subvolume from a snapshot, with a fresh filesystem UUID so
-    /// it can be mounted beside its origin and other clones.
-    pub fn clone_snapshot(&self, snapshot: &str, new_name: &str, progress: Progress<'_>) -> Result<SubvolumeInfo> {
+    /// it can be mounted beside its origin and other clones. A retry that
+    /// finds NEW already cloned from this snapshot succeeds without change.
+    pub fn clone_snapshot(
+        &self,
+        snapshot: &str,
+        new_name: &str,
+        progress: Progress<'_>,
+    ) -> Result<(SubvolumeInfo, Outcome)> {
         let obj = ObjectName::parse_snapshot(snapshot)?;
         let new_name = ObjectName::parse_subvolume(new_name)?.subvolume;
         let _lock = self.lock()?;
         let src_path = self.object_image(&obj)?;
-        let dst = self.layout.subvolume_image(&new_name);
-        if std::fs::symlink_metadata(&dst).is_ok() {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("subvolume {new_name:?} already exists; pick another name"),
-            ));
-        }
         let src = open_image(&src_path, false).map_err(|e| Error::io("open", e))?;
         let smeta = read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
+        let dst = self.layout.subvolume_image(&new_name);
+        if std::fs::symlink_metadata(&dst).is_ok() {
+            let have = self.info(&new_name)?;
+            if have.origin.as_ref().map(|o| o.guid) == Some(smeta.guid) {
+                return Ok((have, Outcome::AlreadyDone));
+            }
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("subvolume {new_name:?} already exists (not a clone of {obj}); pick another name"),
+            ));
+        }
         let tmp_path = self.layout.tmp_image("clone", &new_name);
         let result = (|| {
             let tmp = self.copy_image(&src, &tmp_path, progress)?;
@@ -214,7 +222,7 @@ impl Pool {
             let _ = std::fs::remove_file(&tmp_path);
         }
         result?;
-        self.info(&new_name)
+        Ok((self.info(&new_name)?, Outcome::Done))
     }
 
     /// Replaces a subvolume's image with a clone of one of its snapshots,

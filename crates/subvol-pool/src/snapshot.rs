@@ -48,6 +48,8 @@ pub struct SnapshotReport {
     pub extents: usize,
     /// Bytes re-cloned (or copied) while frozen.
     pub frozen_copy_bytes: u64,
+    /// `already_done` when NAME@SNAP was there, taken from NAME: a retry.
+    pub outcome: crate::outcome::Outcome,
 }
 
 /// One subvolume being snapshotted.
@@ -149,7 +151,52 @@ impl Pool {
         let default = self.unique_snapshot_name(&unnamed, &default_snapshot_name());
         let wanted: Vec<(String, String)> =
             parsed.into_iter().map(|p| (p.subvolume, p.snapshot.unwrap_or_else(|| default.clone()))).collect();
+        let before: Vec<Option<SnapshotReport>> =
+            wanted.iter().map(|(n, s)| self.taken_before(n, s)).collect::<Result<_>>()?;
+        if before.iter().all(Option::is_some) {
+            return Ok(before.into_iter().flatten().collect());
+        }
+        if let Some((n, s)) = wanted.iter().zip(&before).find_map(|(w, b)| b.as_ref().map(|_| w)) {
+            // Taking the others now would not be the same point in time.
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("snapshot {n}@{s} already exists but not all the others do; delete it to take them together, or choose another name"),
+            ));
+        }
         self.snapshot_locked(&wanted, tags, progress)
+    }
+
+    /// NAME@SNAP as a finished snapshot of NAME (a retried call), or
+    /// `None` when it is not there; refused if it was taken from another
+    /// subvolume that had this name.
+    fn taken_before(&self, name: &str, snap: &str) -> Result<Option<SnapshotReport>> {
+        let dst = self.layout.snapshot_image(name, snap);
+        if std::fs::symlink_metadata(&dst).is_err() {
+            return Ok(None);
+        }
+        let of = |p: &Path| -> Result<SubvolumeMeta> {
+            let f = open_image(p, false).map_err(|e| Error::io(format!("cannot open {}", p.display()), e))?;
+            read_meta(&f).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{}: {e}", p.display())))
+        };
+        let (snapshot, subvolume) = (of(&dst)?, of(&self.existing_image(name)?)?);
+        if snapshot.origin.as_ref().map(|o| o.guid) != Some(subvolume.guid) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("snapshot {name}@{snap} already exists, taken from an earlier subvolume of that name; choose another name"),
+            ));
+        }
+        Ok(Some(SnapshotReport {
+            name: format!("{name}@{snap}"),
+            guid: snapshot.guid.to_string(),
+            method: if self.meta.reflink { "reflink" } else { "copy" },
+            frozen: false,
+            frozen_us: 0,
+            frozen_copy_us: 0,
+            total_us: 0,
+            extents: 0,
+            frozen_copy_bytes: 0,
+            outcome: crate::outcome::Outcome::AlreadyDone,
+        }))
     }
 
     /// `snapshot` for callers that hold the pool lock.
@@ -299,6 +346,7 @@ impl Pool {
                 total_us: start.elapsed().as_micros() as u64,
                 extents: j.extents,
                 frozen_copy_bytes: j.frozen_copy_bytes,
+                outcome: crate::outcome::Outcome::Done,
             });
         }
         crate::recovery::clear_unprotected(&self.layout);

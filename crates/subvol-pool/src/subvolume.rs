@@ -4,6 +4,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{Attachment, KernelView};
 use crate::layout::{self, META_XATTR};
+use crate::outcome::Outcome;
 use crate::pool::Pool;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -169,7 +170,11 @@ impl Pool {
     /// Creates a subvolume: a sparse image of `size_bytes` with a fresh
     /// filesystem, built in the tmp dir and renamed into place with its
     /// metadata, so it appears whole or not at all.
-    pub fn create(&self, name: &str, opts: &CreateOptions) -> Result<SubvolumeInfo> {
+    ///
+    /// A retry finds the subvolume there with the size, filesystem and
+    /// guarantee asked for and succeeds without change (`AlreadyDone`);
+    /// one made differently is refused (exit 4), naming the difference.
+    pub fn create(&self, name: &str, opts: &CreateOptions) -> Result<(SubvolumeInfo, Outcome)> {
         let name = ObjectName::parse_subvolume(name)?.subvolume;
         let size = align_up(opts.size_bytes)?;
         let min = opts.fs.min_size_bytes();
@@ -196,10 +201,7 @@ impl Pool {
         let _lock = self.lock()?;
         let dst = self.layout.subvolume_image(&name);
         if std::fs::symlink_metadata(&dst).is_ok() {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("subvolume {name:?} already exists; pick another name or delete it first"),
-            ));
+            return self.created_before(&name, size, opts).map(|info| (info, Outcome::AlreadyDone));
         }
         if opts.guarantee {
             self.admit(&format!("create {name} --guarantee"), size)?;
@@ -219,7 +221,7 @@ impl Pool {
             let _ = std::fs::remove_file(&tmp);
         }
         result?;
-        self.info(&name)
+        Ok((self.info(&name)?, Outcome::Done))
     }
 
     /// A thin raw image is written by a VM or through a loop device, where
@@ -286,6 +288,26 @@ impl Pool {
             .map_err(|e| Error::os("cannot write subvolume metadata", e))?;
         file.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
         Ok(meta)
+    }
+
+    /// The existing subvolume NAME, if it is what `create` was asked for.
+    fn created_before(&self, name: &str, size: u64, opts: &CreateOptions) -> Result<SubvolumeInfo> {
+        let have = self.info(name)?;
+        let asked = (size, opts.fs, opts.guarantee);
+        if (have.virtual_size_bytes, have.fs, have.guarantee) == asked {
+            return Ok(have);
+        }
+        let show = |(size, fs, guarantee): (u64, FsKind, bool)| {
+            format!("{} {fs}{}", format_size(size), if guarantee { " guaranteed" } else { "" })
+        };
+        Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "subvolume {name:?} already exists as {} (asked: {}); pick another name or delete it first",
+                show((have.virtual_size_bytes, have.fs, have.guarantee)),
+                show(asked)
+            ),
+        ))
     }
 
     /// All subvolumes, sorted by name.
@@ -466,10 +488,19 @@ impl Pool {
     }
 
     /// Renames a subvolume and its snapshots; refused while any is mounted.
-    pub fn rename(&self, old: &str, new: &str) -> Result<SubvolumeInfo> {
+    /// A retry that finds OLD gone (with its snapshots) and NEW there
+    /// succeeds without change.
+    pub fn rename(&self, old: &str, new: &str) -> Result<(SubvolumeInfo, Outcome)> {
         let old = ObjectName::parse_subvolume(old)?.subvolume;
         let new = ObjectName::parse_subvolume(new)?.subvolume;
         let _lock = self.lock()?;
+        let gone = |p: PathBuf| std::fs::symlink_metadata(p).is_err();
+        if gone(self.layout.subvolume_image(&old))
+            && gone(self.layout.snapshot_dir(&old))
+            && !gone(self.layout.subvolume_image(&new))
+        {
+            return Ok((self.info(&new)?, Outcome::AlreadyDone));
+        }
         let src = self.existing_image(&old)?;
         let dst = self.layout.subvolume_image(&new);
         if std::fs::symlink_metadata(&dst).is_ok() || std::fs::symlink_metadata(self.layout.snapshot_dir(&new)).is_ok()
@@ -488,7 +519,7 @@ impl Pool {
             }
         }
         crate::rename::rename(&self.layout, &old, &new)?;
-        self.info(&new)
+        Ok((self.info(&new)?, Outcome::Done))
     }
 
     /// Snapshots of one subvolume as `(SNAP, image path)`, sorted by name.
@@ -511,15 +542,36 @@ impl Pool {
     /// which unmounts it first. A subvolume with snapshots needs
     /// `recursive` (snapshots go too) or `keep_snapshots` (they stay, and
     /// `rollback NAME@SNAP` can bring the subvolume back).
-    pub fn delete(&self, name: &str, force: bool, recursive: bool, keep_snapshots: bool) -> Result<()> {
+    ///
+    /// Deleting what is not there succeeds without change (`AlreadyDone`),
+    /// so a retry after a crash or a timeout is safe; `--recursive` then
+    /// still deletes snapshots left under the name.
+    pub fn delete(&self, name: &str, force: bool, recursive: bool, keep_snapshots: bool) -> Result<Outcome> {
         let obj = ObjectName::parse(name)?;
         let _lock = self.lock()?;
-        if obj.is_snapshot() {
-            return self.delete_snapshot_locked(&obj, force);
+        let absent =
+            |p: &Path| matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if let Some(snap) = &obj.snapshot {
+            if absent(&self.layout.snapshot_image(&obj.subvolume, snap)) {
+                return Ok(Outcome::AlreadyDone);
+            }
+            return self.delete_snapshot_locked(&obj, force).map(|()| Outcome::Done);
         }
         let name = obj.subvolume;
-        let path = self.existing_image(&name)?;
         let snaps = self.snapshot_images(&name)?;
+        if absent(&self.layout.subvolume_image(&name)) {
+            if !recursive || snaps.is_empty() {
+                return Ok(Outcome::AlreadyDone);
+            }
+            for (snap, _) in &snaps {
+                self.delete_snapshot_locked(
+                    &ObjectName { subvolume: name.clone(), snapshot: Some(snap.clone()) },
+                    force,
+                )?;
+            }
+            return Ok(Outcome::Done);
+        }
+        let path = self.existing_image(&name)?;
         if !snaps.is_empty() && !recursive && !keep_snapshots {
             return Err(Error::new(
                 ErrorKind::Busy,
@@ -573,7 +625,7 @@ impl Pool {
         std::fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
         subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
         self.remove_default_mount_point(&name);
-        Ok(())
+        Ok(Outcome::Done)
     }
 }
 

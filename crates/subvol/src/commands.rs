@@ -2,7 +2,7 @@
 //! choosing what to print.
 
 use crate::cli::{Cli, Command, PoolCommand};
-use crate::output::{emit, fields, json, Table};
+use crate::output::{emit, fields, json, json_with_outcome, Table};
 use crate::progress;
 use crate::{replication, sync};
 use std::time::Duration;
@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Err(Error::invalid("--extent-hint must be a multiple of 4K, at most 1G (or 0)"));
             }
             let fs: FsKind = fs.parse().map_err(Error::invalid)?;
-            let info = open()?.create(
+            let (info, outcome) = open()?.create(
                 &name,
                 &CreateOptions {
                     size_bytes: parse_size(&size)?,
@@ -122,10 +122,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 },
             )?;
             if j.json {
-                json(&info);
+                json_with_outcome(&info, outcome);
             } else {
                 emit(&format!(
-                    "created {} ({} {}, image {})\n",
+                    "{} {} ({} {}, image {})\n",
+                    if outcome.changed() { "created" } else { "already created:" },
                     info.name,
                     format_size(info.virtual_size_bytes),
                     info.fs,
@@ -182,12 +183,17 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Rename { old, new } => {
-            let info = open()?.rename(&old, &new)?;
-            emit(&format!("renamed {old} to {}\n", info.name));
+            let (info, outcome) = open()?.rename(&old, &new)?;
+            let done = if outcome.changed() { "renamed" } else { "already renamed" };
+            emit(&format!("{done} {old} to {}\n", info.name));
         }
         Command::Delete { name, force, recursive, keep_snapshots } => {
-            open()?.delete(&name, force, recursive, keep_snapshots)?;
-            emit(&format!("deleted {name}\n"));
+            let outcome = open()?.delete(&name, force, recursive, keep_snapshots)?;
+            emit(&if outcome.changed() {
+                format!("deleted {name}\n")
+            } else {
+                format!("{name} is not there; nothing deleted\n")
+            });
         }
         Command::Snapshot { names, tags, json: j } => {
             let pool = open()?;
@@ -201,6 +207,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 json(&reports);
             } else {
                 for r in reports {
+                    if !r.outcome.changed() {
+                        emit(&format!("snapshot {} already taken\n", r.name));
+                        continue;
+                    }
                     let frozen = if r.frozen {
                         format!("frozen {:.1} ms", r.frozen_us as f64 / 1000.0)
                     } else {
@@ -218,12 +228,13 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Clone { snapshot, new_name, json: j } => {
             let bar = progress::Bar::new("copying");
-            let info = open()?.clone_snapshot(&snapshot, &new_name, &|d, t| bar.update(d, t))?;
+            let (info, outcome) = open()?.clone_snapshot(&snapshot, &new_name, &|d, t| bar.update(d, t))?;
             bar.finish();
             if j.json {
-                json(&info);
+                json_with_outcome(&info, outcome);
             } else {
-                emit(&format!("cloned {snapshot} to {}\n", info.name));
+                let done = if outcome.changed() { "cloned" } else { "already cloned" };
+                emit(&format!("{done} {snapshot} to {}\n", info.name));
             }
         }
         Command::Rollback { snapshot, force, json: j } => {
@@ -245,12 +256,16 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Hold { snapshot, tag } => {
-            open()?.hold(&snapshot, &tag)?;
-            emit(&format!("held {snapshot} ({tag})\n"));
+            let done = if open()?.hold(&snapshot, &tag)?.changed() { "held" } else { "already held" };
+            emit(&format!("{done} {snapshot} ({tag})\n"));
         }
         Command::Release { snapshot, tag } => {
-            open()?.release(&snapshot, &tag)?;
-            emit(&format!("released {snapshot} ({tag})\n"));
+            let outcome = open()?.release(&snapshot, &tag)?;
+            emit(&if outcome.changed() {
+                format!("released {snapshot} ({tag})\n")
+            } else {
+                format!("{snapshot} has no hold {tag}; nothing released\n")
+            });
         }
         Command::Prune {
             name,

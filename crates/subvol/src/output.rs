@@ -36,6 +36,16 @@ pub fn json<T: Serialize>(value: &T) {
     emit(&s);
 }
 
+/// `value` as JSON with an `outcome` field added (`done`, or
+/// `already_done` for a retried call that found the pool as asked).
+pub fn json_with_outcome<T: Serialize>(value: &T, outcome: subvol_pool::Outcome) {
+    let mut v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = v.as_object_mut() {
+        map.insert("outcome".into(), serde_json::to_value(outcome).unwrap_or_default());
+    }
+    json(&v);
+}
+
 /// A table with a header row; columns padded to their widest cell.
 pub struct Table {
     rows: Vec<Vec<String>>,

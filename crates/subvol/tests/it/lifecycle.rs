@@ -91,3 +91,54 @@ fn interrupted_create_leaves_no_trace() {
     host.run(&["create", "real", "--size", "300M"]).ok();
     assert!(!stale.exists(), "stale temp image survived a mutating command");
 }
+
+/// Every mutating call may be retried (a crash, a timeout, Kubernetes):
+/// finding the pool as asked is success, reported as such; finding
+/// something else under the name is still refused.
+#[test]
+fn retried_calls_succeed_and_say_so() {
+    require_privileges!("retried_calls_succeed_and_say_so");
+    let host = TestHost::new(HostKind::Xfs, "3G");
+    let outcome = |args: &[&str]| host.run(args).json()["outcome"].as_str().unwrap().to_string();
+    assert_eq!(outcome(&["create", "a", "--size", "300M", "--json"]), "done");
+    let before = tree_state(&host.pool);
+    assert_eq!(outcome(&["create", "a", "--size", "300M", "--json"]), "already_done");
+    assert!(host.run(&["create", "a", "--size", "300M"]).ok().starts_with("already created: a"));
+    host.run(&["create", "a", "--size", "400M"]).fails(4, "already exists as 300M xfs (asked: 400M xfs)");
+    host.run(&["create", "a", "--size", "300M", "--guarantee"]).fails(4, "(asked: 300M xfs guaranteed)");
+    assert_eq!(tree_state(&host.pool), before);
+
+    let snap = |args: &[&str]| host.run(args).json()[0]["outcome"].as_str().unwrap().to_string();
+    assert_eq!(snap(&["snapshot", "a@s", "--json"]), "done");
+    assert_eq!(snap(&["snapshot", "a@s", "--json"]), "already_done");
+    // A snapshot of an earlier `a` is not this one.
+    host.run(&["create", "b", "--size", "300M"]).ok();
+    host.run(&["snapshot", "b@s"]).ok();
+    host.run(&["snapshot", "a@t"]).ok();
+    host.run(&["snapshot", "a@t", "b@t"]).fails(4, "not all the others do");
+    host.run(&["delete", "b", "--keep-snapshots"]).ok();
+    host.run(&["create", "b", "--size", "300M"]).ok();
+    host.run(&["snapshot", "b@s"]).fails(4, "taken from an earlier subvolume");
+
+    assert_eq!(outcome(&["clone", "a@s", "c", "--json"]), "done");
+    assert_eq!(outcome(&["clone", "a@s", "c", "--json"]), "already_done");
+    host.run(&["clone", "a@t", "c"]).fails(4, "not a clone of a@t");
+
+    assert!(host.run(&["hold", "a@s", "keep"]).ok().starts_with("held"));
+    assert!(host.run(&["hold", "a@s", "keep"]).ok().starts_with("already held"));
+    assert!(host.run(&["release", "a@s", "keep"]).ok().starts_with("released"));
+    assert!(host.run(&["release", "a@s", "keep"]).ok().contains("nothing released"));
+
+    assert!(host.run(&["rename", "c", "d"]).ok().starts_with("renamed"));
+    assert!(host.run(&["rename", "c", "d"]).ok().starts_with("already renamed"));
+    host.run(&["rename", "c", "e"]).fails(3, "no subvolume");
+
+    assert!(host.run(&["delete", "d"]).ok().starts_with("deleted"));
+    assert!(host.run(&["delete", "d"]).ok().contains("not there; nothing deleted"));
+    assert!(host.run(&["delete", "a@t"]).ok().starts_with("deleted"));
+    assert!(host.run(&["delete", "a@t"]).ok().contains("not there"));
+    // --recursive finishes what a crash left: snapshots of a gone subvolume.
+    host.run(&["delete", "b", "--keep-snapshots"]).ok();
+    assert!(host.run(&["delete", "b", "--recursive"]).ok().starts_with("deleted"));
+    host.run(&["info", "b@s"]).fails(3, "no snapshot");
+}
