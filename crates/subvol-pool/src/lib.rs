@@ -17,6 +17,7 @@ mod layout;
 mod lock;
 mod mounting;
 mod mountpoint;
+mod names;
 mod outcome;
 mod outfile;
 mod par;

@@ -291,6 +291,23 @@ pub enum Command {
     /// Unmount a subvolume.
     #[command(alias = "unmount")]
     Umount { name: String },
+    /// Print a completion script for bash, zsh or fish (it also completes
+    /// subvolume and snapshot names from the pool).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page per command into DIR (default: print subvol(1)).
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Subvolume and snapshot names, one per line, for completion scripts.
+    #[command(hide = true)]
+    CompleteNames {
+        #[arg(long)]
+        snapshots: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -438,6 +438,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 emit(&format!("unmounted {name} from {}\n", mp.display()));
             }
         }
+        Command::Completions { shell } => emit(&crate::shell::script(shell)),
+        Command::Man { dir: None } => emit(&String::from_utf8_lossy(&crate::manpages::main_page()?)),
+        Command::Man { dir: Some(dir) } => {
+            for p in crate::manpages::write_all(&dir)? {
+                emit(&format!("{}\n", p.display()));
+            }
+        }
+        Command::CompleteNames { snapshots } => {
+            // A keystroke: never waits for the pool lock; an unreadable
+            // pool completes nothing.
+            if let Ok(names) = Pool::open(&cli.pool).and_then(|p| p.object_names(snapshots)) {
+                emit(&names.iter().map(|n| format!("{n}\n")).collect::<String>());
+            }
+        }
     }
     Ok(())
 }

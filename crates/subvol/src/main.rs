@@ -3,9 +3,11 @@
 
 mod cli;
 mod commands;
+mod manpages;
 mod output;
 mod progress;
 mod replication;
+mod shell;
 mod sync;
 
 use clap::Parser;

@@ -3,6 +3,7 @@
 
 use crate::harness::*;
 use crate::require_privileges;
+use std::path::Path;
 
 fn lifecycle(kind: HostKind) {
     let host = TestHost::new(kind, "6G");
@@ -141,4 +142,79 @@ fn retried_calls_succeed_and_say_so() {
     host.run(&["delete", "b", "--keep-snapshots"]).ok();
     assert!(host.run(&["delete", "b", "--recursive"]).ok().starts_with("deleted"));
     host.run(&["info", "b@s"]).fails(3, "no snapshot");
+}
+
+/// The bash completion script, sourced in bash, completes subvolume and
+/// snapshot names from the pool named on the command line.
+#[test]
+fn bash_completion_offers_names_from_the_pool() {
+    require_privileges!("bash_completion_offers_names_from_the_pool");
+    let host = TestHost::new(HostKind::Xfs, "2G");
+    host.run(&["create", "web", "--size", "8M", "--fs", "raw"]).ok();
+    host.run(&["create", "db", "--size", "8M", "--fs", "raw"]).ok();
+    host.run(&["snapshot", "web@s1"]).ok();
+    host.run(&["snapshot", "web@s2"]).ok();
+    let dir = tempdir();
+    let script = dir.path().join("subvol.bash");
+    std::fs::write(&script, host.run(&["completions", "bash"]).ok()).unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let complete = |line: &str| -> Vec<String> {
+        let code = format!(
+            r#"source {script}
+line={line:?}
+read -ra COMP_WORDS <<<"$(sed 's/@/ @ /g' <<<"$line")"
+[[ $line == *" " ]] && COMP_WORDS+=("")
+[[ $line == *@ ]] && COMP_WORDS+=("")
+COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); COMP_LINE=$line; COMP_POINT=${{#line}}
+_subvol_names subvol "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+printf '%s\n' "${{COMPREPLY[@]}}" | grep -v '^-' | sort -u"#,
+            script = script.display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &code])
+            .env("PATH", format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect()
+    };
+    let pool = path_str(&host.pool);
+    assert_eq!(complete(&format!("subvol --pool {pool} info w")), ["web", "web@s1", "web@s2"]);
+    assert_eq!(complete(&format!("subvol --pool {pool} send web@")), ["s1", "s2"]);
+    assert_eq!(complete(&format!("subvol --pool {pool} send web@s2 --from web@s")), ["s1", "s2"]);
+    assert_eq!(complete(&format!("subvol --pool {pool} mount d")), ["db"]);
+    // No names where a new name or a size goes.
+    assert!(complete(&format!("subvol --pool {pool} create w")).is_empty());
+    assert!(complete(&format!("subvol --pool {pool} send web@s2 -o ")).iter().all(|w| !w.starts_with("web")));
+}
+
+/// A man page for every command, made from the `--help` definitions, that
+/// `man` renders without a warning.
+#[test]
+fn man_pages_render_without_warnings() {
+    if !have("man") {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "man is missing, but CI=true forbids skipping");
+        eprintln!("SKIPPED man_pages_render_without_warnings: needs man (man-db)");
+        return;
+    }
+    let dir = tempdir();
+    let listed = subvol(dir.path(), &["man", "--dir", path_str(dir.path())]).ok();
+    let pages: Vec<&str> = listed.lines().collect();
+    for cmd in ["subvol.1", "subvol-create.1", "subvol-send.1", "subvol-pool-init.1", "subvol-completions.1"] {
+        assert!(pages.iter().any(|p| p.ends_with(&format!("/{cmd}"))), "no {cmd} in {pages:?}");
+    }
+    assert!(!pages.iter().any(|p| p.contains("complete-names")), "a hidden command got a page");
+    for page in pages {
+        let out = std::process::Command::new("man")
+            .args(["--warnings", "-E", "UTF-8", "-l", page])
+            .env("MANWIDTH", "80")
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && out.stderr.is_empty(), "{page}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("SYNOPSIS"), "{page} rendered empty");
+    }
+    // Without --dir, subvol(1) on stdout.
+    assert!(subvol(dir.path(), &["man"]).ok().starts_with(".ie \\n(.g"), "not roff");
 }
