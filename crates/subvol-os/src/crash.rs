@@ -27,6 +27,7 @@ pub const POINTS: &[&str] = &[
     "receive-mid-stream",
     "receive-before-publish",
     "receive-before-follow",
+    "destroy-record-gone",
 ];
 
 /// The variable naming the crash point to die at.

@@ -50,6 +50,12 @@ impl Layout {
         self.root.join(LOCK_FILE)
     }
 
+    /// Written by `pool destroy` before it removes the pool record: a
+    /// directory with it and without a record is a destroy to finish.
+    pub fn destroying_marker(&self) -> PathBuf {
+        self.root.join(META_DIR).join("destroying")
+    }
+
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join(TMP_DIR)
     }

@@ -6,6 +6,7 @@
 mod backing;
 mod check;
 pub mod delta;
+mod destroy;
 mod direct_writes;
 mod dirty_cap;
 mod error;
@@ -38,6 +39,7 @@ mod trace;
 mod writeback;
 
 pub use check::{CheckReport, Finding};
+pub use destroy::DestroyReport;
 pub use error::{Error, ErrorKind, Result};
 pub use guard::{GuardFreeze, GuardOptions};
 pub use kernel::Attachment;

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What recovery did, for `pool check` to report.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -154,6 +154,18 @@ pub fn protect_snapshots(layout: &Layout) -> Vec<String> {
         }
     }
     fixed
+}
+
+/// The name of a subvolume a receive is running into (its partial image is
+/// locked by the receiving process), if any.
+pub fn running_receive(layout: &Layout) -> Option<String> {
+    let entries = std::fs::read_dir(layout.receive_dir()).ok()?;
+    entries.flatten().find_map(|entry| {
+        let path = entry.path();
+        let name = crate::layout::name_of_image(Path::new(&entry.file_name()))?;
+        let f = std::fs::File::open(&path).ok()?;
+        f.try_lock().is_err().then_some(name)
+    })
 }
 
 /// Removes partial receives that are neither running (their image is not

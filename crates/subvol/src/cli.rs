@@ -358,4 +358,14 @@ pub enum PoolCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Destroy the pool at DIR: every subvolume and snapshot, its metadata
+    /// and, for a backing-image pool, the backing image.
+    Destroy {
+        dir: PathBuf,
+        /// Unmount mounted subvolumes and drop holds instead of refusing.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }

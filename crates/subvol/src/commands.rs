@@ -104,6 +104,30 @@ pub fn run(cli: Cli) -> Result<()> {
             pool.umount_backing(force)?;
             emit(&format!("unmounted pool {}\n", root.display()));
         }
+        Command::Pool(PoolCommand::Destroy { dir, force, json: j }) => {
+            let r = Pool::destroy(&dir, force)?;
+            if j.json {
+                json(&r);
+            } else if !r.outcome.changed() {
+                emit(&format!("no pool at {}; nothing destroyed\n", r.path.display()));
+            } else {
+                emit(&format!(
+                    "destroyed pool {} ({} subvolumes, {} snapshots{}{})\n",
+                    r.path.display(),
+                    r.subvolumes,
+                    r.snapshots,
+                    if r.unmounted.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; unmounted {}", r.unmounted.join(", "))
+                    },
+                    r.backing_image_removed.as_ref().map(|p| format!("; removed {}", p.display())).unwrap_or_default()
+                ));
+                if let Some(why) = &r.directory_kept {
+                    eprintln!("subvol: warning: {why}");
+                }
+            }
+        }
         Command::Create { name, size, fs, mkfs_opt, guarantee, extent_hint, thin_unsafe, json: j } => {
             let extent_hint_bytes = if extent_hint == "0" { 0 } else { parse_size(&extent_hint)? };
             if extent_hint_bytes % 4096 != 0 || extent_hint_bytes > 1 << 30 {

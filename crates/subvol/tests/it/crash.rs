@@ -146,7 +146,9 @@ fn verify(w: &World, context: &str) {
 fn kill_at_every_crash_point() {
     require_privileges!("kill_at_every_crash_point");
     let mut exercised = 0;
-    for point in subvol_os::crash::POINTS {
+    // Destroying ends the pool this harness checks; its crash point is
+    // tested in pools::destroy_refuses_then_removes_everything.
+    for point in subvol_os::crash::POINTS.iter().filter(|p| !p.starts_with("destroy")) {
         let w = world();
         let env = [("SUBVOL_CRASH_AT", *point)];
         if point.starts_with("receive") {

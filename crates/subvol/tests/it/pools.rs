@@ -60,3 +60,87 @@ impl Drop for Teardown {
         teardown(&self.0);
     }
 }
+
+/// `pool destroy` refuses while something is mounted, held or watched,
+/// removes everything with --force, can be finished after a kill, is a
+/// no-op the second time, and keeps files it did not make.
+#[test]
+fn destroy_refuses_then_removes_everything() {
+    require_privileges!("destroy_refuses_then_removes_everything");
+    let host = TestHost::new(HostKind::Xfs, "3G");
+    let p = path_str(&host.pool).to_string();
+    host.run(&["create", "a", "--size", "300M"]).ok();
+    let mp = mount(&host, "a");
+    host.run(&["snapshot", "a@s"]).ok();
+    host.run(&["hold", "a@s", "keep"]).ok();
+    // The images and the pool record (the guard and `status` add caches).
+    let kept = |h: &TestHost| -> Vec<(std::path::PathBuf, u64)> {
+        tree_state(&h.pool)
+            .into_iter()
+            .filter(|(f, _)| !f.starts_with(h.pool.join(".subvol/cache")) && !f.ends_with("guard.lock"))
+            .collect()
+    };
+    let before = kept(&host);
+    host.run(&["pool", "destroy", &p]).fails(5, "still mounted: a");
+    host.run(&["umount", "a"]).ok();
+    host.run(&["pool", "destroy", &p]).fails(5, "held: a@s (keep)");
+    let mut guard = std::process::Command::new(BIN)
+        .args(["--pool", &p, "guard"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let watched = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !host.run(&["pool", "status", "--json"]).json()["guard_pid"].is_null()
+    });
+    let refused = host.run(&["pool", "destroy", &p, "--force"]);
+    guard.kill().unwrap();
+    guard.wait().unwrap();
+    assert!(watched, "the guard never showed up");
+    refused.fails(5, "a guard (pid");
+    assert_eq!(kept(&host), before, "a refused destroy changed the pool");
+
+    // Killed after the pool record went: no command sees a pool, and
+    // destroy finishes the job.
+    mount(&host, "a");
+    let r = subvol_env(&host.pool, &["pool", "destroy", &p, "--force"], &[("SUBVOL_CRASH_AT", "destroy-record-gone")]);
+    assert_eq!(r.code, -1, "not killed at destroy-record-gone: {r:?}");
+    assert!(mounts_under(&host.pool).is_empty() && loops_under(&host.pool).is_empty());
+    host.run(&["list"]).fails(11, "not a subvol pool");
+    host.run(&["pool", "destroy", &p]).ok();
+    assert!(!host.pool.exists(), "the pool directory stayed");
+    assert!(!mp.exists());
+    assert!(host.run(&["pool", "destroy", &p]).ok().contains("nothing destroyed"));
+
+    // A pool made in a directory that held other files keeps them.
+    let shared = host.mnt.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("notes"), b"mine").unwrap();
+    subvol(&shared, &["pool", "init", path_str(&shared), "--force"]).ok();
+    subvol(&shared, &["create", "b", "--size", "8M", "--fs", "raw"]).ok();
+    subvol(&shared, &["snapshot", "b@s"]).ok();
+    let r = subvol(&shared, &["pool", "destroy", path_str(&shared)]);
+    assert!(r.stderr.contains("holds files subvol did not make"), "{r:?}");
+    r.ok();
+    let left: Vec<_> = std::fs::read_dir(&shared).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, ["notes"]);
+}
+
+/// A backing-image pool is destroyed whether mounted or not: its XFS is
+/// unmounted and its image removed.
+#[test]
+fn destroy_removes_a_backing_image_pool() {
+    require_privileges!("destroy_removes_a_backing_image_pool");
+    let dir = tempdir();
+    let _cleanup = Teardown(dir.path().to_path_buf());
+    let pool = dir.path().join("pool");
+    subvol(&pool, &["pool", "init", path_str(&pool), "--backing-image", "1G"]).ok();
+    subvol(&pool, &["create", "a", "--size", "300M"]).ok();
+    subvol(&pool, &["mount", "a"]).ok();
+    subvol(&pool, &["pool", "umount", path_str(&pool), "--force"]).ok();
+    let out = subvol(&pool, &["pool", "destroy", path_str(&pool), "--json"]).json();
+    assert_eq!(out["backing_image_removed"], path_str(&dir.path().join("pool.img")));
+    assert_eq!(out["subvolumes"], 1);
+    assert!(!pool.exists() && !dir.path().join("pool.img").exists());
+    assert!(mounts_under(dir.path()).is_empty() && loops_under(dir.path()).is_empty());
+}
