@@ -51,12 +51,3 @@ fn backing_image_pool_survives_umount_and_mount() {
     assert!(st["capacity_bytes"].as_u64().unwrap() > 1 << 30);
     subvol(&pool, &["pool", "umount", path_str(&pool), "--force"]).ok();
 }
-
-/// Tears down everything under a dir on drop (for tests without a TestHost).
-struct Teardown(std::path::PathBuf);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        teardown(&self.0);
-    }
-}
