@@ -64,10 +64,10 @@ pub struct Release {
 /// How long a release waits for the kernel to let the loop device go.
 const DETACH_WAIT: Duration = Duration::from_secs(5);
 
-fn held_text(bytes: Option<u64>) -> String {
+fn holding(bytes: Option<u64>) -> String {
     match bytes {
-        Some(b) => format!("{} of host space", format_size(b)),
-        None => "host space this host filesystem cannot measure".into(),
+        Some(b) => format!("holding {} of host space", format_size(b)),
+        None => "holding host space this host filesystem cannot measure".into(),
     }
 }
 
@@ -87,7 +87,7 @@ impl Orphan {
             "an image of {} deleted while attached is still held by {} ({})",
             escape(&self.name),
             self.loop_device.display(),
-            held_text(self.held_bytes)
+            holding(self.held_bytes)
         );
         if !self.mount_points.is_empty() {
             s.push_str(&format!(", mounted at {}", paths_text(&self.mount_points)));
@@ -124,14 +124,16 @@ impl Release {
         if !self.lazily_unmounted.is_empty() {
             parts.push(format!("unmounted lazily from {} (files were open there)", paths_text(&self.lazily_unmounted)));
         }
-        if self.detached {
-            parts.push(format!("detached {}, which held {}", self.loop_device.display(), held_text(self.held_bytes)));
-        } else {
-            parts.push(format!(
-                "{} (holding {}) is still in use and detaches when its last user (a writer with files open) lets go",
+        match (self.detached, self.held_bytes) {
+            (true, Some(b)) => {
+                parts.push(format!("detached {}, which held {}", self.loop_device.display(), format_size(b)))
+            }
+            (true, None) => parts.push(format!("detached {}", self.loop_device.display())),
+            (false, held) => parts.push(format!(
+                "{} ({}) is still in use and detaches when its last user (a writer with files open) lets go",
                 self.loop_device.display(),
-                held_text(self.held_bytes)
-            ));
+                holding(held)
+            )),
         }
         parts.join("; ")
     }
