@@ -1,6 +1,7 @@
 //! Loop devices: attach an image file as a block device (LOOP_CONFIGURE, with
 //! direct I/O and autoclear), detach it, grow it, and find which loop device
-//! backs which file through sysfs, the kernel's own record.
+//! backs which file through sysfs, the kernel's own record (and, for a file
+//! that no longer has a name, which inode it is: LOOP_GET_STATUS64).
 
 use crate::error::{Context, OsError, OsResult};
 use std::fs::{File, OpenOptions};
@@ -8,6 +9,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 const LOOP_CLR_FD: libc::c_ulong = 0x4c01;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4c05;
 const LOOP_SET_CAPACITY: libc::c_ulong = 0x4c07;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4c0a;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4c82;
@@ -34,6 +36,26 @@ struct LoopInfo64 {
     lo_encrypt_key: [u8; LO_KEY_SIZE],
     lo_init: [u64; 2],
 }
+
+impl LoopInfo64 {
+    const ZERO: LoopInfo64 = LoopInfo64 {
+        lo_device: 0,
+        lo_inode: 0,
+        lo_rdevice: 0,
+        lo_offset: 0,
+        lo_sizelimit: 0,
+        lo_number: 0,
+        lo_encrypt_type: 0,
+        lo_encrypt_key_size: 0,
+        lo_flags: 0,
+        lo_file_name: [0; LO_NAME_SIZE],
+        lo_crypt_name: [0; LO_NAME_SIZE],
+        lo_encrypt_key: [0; LO_KEY_SIZE],
+        lo_init: [0; 2],
+    };
+}
+
+const _: () = assert!(std::mem::size_of::<LoopInfo64>() == 232);
 
 #[repr(C)]
 struct LoopConfig {
@@ -97,6 +119,41 @@ impl LoopDevice {
     pub fn detach(self) -> OsResult<()> {
         ioctl_noarg(&self.dev, LOOP_CLR_FD, "LOOP_CLR_FD", &self.path)
     }
+
+    /// LOOP_GET_STATUS64: the inode this device reads and writes. Unlike the
+    /// sysfs path, it still identifies a backing file that was unlinked, and
+    /// it cannot be confused by a file whose name merely ends in
+    /// " (deleted)". ENXIO: nothing is attached.
+    pub fn backing_inode(&self) -> OsResult<BackingInode> {
+        let mut info = LoopInfo64::ZERO;
+        // SAFETY: LOOP_GET_STATUS64 writes one `struct loop_info64`, mirrored
+        // exactly by the repr(C) `LoopInfo64` (232 bytes, asserted above);
+        // the pointer is valid and exclusive for the duration of the call.
+        let rc = unsafe { libc::ioctl(self.dev.as_raw_fd(), LOOP_GET_STATUS64, &mut info as *mut LoopInfo64) };
+        if rc < 0 {
+            return Err(OsError::sys("LOOP_GET_STATUS64", Some(&self.path), std::io::Error::last_os_error()));
+        }
+        Ok(BackingInode { dev: st_dev_of_kernel_dev(info.lo_device), ino: info.lo_inode })
+    }
+}
+
+/// The inode behind a loop device: what identifies a backing file whatever
+/// its name (or lack of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackingInode {
+    /// The device of the filesystem holding the file, encoded as `stat(2)`
+    /// reports `st_dev` (so it compares with `MetadataExt::dev`).
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// `lo_device` is the kernel's `huge_encode_dev` (12-bit major above an
+/// 8 + 12-bit split minor); `stat(2)` encodes with `makedev`. They agree only
+/// for small numbers, so decode and re-encode.
+fn st_dev_of_kernel_dev(encoded: u64) -> u64 {
+    let major = ((encoded & 0xf_ff00) >> 8) as u32;
+    let minor = ((encoded & 0xff) | ((encoded >> 12) & 0xf_ff00)) as u32;
+    rustix::fs::makedev(major, minor)
 }
 
 fn ioctl_noarg(fd: impl AsFd, op: libc::c_ulong, name: &'static str, path: &Path) -> OsResult<()> {
@@ -155,21 +212,7 @@ pub fn loop_configure(image: &Path, opts: LoopOptions) -> OsResult<LoopDevice> {
         let cfg = LoopConfig {
             fd: backing.as_raw_fd() as u32,
             block_size: opts.block_size,
-            info: LoopInfo64 {
-                lo_device: 0,
-                lo_inode: 0,
-                lo_rdevice: 0,
-                lo_offset: 0,
-                lo_sizelimit: 0,
-                lo_number: 0,
-                lo_encrypt_type: 0,
-                lo_encrypt_key_size: 0,
-                lo_flags: flags,
-                lo_file_name: name,
-                lo_crypt_name: [0; LO_NAME_SIZE],
-                lo_encrypt_key: [0; LO_KEY_SIZE],
-                lo_init: [0; 2],
-            },
+            info: LoopInfo64 { lo_flags: flags, lo_file_name: name, ..LoopInfo64::ZERO },
             reserved: [0; 8],
         };
         // SAFETY: LOOP_CONFIGURE reads a `struct loop_config`, mirrored
@@ -298,4 +341,18 @@ pub fn bdi_strict_max_bytes(major: u32, minor: u32) -> Option<u64> {
         return None;
     }
     read_trim(&base.join("max_bytes"))?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::st_dev_of_kernel_dev;
+
+    #[test]
+    fn kernel_device_numbers_decode_to_stat_encoding() {
+        // loop2 (7:2) encodes the same either way.
+        assert_eq!(st_dev_of_kernel_dev(0x702), rustix::fs::makedev(7, 2));
+        // nvme 259:300: the minor's high bits sit above the major.
+        let encoded = (300 & 0xff) | (259 << 8) | ((300 & !0xff) << 12);
+        assert_eq!(st_dev_of_kernel_dev(encoded), rustix::fs::makedev(259, 300));
+    }
 }

@@ -32,9 +32,13 @@ pub fn umount_nofollow(target: &Path) -> OsResult<()> {
     rustix::mount::unmount(target, UnmountFlags::NOFOLLOW).ctx("umount", target)
 }
 
-/// `umount2(target, MNT_DETACH)`: lazy unmount, for cleanup paths.
+/// `umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW)`: lazy unmount, for
+/// cleanup paths and for a filesystem whose files are still open. The mount
+/// leaves the tree now; the filesystem (and the device under it) lives on
+/// until the last open file is closed. Like `umount_nofollow`, never acts on
+/// what a symlink at `target` points to.
 pub fn umount_lazy(target: &Path) -> OsResult<()> {
-    rustix::mount::unmount(target, UnmountFlags::DETACH).ctx("umount", target)
+    rustix::mount::unmount(target, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).ctx("umount", target)
 }
 
 /// The current mount table of this process's mount namespace.

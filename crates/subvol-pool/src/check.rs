@@ -52,6 +52,13 @@ impl Checker {
         self.add("warning", what, Some(repair))
     }
 
+    /// An error whose repair reports what it did: `repair` returns whether
+    /// the problem is gone and the words for what happened.
+    fn error_with_outcome(&mut self, what: String, planned: &str, repair: impl FnOnce() -> (bool, String)) {
+        let (repaired, text) = if self.repair { repair() } else { (false, planned.to_string()) };
+        self.findings.push(Finding { severity: "error", what, repair: Some(text), repaired });
+    }
+
     fn add(&mut self, severity: &'static str, what: String, repair: Option<(&str, &mut dyn FnMut() -> bool)>) {
         let (text, repaired) = match repair {
             Some((text, f)) if self.repair => (Some(text.to_string()), f()),
@@ -125,7 +132,8 @@ impl Pool {
         }
         self.check_mount_points(&mut c);
         self.check_cache(&mut c, &guids);
-        self.check_loops(&mut c)?;
+        let orphan_loops = self.check_orphans(&mut c)?;
+        self.check_loops(&mut c, &orphan_loops)?;
         self.check_dirty_caps(&mut c)?;
         let clean = !c.findings.iter().any(|f| f.severity == "error" && !f.repaired);
         Ok(CheckReport { pool: self.root().to_path_buf(), images, findings: c.findings, clean })
@@ -379,11 +387,30 @@ impl Pool {
         Ok(())
     }
 
-    fn check_loops(&self, c: &mut Checker) -> Result<()> {
+    /// Images deleted while attached: their blocks are lost to the host
+    /// (and a re-created name collides with their mounts) until released,
+    /// which `--repair` does. Returns their loop device numbers.
+    fn check_orphans(&self, c: &mut Checker) -> Result<Vec<u32>> {
         let kernel = KernelView::read()?;
-        let _ = &kernel;
+        let orphans = self.orphans_in(&kernel);
+        for o in &orphans {
+            c.error_with_outcome(
+                format!("{}; release it with {}", o.describe(), o.fix()),
+                "unmount it (lazily where files are open) and detach its loop device",
+                || match self.release_orphan_locked(o, &kernel) {
+                    Ok(r) => (r.detached, r.summary()),
+                    Err(e) => (false, e.message),
+                },
+            );
+        }
+        Ok(orphans.iter().map(|o| o.loop_number).collect())
+    }
+
+    /// Loop devices on the pool's files without a mount (orphans, reported
+    /// above, excepted).
+    fn check_loops(&self, c: &mut Checker, orphan_loops: &[u32]) -> Result<()> {
         for l in subvol_os::loopdev::list() {
-            if !l.backing_file.starts_with(self.root()) {
+            if !l.backing_file.starts_with(self.root()) || orphan_loops.contains(&l.number) {
                 continue;
             }
             let mounted = subvol_os::mount::mounts_of_device(l.major, l.minor).map(|m| !m.is_empty()).unwrap_or(true);

@@ -61,9 +61,19 @@ impl KernelView {
             .collect()
     }
 
+    /// Loop devices whose backing file was unlinked while attached.
+    pub fn deleted_loops(&self) -> impl Iterator<Item = &LoopStatus> {
+        self.loops.iter().filter(|l| l.backing_deleted)
+    }
+
     /// The mounts of the block device `major:minor`.
     pub fn mounts_of(&self, major: u32, minor: u32) -> Vec<&MountEntry> {
         self.mounts.iter().filter(|m| m.major == major && m.minor == minor).collect()
+    }
+
+    /// The mounts strictly below `path`.
+    pub fn mounts_below(&self, path: &Path) -> Vec<&MountEntry> {
+        self.mounts.iter().filter(|m| m.mount_point != path && m.mount_point.starts_with(path)).collect()
     }
 
     /// The mount entry at exactly `path`, if any.

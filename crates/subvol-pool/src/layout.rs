@@ -102,6 +102,28 @@ impl Layout {
         self.root.join(MOUNT_DIR)
     }
 
+    /// The object an image path of this layout stood for: `NAME` for
+    /// `subvolumes/NAME.img`, `NAME@SNAP` for `snapshots/NAME/SNAP.img`.
+    /// Used on paths the kernel reports for loop devices, whose files may be
+    /// gone: any `.img` file in those places counts, whether or not its name
+    /// would pass the name rules today (so callers must escape it when they
+    /// print it). A path anywhere else (another pool, even one nested in a
+    /// subvolume mounted under this pool) is not this pool's.
+    pub fn object_of_image(&self, path: &Path) -> Option<String> {
+        let stem = path.file_name()?.to_str()?.strip_suffix(&format!(".{IMAGE_EXT}"))?;
+        let dir = path.parent()?;
+        if stem.is_empty() {
+            return None;
+        }
+        if dir == self.subvolumes_dir() {
+            return Some(stem.to_string());
+        }
+        if dir.parent()? == self.snapshots_dir() {
+            return Some(format!("{}@{stem}", dir.file_name()?.to_str()?));
+        }
+        None
+    }
+
     /// A fresh temp path in the pool's tmp dir, for an image being built.
     pub fn tmp_image(&self, purpose: &str, name: &str) -> PathBuf {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
@@ -115,4 +137,26 @@ pub fn name_of_image(file_name: &Path) -> Option<String> {
     let stem = s.strip_suffix(&format!(".{IMAGE_EXT}"))?;
     subvol_core::name::validate_part(stem).ok()?;
     Some(stem.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Layout;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn object_of_image_claims_only_this_layout() {
+        let l = Layout::new(PathBuf::from("/p"));
+        let of = |p: &str| l.object_of_image(Path::new(p));
+        assert_eq!(of("/p/subvolumes/web.img").as_deref(), Some("web"));
+        assert_eq!(of("/p/snapshots/web/s1.img").as_deref(), Some("web@s1"));
+        assert_eq!(of("/p/subvolumes/we\nb.img").as_deref(), Some("we\nb"));
+        assert_eq!(of("/p/subvolumes/web.raw"), None);
+        assert_eq!(of("/p/subvolumes/.img"), None);
+        assert_eq!(of("/p/subvolumes/x/web.img"), None);
+        assert_eq!(of("/p/.subvol/tmp/create.web.0123.img"), None);
+        assert_eq!(of("/p/mnt/web/pool/subvolumes/db.img"), None);
+        assert_eq!(of("/q/subvolumes/web.img"), None);
+        assert_eq!(of("/p/snapshots/s1.img"), None);
+    }
 }

@@ -5,6 +5,7 @@
 
 use crate::error::{require_root, Error, ErrorKind, Result};
 use crate::kernel::KernelView;
+use crate::orphans::Release;
 use crate::pool::Pool;
 use crate::subvolume::{open_image, read_meta};
 use serde::Serialize;
@@ -41,6 +42,17 @@ pub struct MountOutcome {
     pub warnings: Vec<String>,
 }
 
+/// What `umount` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UmountReport {
+    pub name: String,
+    /// Mount points of NAME unmounted.
+    pub unmounted: Vec<PathBuf>,
+    /// Earlier images of NAME, deleted while attached, that `--force`
+    /// released.
+    pub released: Vec<Release>,
+}
+
 impl Pool {
     /// Mounts a subvolume, or a snapshot (always read-only). Mounting a
     /// mounted object reports where it is.
@@ -49,8 +61,11 @@ impl Pool {
         let name = obj.to_string();
         require_root("mount")?;
         let _lock = self.lock()?;
-        let image = self.object_image(&obj)?;
         let kernel = KernelView::read()?;
+        if let Some(o) = self.orphans_named(&kernel, &name).first() {
+            return Err(o.busy_error());
+        }
+        let image = self.object_image(&obj)?;
         for a in kernel.attachments(&image) {
             if let Some(mp) = a.mount_points.first() {
                 return Ok(MountOutcome {
@@ -134,17 +149,32 @@ impl Pool {
     }
 
     /// Unmounts a subvolume or snapshot (every mount of it) and waits for
-    /// its loop device to detach.
-    pub fn umount(&self, name: &str) -> Result<Vec<PathBuf>> {
+    /// its loop device to detach. While an earlier image of the same name,
+    /// deleted while attached, is still held (an orphan), it refuses with
+    /// one error naming the orphan, unless `force`, which releases the
+    /// orphan too (lazily where its files are open), whether or not NAME
+    /// exists again. NAME's own mounts are never unmounted lazily: a busy
+    /// live subvolume is refused as always.
+    pub fn umount(&self, name: &str, force: bool) -> Result<UmountReport> {
         let obj = ObjectName::parse(name)?;
+        let name = obj.to_string();
         require_root("umount")?;
         let _lock = self.lock()?;
-        let image = self.object_image(&obj)?;
-        let done = self.umount_image_locked(&obj.to_string(), &image)?;
-        if done.is_empty() {
-            return Err(Error::invalid(format!("{obj} is not mounted")));
+        let kernel = KernelView::read()?;
+        let orphans = self.orphans_named(&kernel, &name);
+        if let (Some(o), false) = (orphans.first(), force) {
+            return Err(o.busy_error());
         }
-        Ok(done)
+        let unmounted = match self.object_image(&obj) {
+            Ok(image) => self.umount_image_locked(&name, &image)?,
+            Err(e) if e.kind == ErrorKind::NotFound && !orphans.is_empty() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let released = orphans.iter().map(|o| self.release_orphan_locked(o, &kernel)).collect::<Result<Vec<_>>>()?;
+        if unmounted.is_empty() && released.is_empty() {
+            return Err(Error::invalid(format!("{name} is not mounted")));
+        }
+        Ok(UmountReport { name, unmounted, released })
     }
 
     /// Unmounts a subvolume for callers that already hold the pool lock.
@@ -193,11 +223,7 @@ impl Pool {
                 })?;
                 done.push(mp.clone());
                 let _ = std::fs::remove_file(self.layout.frozen_dir().join(format!("guard.{name}")));
-                if mp.parent() == Some(self.mount_base().as_path()) {
-                    if let Some(n) = mp.file_name().and_then(|n| n.to_str()) {
-                        self.remove_default_mount_point(n);
-                    }
-                }
+                self.remove_mount_point_if_default(mp);
             }
             if a.mount_points.is_empty() {
                 // Attached without a mount (e.g. left by a crash of an older

@@ -269,6 +269,16 @@ impl Pool {
         Ok(())
     }
 
+    /// After an unmount from `mp`: removes it if it is a default mount point
+    /// `<mount base>/NAME` (never a directory the administrator chose).
+    pub(crate) fn remove_mount_point_if_default(&self, mp: &Path) {
+        if mp.parent() == Some(self.mount_base().as_path()) {
+            if let Some(n) = mp.file_name().and_then(|n| n.to_str()) {
+                self.remove_default_mount_point(n);
+            }
+        }
+    }
+
     /// Removes `<mount base>/NAME` if it is an empty directory (never
     /// through a symlink).
     pub(crate) fn remove_default_mount_point(&self, name: &str) {

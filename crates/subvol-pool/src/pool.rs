@@ -12,6 +12,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use subvol_core::format_size;
+use subvol_core::text::escape;
 use subvol_core::{HostFs, PoolMeta};
 
 /// Options of `pool init`.
@@ -65,6 +66,9 @@ pub struct PoolStatus {
     pub thin_writeback_cap_bytes: u64,
     /// Mounted thin subvolumes running without that cap.
     pub uncapped_thin: Vec<String>,
+    /// Images deleted while attached, still holding host space (see
+    /// `pool check --repair`).
+    pub orphans: Vec<crate::Orphan>,
     pub problems: Vec<String>,
     /// What the user should act on: no guard on an overcommitted pool, free
     /// space under the margin, uncapped thin subvolumes.
@@ -337,6 +341,8 @@ impl Pool {
                 format_size(budget.margin_bytes)
             ));
         }
+        let orphans = self.orphans()?;
+        warnings.extend(crate::orphan_warning(&orphans));
         for n in &uncapped_thin {
             warnings.push(format!(
                 "{n} is mounted without its dirty page cache cap; `subvol pool check --repair` (or a running guard) restores it"
@@ -371,6 +377,7 @@ impl Pool {
             guard_pid: self.guard_watching(),
             thin_writeback_cap_bytes: crate::space::DIRTY_LIMIT_BYTES,
             uncapped_thin,
+            orphans,
             problems,
             warnings,
         })
@@ -396,7 +403,8 @@ impl Pool {
     }
 
     /// `pool umount DIR`: unmounts a backing-image pool; refuses while
-    /// subvolumes are mounted unless `force` unmounts them first.
+    /// subvolumes are mounted (or images deleted while attached are still
+    /// held) unless `force` unmounts (and releases) them first.
     pub fn umount_backing(self, force: bool) -> Result<()> {
         require_root("pool umount")?;
         let _lock = self.lock()?;
@@ -404,9 +412,11 @@ impl Pool {
         let mut all = self.list()?;
         all.extend(self.list_snapshots(None)?);
         let busy: Vec<_> = all.into_iter().filter(|s| !s.attachments.is_empty()).collect();
-        if !busy.is_empty() {
+        let orphans = self.orphans_in(&kernel);
+        if !busy.is_empty() || !orphans.is_empty() {
             if !force {
-                let names: Vec<&str> = busy.iter().map(|s| s.name.as_str()).collect();
+                let mut names: Vec<String> = busy.iter().map(|s| s.name.clone()).collect();
+                names.extend(orphans.iter().map(|o| format!("{} (deleted, still attached)", escape(&o.name))));
                 return Err(Error::new(
                     ErrorKind::Busy,
                     format!("still mounted: {}; umount them or use --force", names.join(", ")),
@@ -414,6 +424,9 @@ impl Pool {
             }
             for s in &busy {
                 self.umount_image_locked(&s.name, &s.image)?;
+            }
+            for o in &orphans {
+                self.release_orphan_locked(o, &kernel)?;
             }
         }
         if kernel.mount_at(self.root()).is_none() {

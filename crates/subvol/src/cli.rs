@@ -290,7 +290,13 @@ pub enum Command {
     },
     /// Unmount a subvolume.
     #[command(alias = "unmount")]
-    Umount { name: String },
+    Umount {
+        name: String,
+        /// Also release an earlier image of NAME that was deleted while
+        /// mounted (unmounted lazily if its files are open, then detached).
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a completion script for bash, zsh or fish (it also completes
     /// subvolume and snapshot names from the pool).
     Completions {

@@ -7,10 +7,11 @@ use crate::progress;
 use crate::{replication, sync};
 use std::time::Duration;
 use subvol_core::retention::KeepPolicy;
+use subvol_core::text::escape;
 use subvol_core::{format_size, parse_size, FsKind};
 use subvol_pool::{
-    is_snapshot, CreateOptions, Error, ErrorKind, GuardOptions, InitOptions, MountOptions, Pool, PoolStatus,
-    PruneReport, Result, SubvolumeInfo, POLICY_PROPERTY,
+    is_snapshot, orphan_warning, orphans_held, CreateOptions, Error, ErrorKind, GuardOptions, InitOptions,
+    MountOptions, Orphan, Pool, PoolStatus, PruneReport, Result, SubvolumeInfo, POLICY_PROPERTY,
 };
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -67,10 +68,12 @@ pub fn run(cli: Cli) -> Result<()> {
                     let fix = match (&f.repair, f.repaired, repair) {
                         (Some(r), true, _) => format!(" [repaired: {r}]"),
                         (Some(r), false, false) => format!(" [--repair: {r}]"),
-                        (Some(_), false, true) => " [repair failed]".to_string(),
+                        (Some(r), false, true) => format!(" [repair failed: {r}]"),
                         (None, _, _) => String::new(),
                     };
-                    out.push_str(&format!("{}: {}{fix}\n", f.severity, f.what));
+                    // Findings quote paths found on disk or in the kernel's
+                    // tables: escaped, like every table.
+                    out.push_str(&format!("{}: {}\n", f.severity, escape(&format!("{}{fix}", f.what))));
                 }
                 let errors = report.findings.iter().filter(|f| f.severity == "error" && !f.repaired).count();
                 out.push_str(&format!(
@@ -160,11 +163,13 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::List { name, snapshots, json: j } => {
             let pool = open()?;
+            let orphans = pool.orphans_of(name.as_deref())?;
             let mut list = match &name {
                 Some(n) => match pool.info(n) {
                     Ok(i) => vec![i],
-                    // Deleted with --keep-snapshots: its snapshots remain.
-                    Err(e) if snapshots && e.kind == ErrorKind::NotFound => vec![],
+                    // Deleted with --keep-snapshots: its snapshots remain;
+                    // deleted while mounted: its orphan is shown.
+                    Err(e) if (snapshots || !orphans.is_empty()) && e.kind == ErrorKind::NotFound => vec![],
                     Err(e) => return Err(e),
                 },
                 None => pool.list()?,
@@ -182,9 +187,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 });
             }
             if j.json {
+                // The array stays what scripts parse; orphans are in
+                // `pool status --json`.
                 json(&list);
+                if let Some(w) = orphan_warning(&orphans) {
+                    eprintln!("subvol: warning: {w}");
+                }
             } else {
-                emit(&render_list(&list, snapshots));
+                let mut out = render_list(&list, snapshots);
+                out.push_str(&render_orphans(&orphans));
+                emit(&out);
             }
         }
         Command::Info { name, json: j } => {
@@ -456,10 +468,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 ));
             }
         }
-        Command::Umount { name } => {
-            let done = open()?.umount(&name)?;
-            for mp in done {
-                emit(&format!("unmounted {name} from {}\n", mp.display()));
+        Command::Umount { name, force } => {
+            let r = open()?.umount(&name, force)?;
+            for mp in &r.unmounted {
+                emit(&format!("unmounted {} from {}\n", r.name, mp.display()));
+            }
+            for o in &r.released {
+                emit(&format!("released the deleted image of {}: {}\n", r.name, o.summary()));
             }
         }
         Command::Completions { shell } => emit(&crate::shell::script(shell)),
@@ -512,6 +527,29 @@ fn render_list(list: &[SubvolumeInfo], with_origin: bool) -> String {
         t.row(row);
     }
     t.render()
+}
+
+/// The orphans after the listing: a marked section with its own table, so
+/// the listing above keeps its columns.
+fn render_orphans(orphans: &[Orphan]) -> String {
+    if orphans.is_empty() {
+        return String::new();
+    }
+    let mut t = Table::new(&["NAME", "LOOP", "HELD", "MOUNTPOINT"]);
+    for o in orphans {
+        let mounts: Vec<String> = o.mount_points.iter().map(|m| m.display().to_string()).collect();
+        t.row(vec![
+            o.name.clone(),
+            o.loop_device.display().to_string(),
+            o.held_bytes.map(format_size).unwrap_or_else(|| "unknown".into()),
+            if mounts.is_empty() { "-".into() } else { mounts.join(",") },
+        ]);
+    }
+    format!(
+        "\nDELETED WHILE ATTACHED (still holding {}; release with `subvol pool check --repair` or `subvol umount --force NAME`):\n{}",
+        orphans_held(orphans),
+        t.render()
+    )
 }
 
 fn render_prune(r: &PruneReport) -> String {
@@ -671,6 +709,13 @@ fn render_status(st: &PoolStatus) -> String {
         ),
         ("thin dirty cap", format!("{} per mounted thin subvolume", format_size(st.thin_writeback_cap_bytes))),
     ]);
+    if !st.orphans.is_empty() {
+        let names: Vec<&str> = st.orphans.iter().map(|o| o.name.as_str()).collect();
+        pairs.push((
+            "orphans",
+            format!("{} ({}), holding {}", st.orphans.len(), names.join(", "), orphans_held(&st.orphans)),
+        ));
+    }
     for f in &st.frozen {
         pairs.push(("frozen", format!("{} at {} since {}: {}", f.name, f.mount_point.display(), f.at, f.reason)));
     }

@@ -190,7 +190,8 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Loop devices whose backing file is at or below `dir`.
+/// Loop devices whose backing file is at or below `dir`, including files
+/// deleted while attached (sysfs appends " (deleted)"; see `it::orphans`).
 pub fn loops_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
@@ -221,6 +222,15 @@ pub fn teardown(dir: &Path) {
             let _ = Command::new("losetup").arg("-d").arg(&l).output();
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Tears down everything under a dir on drop (for tests without a TestHost).
+pub struct Teardown(pub PathBuf);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        teardown(&self.0);
     }
 }
 

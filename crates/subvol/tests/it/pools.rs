@@ -52,15 +52,6 @@ fn backing_image_pool_survives_umount_and_mount() {
     subvol(&pool, &["pool", "umount", path_str(&pool), "--force"]).ok();
 }
 
-/// Tears down everything under a dir on drop (for tests without a TestHost).
-struct Teardown(std::path::PathBuf);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        teardown(&self.0);
-    }
-}
-
 /// `pool destroy` refuses while something is mounted, held or watched,
 /// removes everything with --force, can be finished after a kill, is a
 /// no-op the second time, and keeps files it did not make.
