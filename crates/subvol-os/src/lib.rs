@@ -14,6 +14,7 @@ pub mod flags;
 pub mod freeze;
 pub mod fsync;
 pub mod hints;
+pub mod inode;
 pub mod loopdev;
 pub mod mount;
 pub mod pagecache;

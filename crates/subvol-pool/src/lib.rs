@@ -9,6 +9,7 @@ pub mod delta;
 mod direct_writes;
 mod dirty_cap;
 mod error;
+mod extent_cache;
 mod frozen_state;
 mod guard;
 mod guard_watch;
