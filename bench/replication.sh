@@ -102,6 +102,9 @@ W=$(mktemp -d "$TMPBASE/subvol-replbench.XXXXXX")
 PA=$W/poolA
 PB=$W/poolB
 BHOST=$PB/bench-host
+# Full receives land in a pool of their own on B's filesystem: pool B
+# already has v@base, and a pool holds each snapshot guid once.
+PF=$BHOST/full-pool
 BT=$W/btrfs
 BTIMG=$W/btrfs.img
 RES=$W/results.tsv
@@ -229,6 +232,7 @@ POOL_GIB=$((SIZE_GIB * 4 + 4))
 "$SUBVOL" pool init "$PA" --backing-image "$((SIZE_GIB * 2 + 4))G" >/dev/null
 "$SUBVOL" pool init "$PB" --backing-image "${POOL_GIB}G" >/dev/null
 mkdir -p "$BHOST" "$BT"
+"$SUBVOL" pool init "$PF" >/dev/null
 truncate -s "$((SIZE_GIB * 3 + 4))G" "$BTIMG"
 mkfs.btrfs -q -f "$BTIMG" >/dev/null
 BTDEV=$(losetup --find --show --direct-io=on "$BTIMG")
@@ -278,9 +282,9 @@ for r in $(seq 1 "$FULL_RUNS"); do
         sh -c 'cp --reflink=never --sparse=always "$1" "$2" && sync -f "$2"' sh "$BASE_IMG" "$BHOST/full.img"
     rm -f "$BHOST/full.img"
 
-    timed_pipe full "subvol send | receive (full)" "$SUBVOL" --pool "$PA" send v@base -- "$SUBVOL" --pool "$PB" receive full
-    verify full "subvol send | receive (full)" "$BASE_HASH" "$(image_of "$PB" full@base)"
-    svb delete full --recursive --force >/dev/null
+    timed_pipe full "subvol send | receive (full)" "$SUBVOL" --pool "$PA" send v@base -- "$SUBVOL" --pool "$PF" receive full
+    verify full "subvol send | receive (full)" "$BASE_HASH" "$(image_of "$PF" full@base)"
+    "$SUBVOL" --pool "$PF" delete full --recursive --force >/dev/null
 done
 
 # ---------------------------------------------------------------- incremental

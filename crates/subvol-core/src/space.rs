@@ -134,6 +134,7 @@ impl Default for GuardInputs {
 ///   is capped at a quarter of the capacity, so one spike (a large
 ///   fallocate by someone else) cannot freeze the pool for long; the guard
 ///   lets its peak decay.
+///
 /// A steady writer is caught earlier by the horizon (`guard_horizon_secs`).
 pub fn guard_low_watermark(i: &GuardInputs) -> u64 {
     let per_thin = freeze_flush_bytes(i.dirty_cap_bytes, i.extent_hint_bytes, i.metadata_flush_bytes);

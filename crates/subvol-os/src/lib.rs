@@ -15,6 +15,7 @@ pub mod flags;
 pub mod freeze;
 pub mod fsync;
 pub mod hints;
+pub mod inode;
 pub mod loopdev;
 pub mod mount;
 pub mod pagecache;

@@ -3,6 +3,7 @@
 //! metadata is reported, not removed).
 
 use crate::error::{Error, Result};
+use crate::extent_cache::CacheKey;
 use crate::kernel::KernelView;
 use crate::layout;
 use crate::lock::PoolLock;
@@ -10,6 +11,7 @@ use crate::pool::Pool;
 use crate::recovery::{self, Recovered};
 use crate::subvolume::read_meta;
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use subvol_core::ObjectKind;
@@ -32,6 +34,37 @@ pub struct CheckReport {
     pub images: usize,
     pub findings: Vec<Finding>,
     pub clean: bool,
+}
+
+/// What the image checks gathered for the pool-wide ones.
+#[derive(Default)]
+struct Seen {
+    /// Snapshot names (`NAME@SNAP`) by guid.
+    snapshot_guids: HashMap<uuid::Uuid, Vec<String>>,
+    /// File names of the cache entries the snapshot images have.
+    cache_entries: HashSet<String>,
+}
+
+/// A guid names one snapshot in a pool: receives find their base by it.
+/// Older subvol took the same stream under two names; the fix is to keep
+/// one of the two (deleting data is not `--repair`'s to do).
+fn check_shared_guids(c: &mut Checker, seen: &Seen) {
+    let mut shared: Vec<(&uuid::Uuid, &Vec<String>)> =
+        seen.snapshot_guids.iter().filter(|(_, names)| names.len() > 1).collect();
+    shared.sort_by(|a, b| a.1.cmp(b.1));
+    for (guid, names) in shared {
+        let mut names = names.clone();
+        names.sort();
+        c.error(
+            format!(
+                "snapshots {} share the guid {guid} (one stream received under several names); keep {} and `subvol delete` {}",
+                names.join(", "),
+                names[0],
+                names[1..].join(", ")
+            ),
+            None,
+        );
+    }
 }
 
 struct Checker {
@@ -99,15 +132,15 @@ impl Pool {
             }
         }
         let mut images = 0;
-        let mut guids = std::collections::HashSet::new();
+        let mut seen = Seen::default();
         for entry in
             std::fs::read_dir(self.layout.subvolumes_dir()).map_err(|e| Error::io("read subvolumes", e))?.flatten()
         {
             let path = entry.path();
             match layout::name_of_image(Path::new(&entry.file_name())) {
-                Some(_) => {
+                Some(name) => {
                     images += 1;
-                    self.check_image(&mut c, &path, ObjectKind::Subvolume, &mut guids);
+                    self.check_image(&mut c, &path, &name, ObjectKind::Subvolume, &mut seen);
                 }
                 None => c.warning(format!("{} is not a subvolume image (unexpected name)", path.display())),
             }
@@ -116,22 +149,24 @@ impl Pool {
             for d in dirs.flatten() {
                 let dpath = d.path();
                 let is_dir = std::fs::symlink_metadata(&dpath).map(|m| m.is_dir()).unwrap_or(false);
-                if !is_dir || subvol_core::name::validate_part(&d.file_name().to_string_lossy()).is_err() {
+                let sub = d.file_name().to_string_lossy().into_owned();
+                if !is_dir || subvol_core::name::validate_part(&sub).is_err() {
                     c.error(format!("{} does not belong in the snapshots dir", dpath.display()), None);
                     continue;
                 }
                 for s in std::fs::read_dir(&dpath).into_iter().flatten().flatten() {
-                    if layout::name_of_image(Path::new(&s.file_name())).is_some() {
+                    if let Some(snap) = layout::name_of_image(Path::new(&s.file_name())) {
                         images += 1;
-                        self.check_image(&mut c, &s.path(), ObjectKind::Snapshot, &mut guids);
+                        self.check_image(&mut c, &s.path(), &format!("{sub}@{snap}"), ObjectKind::Snapshot, &mut seen);
                     } else {
                         c.warning(format!("{} is not a snapshot image (unexpected name)", s.path().display()));
                     }
                 }
             }
         }
+        check_shared_guids(&mut c, &seen);
         self.check_mount_points(&mut c);
-        self.check_cache(&mut c, &guids);
+        self.check_cache(&mut c, &seen);
         let orphan_loops = self.check_orphans(&mut c)?;
         self.check_loops(&mut c, &orphan_loops)?;
         self.check_dirty_caps(&mut c)?;
@@ -199,13 +234,7 @@ impl Pool {
         }
     }
 
-    fn check_image(
-        &self,
-        c: &mut Checker,
-        path: &Path,
-        kind: ObjectKind,
-        guids: &mut std::collections::HashSet<uuid::Uuid>,
-    ) {
+    fn check_image(&self, c: &mut Checker, path: &Path, name: &str, kind: ObjectKind, seen: &mut Seen) {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => return c.error(format!("{}: {e}", path.display()), None),
@@ -254,25 +283,10 @@ impl Pool {
             Ok(m) => m,
             Err(e) => return c.error(format!("{}: {e}; the image is kept, inspect it by hand", path.display()), None),
         };
-        // The same snapshot may be received under several names, but within
-        // one subvolume's snapshots a guid must name one image, or an
-        // incremental receive could not tell its base.
-        if !guids.insert(m.guid) && kind == ObjectKind::Snapshot {
-            let siblings = path.parent().map(|d| {
-                std::fs::read_dir(d)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter(|e| e.path() != path)
-                    .filter_map(|e| std::fs::File::open(e.path()).ok())
-                    .filter_map(|f| read_meta(&f).ok())
-                    .any(|o| o.guid == m.guid)
-            });
-            if siblings == Some(true) {
-                c.error(
-                    format!("{} has the guid {} of another snapshot of the same subvolume", path.display(), m.guid),
-                    None,
-                );
+        if kind == ObjectKind::Snapshot {
+            seen.snapshot_guids.entry(m.guid).or_default().push(name.to_string());
+            if let Some(key) = CacheKey::of(&file, m.guid) {
+                seen.cache_entries.insert(key.file_name());
             }
         }
         if m.kind != kind {
@@ -352,20 +366,17 @@ impl Pool {
         }
     }
 
-    fn check_cache(&self, c: &mut Checker, guids: &std::collections::HashSet<uuid::Uuid>) {
-        let dir = self.layout.meta_dir().join("cache");
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let p = e.path();
+    /// Cache entries that no snapshot image has the key of: maps of deleted
+    /// snapshots, and entries named by an older subvol (by guid alone).
+    fn check_cache(&self, c: &mut Checker, seen: &Seen) {
+        for e in std::fs::read_dir(self.layout.cache_dir()).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let known = name
-                .strip_suffix(".extents")
-                .and_then(|g| uuid::Uuid::try_parse(g).ok())
-                .is_some_and(|g| guids.contains(&g));
-            if !known {
-                c.warning(format!("stale extent-map cache {}", p.display()));
-                if c.repair {
-                    let _ = std::fs::remove_file(&p);
-                }
+            if !seen.cache_entries.contains(&name) {
+                let p = e.path();
+                c.warning_fixable(
+                    format!("stale extent-map cache {} (no snapshot image has its key)", p.display()),
+                    ("removed", &mut || std::fs::remove_file(&p).is_ok()),
+                );
             }
         }
     }

@@ -21,6 +21,8 @@ pub const FROZEN_DIR: &str = ".subvol/frozen";
 pub const INTENT_DIR: &str = ".subvol/intent";
 /// Receives in progress (and resumable partial receives).
 pub const RECEIVE_DIR: &str = ".subvol/receive";
+/// Extent maps of snapshot images (see extent_cache).
+pub const CACHE_DIR: &str = ".subvol/cache";
 /// Default parent of mount points.
 pub const MOUNT_DIR: &str = "mnt";
 /// Extension of every image file.
@@ -96,6 +98,10 @@ impl Layout {
 
     pub fn receive_dir(&self) -> PathBuf {
         self.root.join(RECEIVE_DIR)
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join(CACHE_DIR)
     }
 
     pub fn default_mount_base(&self) -> PathBuf {

@@ -10,6 +10,7 @@ mod destroy;
 mod direct_writes;
 mod dirty_cap;
 mod error;
+mod extent_cache;
 mod frozen_state;
 mod guard;
 mod guard_watch;

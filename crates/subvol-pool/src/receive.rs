@@ -9,7 +9,7 @@ use crate::kernel::KernelView;
 use crate::pool::Pool;
 use crate::snapshot::{write_meta, Progress};
 use crate::staging::StagedWrites;
-use crate::subvolume::{open_image, read_meta, rename_noreplace};
+use crate::subvolume::{open_image, read_meta, rename_noreplace, SubvolumeInfo};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -17,7 +17,7 @@ use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use subvol_core::meta::Origin;
-use subvol_core::stream::{Record, StreamError, StreamHeader, StreamReader};
+use subvol_core::stream::{Record, SnapshotRef, StreamError, StreamHeader, StreamReader};
 use subvol_core::token::ResumeToken;
 use subvol_core::{FsKind, ObjectKind, ObjectName, SubvolumeMeta};
 
@@ -85,6 +85,40 @@ fn snap_part(h: &StreamHeader) -> Result<String> {
     Ok(obj.snapshot.unwrap_or_default())
 }
 
+/// One subvolume's snapshots whose metadata can be read, with it.
+fn snapshot_metas(snaps: &[(String, PathBuf)]) -> Result<Vec<(String, PathBuf, SubvolumeMeta)>> {
+    let mut out = Vec::new();
+    for (s, p) in snaps {
+        let f = open_image(p, false).map_err(|e| Error::io("open", e))?;
+        if let Ok(m) = read_meta(&f) {
+            out.push((s.clone(), p.clone(), m));
+        }
+    }
+    Ok(out)
+}
+
+/// Which of subvolume `n`'s snapshots is the stream's base. Two with its
+/// guid (made before receives refused a guid the pool has) could differ,
+/// and applying the stream to the wrong one would go unnoticed: refused.
+fn base_index(n: &str, metas: &[(String, PathBuf, SubvolumeMeta)], base: &SnapshotRef) -> Result<Option<usize>> {
+    let found: Vec<usize> = (0..metas.len()).filter(|&i| metas[i].2.guid == base.guid).collect();
+    match found[..] {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => {
+            let names: Vec<String> = found.iter().map(|&i| format!("{n}@{}", metas[i].0)).collect();
+            Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{} all have the guid {} of the stream's base; keep one (`subvol pool check` lists them)",
+                    names.join(", "),
+                    base.guid
+                ),
+            ))
+        }
+    }
+}
+
 impl Pool {
     fn partial_paths(&self, name: &str) -> (PathBuf, PathBuf) {
         let dir = self.layout.receive_dir();
@@ -137,19 +171,7 @@ impl Pool {
         self.check_host_file_size(h.virtual_size, "the stream's image")?;
         h.fs.parse::<FsKind>().map_err(|e| Error::new(ErrorKind::Corrupt, format!("stream: {e}")))?;
         let snaps = self.snapshot_images(n)?;
-        let mut metas = Vec::new();
-        for (s, p) in &snaps {
-            let f = open_image(p, false).map_err(|e| Error::io("open", e))?;
-            if let Ok(m) = read_meta(&f) {
-                if m.guid == h.snapshot.guid {
-                    return Err(Error::new(
-                        ErrorKind::AlreadyExists,
-                        format!("{n}@{s} is already this snapshot; nothing to receive"),
-                    ));
-                }
-                metas.push((s.clone(), p.clone(), m));
-            }
-        }
+        let metas = snapshot_metas(&snaps)?;
         if snaps.iter().any(|(s, _)| s == snap) {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
@@ -167,7 +189,7 @@ impl Pool {
             }
             return Ok((None, Target::Absent));
         };
-        let Some(pos) = metas.iter().position(|(_, _, m)| m.guid == base.guid) else {
+        let Some(pos) = base_index(n, &metas, base)? else {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!("{n} has no snapshot with guid {} (the stream's base {}); send a full stream or from a common snapshot", base.guid, base.name),
@@ -263,7 +285,7 @@ impl Pool {
 
         // Phase 1, locked: check, and set up the partial image.
         let lock = self.lock()?;
-        if let Some(done) = self.already_received(&n, &h, &mut reader)? {
+        if let Some(done) = self.already_received(&n, &snap, &h, &mut reader)? {
             return Ok(done);
         }
         std::fs::DirBuilder::new()
@@ -492,6 +514,13 @@ impl Pool {
         subvol_os::crash::point("receive-before-publish");
         // Phase 3, locked: publish the snapshot, then let NAME follow.
         let _lock = self.lock()?;
+        // A receive of the same stream may have published it meanwhile.
+        if let Some(holder) = self.snapshots_with_guid(h.snapshot.guid)?.first() {
+            drop(file);
+            let _ = std::fs::remove_file(&img_path);
+            let _ = std::fs::remove_file(&state_path);
+            return Err(guid_taken(&n, &h, &holder.name));
+        }
         let created: DateTime<Utc> = DateTime::parse_from_rfc3339(&h.created)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|_| Error::new(ErrorKind::Corrupt, "stream: bad creation time"))?;
@@ -540,75 +569,92 @@ impl Pool {
         })
     }
 
-    /// The stream's snapshot is already here (a retry, e.g. after a crash
-    /// between publishing it and updating the subvolume). If the subvolume
-    /// still sits at the base, let it follow now; the stream is read to the
-    /// end (and verified) so the sender finishes normally.
+    /// Every snapshot in the pool with guid `guid`: one, unless an older
+    /// subvol received a stream under two names (`pool check` reports it).
+    fn snapshots_with_guid(&self, guid: uuid::Uuid) -> Result<Vec<SubvolumeInfo>> {
+        let guid = guid.to_string();
+        Ok(self.list_snapshots(None)?.into_iter().filter(|s| s.guid == guid).collect())
+    }
+
+    /// Refuses a stream whose snapshot guid the pool has elsewhere than at
+    /// `n@snap`. A guid names one snapshot in a pool: two images with one
+    /// guid would make a later increment's base ambiguous.
+    fn refuse_taken_guid(&self, n: &str, snap: &str, h: &StreamHeader) -> Result<Option<SubvolumeInfo>> {
+        let holders = self.snapshots_with_guid(h.snapshot.guid)?;
+        let here = format!("{n}@{snap}");
+        if let Some(mine) = holders.iter().find(|s| s.name == here) {
+            return Ok(Some(mine.clone()));
+        }
+        match holders.first() {
+            None => Ok(None),
+            Some(other) => Err(guid_taken(n, h, &other.name)),
+        }
+    }
+
+    /// The stream's snapshot is already `n@snap`: a retry (e.g. after a
+    /// crash between publishing the snapshot and updating the subvolume).
+    /// Nothing is written, except that a subvolume still at the base
+    /// follows now; the stream is read to the end (and verified) so the
+    /// sender finishes normally. Refused, before anything is written, when
+    /// another snapshot of the pool has the guid.
     fn already_received(
         &self,
         n: &str,
+        snap: &str,
         h: &StreamHeader,
         reader: &mut StreamReader<&mut dyn Read>,
     ) -> Result<Option<ReceiveReport>> {
-        let mut have = None;
-        let mut base_path = None;
-        for (s, p) in self.snapshot_images(n)? {
-            let Ok(f) = open_image(&p, false) else { continue };
-            let Ok(m) = read_meta(&f) else { continue };
-            if m.guid == h.snapshot.guid {
-                have = Some((s.clone(), p.clone()));
-            }
-            if h.base.as_ref().is_some_and(|b| b.guid == m.guid) {
-                base_path = Some(p);
-            }
-        }
-        let Some((snap, path)) = have else { return Ok(None) };
+        let Some(have) = self.refuse_taken_guid(n, snap, h)? else { return Ok(None) };
         let image = self.layout.subvolume_image(n);
         let mounted = !KernelView::read()?.attachments(&image).is_empty();
-        let at_received = image.exists() && !self.changed_since(&image, &path)?;
-        let at_base = match (&base_path, image.exists()) {
-            (Some(b), true) => !self.changed_since(&image, b)?,
-            (None, false) => true,
-            _ => false,
-        };
-        if !at_received && at_base && !mounted {
-            while let Some(rec) = reader.next_record().map_err(stream_error)? {
-                if matches!(rec, Record::End(_)) {
-                    break;
-                }
+        let at_received = image.exists() && !self.changed_since(&image, &have.image)?;
+        let follow = !at_received && !mounted && self.at_base(n, h, &image)?;
+        while let Some(rec) = reader.next_record().map_err(stream_error)? {
+            if matches!(rec, Record::End(_)) {
+                break;
             }
-            self.follow(n, &path, h.source_guid)?;
-            return Ok(Some(ReceiveReport {
-                name: format!("{n}@{snap}"),
-                full: h.base.is_none(),
-                data_bytes: 0,
-                hole_bytes: 0,
-                records: 0,
-                stream_bytes: reader.bytes_read,
-                followed: true,
-                note: Some("already received; the subvolume now follows it".into()),
-            }));
         }
-        Err(Error::new(ErrorKind::AlreadyExists, format!("{n}@{snap} is already this snapshot; nothing to receive")))
+        if follow {
+            self.follow(n, &have.image, h.source_guid)?;
+        }
+        let note = if follow { "the subvolume now follows it" } else { "nothing changed" };
+        Ok(Some(ReceiveReport {
+            name: have.name,
+            full: h.base.is_none(),
+            data_bytes: 0,
+            hole_bytes: 0,
+            records: 0,
+            stream_bytes: reader.bytes_read,
+            followed: at_received || follow,
+            note: Some(format!("already received; {note}")),
+        }))
+    }
+
+    /// Whether subvolume `n` is where the stream would make it follow:
+    /// absent (a receive creates it), or unchanged since the stream's base.
+    fn at_base(&self, n: &str, h: &StreamHeader, image: &Path) -> Result<bool> {
+        if !image.exists() {
+            return Ok(true);
+        }
+        let Some(base) = &h.base else { return Ok(false) };
+        let metas = snapshot_metas(&self.snapshot_images(n)?)?;
+        match base_index(n, &metas, base)? {
+            Some(i) => Ok(!self.changed_since(image, &metas[i].1)?),
+            None => Ok(false),
+        }
     }
 
     fn drop_newer_than_base(&self, n: &str, h: &StreamHeader) -> Result<()> {
         let Some(base) = &h.base else { return Ok(()) };
-        let mut base_created = None;
-        let mut all = Vec::new();
-        for (s, p) in self.snapshot_images(n)? {
-            let f = open_image(&p, false).map_err(|e| Error::io("open", e))?;
-            if let Ok(m) = read_meta(&f) {
-                if m.guid == base.guid {
-                    base_created = Some(m.created);
-                }
-                all.push((s, m.created));
-            }
-        }
-        let Some(bc) = base_created else { return Ok(()) };
-        for (s, c) in all {
-            if c > bc {
-                self.delete_snapshot_locked(&ObjectName { subvolume: n.to_string(), snapshot: Some(s) }, false)?;
+        let metas = snapshot_metas(&self.snapshot_images(n)?)?;
+        let Some(i) = base_index(n, &metas, base)? else { return Ok(()) };
+        let base_created = metas[i].2.created;
+        for (s, _, m) in &metas {
+            if m.created > base_created {
+                self.delete_snapshot_locked(
+                    &ObjectName { subvolume: n.to_string(), snapshot: Some(s.clone()) },
+                    false,
+                )?;
             }
         }
         Ok(())
@@ -669,6 +715,23 @@ impl Pool {
 
 fn token_of(st: &PartialState) -> ResumeToken {
     ResumeToken { target: st.header.snapshot.guid, base: st.header.base.as_ref().map(|b| b.guid), offset: st.offset }
+}
+
+/// The refusal of a stream whose snapshot the pool has as `holder`.
+fn guid_taken(n: &str, h: &StreamHeader, holder: &str) -> Error {
+    let (sub, _) = holder.split_once('@').unwrap_or((holder, ""));
+    let fix = if sub == n {
+        "nothing to receive".to_string()
+    } else {
+        format!("receive into {sub}, or delete {holder} first")
+    };
+    Error::new(
+        ErrorKind::AlreadyExists,
+        format!(
+            "the stream's snapshot {} (guid {}) is already here as {holder}; {fix}",
+            h.snapshot.name, h.snapshot.guid
+        ),
+    )
 }
 
 /// Punches a hole; where the host cannot (EOPNOTSUPP), writes zeroes.

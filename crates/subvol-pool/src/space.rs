@@ -3,9 +3,11 @@
 //! Exclusive and shared bytes come from the extent maps of every image in
 //! the pool: a block is exclusive to an image when no other image maps it.
 //! Snapshot maps never change (the images are immutable), so they are
-//! cached in `.subvol/cache/`; only live subvolumes are mapped each time.
+//! cached per image file (extent_cache); only live subvolumes are mapped
+//! each time.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::extent_cache::{CacheKey, ExtentCache};
 use crate::pool::Pool;
 use crate::subvolume::{open_image, read_meta};
 use serde::Serialize;
@@ -74,24 +76,15 @@ pub(crate) fn is_guaranteed(props: &std::collections::BTreeMap<String, String>) 
 }
 
 impl Pool {
-    fn cache_path(&self, guid: &uuid::Uuid) -> PathBuf {
-        self.layout.meta_dir().join("cache").join(format!("{}.extents", guid.simple()))
-    }
-
     /// The extent map of a snapshot, from the cache or FIEMAP (then cached).
-    fn snapshot_map(&self, file: &std::fs::File, guid: &uuid::Uuid, fiemap: &SerialFiemap) -> Result<ExtentMap> {
-        let cache = self.cache_path(guid);
-        if let Ok(b) = std::fs::read(&cache) {
-            if let Some(m) = ExtentMap::from_bytes(&b) {
-                return Ok(m);
-            }
+    fn snapshot_map(&self, file: &std::fs::File, guid: uuid::Uuid, fiemap: &SerialFiemap) -> Result<ExtentMap> {
+        let Some(key) = CacheKey::of(file, guid) else { return fiemap.map(file) };
+        let cache = ExtentCache::new(self.layout.cache_dir());
+        if let Some(m) = cache.read(&key) {
+            return Ok(m);
         }
         let m = fiemap.map(file)?;
-        if let Some(dir) = cache.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        // A cache checks its own checksum: no need to pay an fsync per snapshot.
-        let _ = subvol_os::fsync::write_replace_unsynced(&cache, &m.to_bytes());
+        cache.write(&key, &m);
         Ok(m)
     }
 
@@ -118,7 +111,7 @@ impl Pool {
             let Ok(meta) = read_meta(&f) else { return Ok(None) };
             let virtual_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
             let map = match meta.kind {
-                ObjectKind::Snapshot => self.snapshot_map(&f, &meta.guid, &fiemap)?,
+                ObjectKind::Snapshot => self.snapshot_map(&f, meta.guid, &fiemap)?,
                 ObjectKind::Subvolume => fiemap.map(&f)?,
             };
             Ok(Some(Item {

@@ -86,9 +86,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 emit(&out);
             }
             if !report.clean {
+                // Only point at --repair when it can fix something left.
+                let repairable = !repair && report.findings.iter().any(|f| f.severity == "error" && f.repair.is_some());
                 return Err(Error::new(
                     ErrorKind::Corrupt,
-                    "the pool has problems (listed above); run `subvol pool check --repair`",
+                    if repairable {
+                        "the pool has problems (listed above); run `subvol pool check --repair`"
+                    } else {
+                        "the pool has problems (listed above) that --repair cannot fix"
+                    },
                 ));
             }
         }

@@ -160,6 +160,27 @@ fn snapshots(r: &Runner, ep: &Endpoint) -> Result<Vec<Snap>> {
     Ok(v)
 }
 
+/// The one snapshot of a side with `guid`. Two (made before receives
+/// refused a guid their pool has) may differ, and an increment sent from
+/// or applied to the wrong one would go unnoticed: refused.
+fn only_one<'a>(ep: &Endpoint, snaps: &'a [Snap], guid: &str) -> Result<&'a Snap> {
+    let found: Vec<&Snap> = snaps.iter().filter(|s| s.guid == guid).collect();
+    match found[..] {
+        [one] => Ok(one),
+        _ => {
+            let names: Vec<&str> = found.iter().map(|s| s.name.as_str()).collect();
+            Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{}: {} share the guid {guid}; keep one (see `subvol pool check`)",
+                    ep.describe(),
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
     pub name: String,
@@ -180,6 +201,10 @@ pub fn sync(r: &Runner, src: &str, dst: &str, bwlimit: Option<&str>, compress: b
     let src_snaps = snapshots(r, &src)?;
     let dst_snaps = snapshots(r, &dst)?;
     let base = src_snaps.iter().rev().find(|s| dst_snaps.iter().any(|d| d.guid == s.guid)).cloned();
+    let dst_base = match &base {
+        Some(b) => Some(only_one(&src, &src_snaps, &b.guid).and(only_one(&dst, &dst_snaps, &b.guid))?.clone()),
+        None => None,
+    };
     if base.is_none() && !dst_snaps.is_empty() {
         return Err(Error::new(
             ErrorKind::Busy,
@@ -260,11 +285,9 @@ pub fn sync(r: &Runner, src: &str, dst: &str, bwlimit: Option<&str>, compress: b
     let dst_snap = format!("{}@{snap_part}", dst.name);
     r.ok(&src, &["hold", &new_snap, SYNC_HOLD])?;
     r.ok(&dst, &["hold", &dst_snap, SYNC_HOLD])?;
-    if let Some(b) = &base {
+    if let (Some(b), Some(d)) = (&base, &dst_base) {
         let _ = r.run(&src, &["release", &b.name, SYNC_HOLD]);
-        if let Some(d) = dst_snaps.iter().find(|d| d.guid == b.guid) {
-            let _ = r.run(&dst, &["release", &d.name, SYNC_HOLD]);
-        }
+        let _ = r.run(&dst, &["release", &d.name, SYNC_HOLD]);
     }
     let report = SyncReport {
         name: dst.describe(),

@@ -240,9 +240,15 @@ fn broken_and_corrupt_streams_leave_the_pool_alone_and_resume() {
     subvol(&b, &["receive", "v", "--abort"]).ok();
     subvol(&b, &["receive", "v", "--token"]).fails(3, "no partial receive");
     receive_file(&b, "v", &inc, &[]).ok();
-    // Receiving the same snapshot again, or a stream whose base is missing.
-    receive_file(&b, "v", &inc, &[]).fails(4, "already");
-    receive_file(&b, "other", &inc, &[]).fails(3, "no snapshot with guid");
+    // Receiving the same snapshot again changes nothing and succeeds; under
+    // another name it is refused, as is a stream whose base is missing.
+    let again = receive_file(&b, "v", &inc, &[]).ok();
+    assert!(again.contains("already received; nothing changed"), "{again}");
+    receive_file(&b, "other", &inc, &[]).fails(4, "already here as v@s2");
+    a.run(&["snapshot", "v@s3"]).ok();
+    let inc3 = a.dir.path().join("s3.stream");
+    send_to_file(&a.pool, &["v@s3", "--from", "v@s2"], &inc3);
+    receive_file(&b, "other", &inc3, &[]).fails(3, "no snapshot with guid");
     // A stream of another format version is refused with a clear message.
     let mut v2 = std::fs::read(&stream).unwrap();
     v2[8] = 2;
@@ -283,7 +289,13 @@ fn encrypted_streams() {
     std::fs::write(&pass, "correct horse battery staple\n").unwrap();
     let c = a.dir.path().join("pass.stream");
     send_to_file(&a.pool, &["v@s", "--passphrase-file", path_str(&pass)], &c);
+    // One snapshot per guid in a pool: the first copy goes first.
+    subvol(&b, &["delete", "v", "--recursive"]).ok();
     receive_file(&b, "w", &c, &["--passphrase-file", path_str(&pass)]).ok();
+    assert_eq!(
+        hash_file(Path::new(subvol(&b, &["info", "w@s", "--json"]).json()["image"].as_str().unwrap())),
+        hash_file(Path::new(a.info("v@s")["image"].as_str().unwrap()))
+    );
 }
 
 /// An sshd on 127.0.0.1 for this test only, with keys in the test dir.
@@ -740,4 +752,149 @@ fn incremental_on_an_older_base_names_both_causes() {
     sh("dd", &["if=/dev/zero", &format!("of={}", got.display()), "bs=4k", "count=1", "conv=notrunc", "status=none"]);
     sh("chattr", &["+i", path_str(&got)]);
     b.run(&["pool", "check"]).fails(8, "");
+}
+
+/// Writes `len` bytes of data seeded by `seed` at the start of a raw image.
+fn fill(img: &Path, seed: u64, len: usize) {
+    let mut rng = Rng(seed);
+    let buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+    OpenOptions::new().write(true).open(img).unwrap().write_all_at(&buf, 0).unwrap();
+}
+
+/// issue 12 item 6: a guid names one snapshot in a pool. The same stream
+/// received under a second name is refused before anything is written,
+/// naming the snapshot that has the guid; received again under its own
+/// name it is a retry that changes nothing; a crafted stream carrying the
+/// guid of an unrelated local snapshot is refused the same way.
+#[test]
+fn a_snapshot_guid_is_received_once_per_pool() {
+    require_privileges!("a_snapshot_guid_is_received_once_per_pool");
+    let a = TestHost::xfs();
+    let b = a.mnt.join("pool-b");
+    subvol(&b, &["pool", "init", path_str(&b)]).ok();
+    a.run(&["create", "v", "--size", "64M", "--fs", "raw"]).ok();
+    fill(&image(&a, "v"), 1, 8 << 20);
+    a.run(&["snapshot", "v@s1"]).ok();
+    let full = a.dir.path().join("s1.stream");
+    send_to_file(&a.pool, &["v@s1"], &full);
+    receive_file(&b, "x", &full, &[]).ok();
+
+    let before = tree_state(&b);
+    receive_file(&b, "y", &full, &[]).fails(4, "already here as x@s1; receive into x, or delete x@s1 first");
+    assert_eq!(tree_state(&b), before, "a refused receive changed the pool");
+    let retry = receive_file(&b, "x", &full, &["--json"]).ok();
+    let rep: serde_json::Value = serde_json::from_str(&retry).unwrap();
+    assert_eq!((rep["name"].as_str(), rep["data_bytes"].as_u64()), (Some("x@s1"), Some(0)), "{rep}");
+    assert_eq!(rep["followed"], true, "{rep}");
+    assert_eq!(rep["note"], "already received; nothing changed", "{rep}");
+    assert_eq!(tree_state(&b), before, "a retried receive changed the pool");
+
+    // Increments: the same rule for the new snapshot's guid.
+    fill(&image(&a, "v"), 2, 1 << 20);
+    a.run(&["snapshot", "v@s2"]).ok();
+    let inc = a.dir.path().join("s2.stream");
+    send_to_file(&a.pool, &["v@s2", "--from", "v@s1"], &inc);
+    receive_file(&b, "x", &inc, &[]).ok();
+    let before = tree_state(&b);
+    receive_file(&b, "y", &inc, &[]).fails(4, "already here as x@s2");
+    receive_file(&b, "x", &inc, &[]).ok();
+    assert_eq!(tree_state(&b), before);
+
+    // A stream may claim the guid of an unrelated local snapshot.
+    subvol(&b, &["create", "w", "--size", "1M", "--fs", "raw"]).ok();
+    subvol(&b, &["snapshot", "w@mine"]).ok();
+    let guid = subvol(&b, &["info", "w@mine", "--json"]).json()["guid"].as_str().unwrap().to_string();
+    let forged = a.dir.path().join("forged.stream");
+    std::fs::write(&forged, crafted_stream(|h| h["snapshot"]["guid"] = guid.clone().into())).unwrap();
+    let before = tree_state(&b);
+    receive_file(&b, "web", &forged, &[]).fails(4, "already here as w@mine");
+    assert_eq!(tree_state(&b), before);
+    subvol(&b, &["pool", "check"]).ok();
+}
+
+/// issue 12 item 6: two snapshot images with one guid, as older subvol
+/// made them (one stream received as x and as y), keep their own
+/// extent-map cache entries and space figures; entries named by guid alone
+/// are never read and `pool check --repair` removes them; `pool check`
+/// reports the shared guid; an increment whose base guid two snapshots of
+/// the target have is refused rather than applied to either.
+#[test]
+fn snapshots_sharing_a_guid_keep_their_own_space_figures() {
+    require_privileges!("snapshots_sharing_a_guid_keep_their_own_space_figures");
+    let a = TestHost::xfs();
+    let (b, c) = (a.mnt.join("pool-b"), a.mnt.join("pool-c"));
+    for p in [&b, &c] {
+        subvol(p, &["pool", "init", path_str(p)]).ok();
+    }
+    a.run(&["create", "v", "--size", "64M", "--fs", "raw"]).ok();
+    fill(&image(&a, "v"), 3, 8 << 20);
+    a.run(&["snapshot", "v@s1"]).ok();
+    let full = a.dir.path().join("s1.stream");
+    send_to_file(&a.pool, &["v@s1"], &full);
+    receive_file(&b, "x", &full, &[]).ok();
+    // What older subvol allowed: the same stream as y in the same pool.
+    // Received in another pool on the same host and moved over, y has
+    // blocks of its own and the guid of x@s1.
+    receive_file(&c, "y", &full, &[]).ok();
+    std::fs::rename(c.join("snapshots/y"), b.join("snapshots/y")).unwrap();
+    std::fs::rename(c.join("subvolumes/y.img"), b.join("subvolumes/y.img")).unwrap();
+    let guid = subvol(&b, &["info", "x@s1", "--json"]).json()["guid"].as_str().unwrap().to_string();
+    assert_eq!(subvol(&b, &["info", "y@s1", "--json"]).json()["guid"], guid.as_str());
+    // An entry named by guid alone (cache naming 1), claiming no extents.
+    let cache = b.join(".subvol/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let old = cache.join(format!("{}.extents", guid.replace('-', "")));
+    std::fs::write(&old, subvol_core::ExtentMap::default().to_bytes()).unwrap();
+
+    // Each subvolume is a reflink clone of its own snapshot: all 8 MiB
+    // shared, nothing exclusive, nothing written since. Twice: mapped,
+    // then from the cache.
+    for round in 0..2 {
+        let listed = subvol(&b, &["list", "--snapshots", "--json"]).json();
+        for o in listed.as_array().unwrap() {
+            let name = o["name"].as_str().unwrap();
+            assert_eq!(o["exclusive_bytes"], 0, "round {round}: {name}: {o}");
+            assert_eq!(o["shared_bytes"], 8 << 20, "round {round}: {name}: {o}");
+            if !name.contains('@') {
+                assert_eq!(o["written_bytes"], 0, "round {round}: {name}: {o}");
+            }
+        }
+    }
+    let entries = || -> Vec<String> {
+        std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    };
+    assert_eq!(entries().len(), 3, "one entry per snapshot image, besides the old one: {:?}", entries());
+
+    let r = subvol(&b, &["pool", "check"]).fails(8, "--repair cannot fix");
+    assert!(
+        r.stdout.contains(&format!("snapshots x@s1, y@s1 share the guid {guid}"))
+            && r.stdout.contains("keep x@s1 and `subvol delete` y@s1"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(&format!("stale extent-map cache {}", old.display())), "{}", r.stdout);
+    subvol(&b, &["pool", "check", "--repair"]).fails(8, "");
+    assert!(!old.exists(), "--repair kept the entry named by guid alone");
+    assert_eq!(entries().len(), 2, "--repair removed a live entry: {:?}", entries());
+
+    // Two snapshots of x with the stream's base guid: refused, not guessed.
+    let moved = b.join("snapshots/x/s1b.img");
+    let y_snap = b.join("snapshots/y/s1.img");
+    sh("chattr", &["-i", path_str(&y_snap)]);
+    std::fs::rename(&y_snap, &moved).unwrap();
+    sh("chattr", &["+i", path_str(&moved)]);
+    fill(&image(&a, "v"), 4, 1 << 20);
+    a.run(&["snapshot", "v@s2"]).ok();
+    let inc = a.dir.path().join("s2.stream");
+    send_to_file(&a.pool, &["v@s2", "--from", "v@s1"], &inc);
+    let before = tree_state(&b);
+    receive_file(&b, "x", &inc, &[]).fails(8, "x@s1, x@s1b all have the guid");
+    assert_eq!(tree_state(&b), before);
+    subvol(&b, &["delete", "x@s1b"]).ok();
+    receive_file(&b, "x", &inc, &[]).ok();
+    assert_eq!(
+        hash_file(Path::new(subvol(&b, &["info", "x@s2", "--json"]).json()["image"].as_str().unwrap())),
+        hash_file(Path::new(a.info("v@s2")["image"].as_str().unwrap()))
+    );
+    subvol(&b, &["pool", "check"]).ok();
 }
