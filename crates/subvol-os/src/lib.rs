@@ -13,6 +13,7 @@ pub mod fiemap;
 pub mod flags;
 pub mod freeze;
 pub mod fsync;
+pub mod health;
 pub mod hints;
 pub mod loopdev;
 pub mod mount;

@@ -4,12 +4,14 @@
 //! a loop device.
 
 use crate::error::{require_root, Error, ErrorKind, Result};
+use crate::frozen_state::{failure_advice, failure_cause, recovery_steps};
 use crate::kernel::KernelView;
 use crate::pool::Pool;
 use crate::subvolume::{open_image, read_meta};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use subvol_core::mountinfo::FsFailure;
 use subvol_core::mountopts::parse_mount_options;
 use subvol_core::{FsKind, ObjectName};
 use subvol_os::dirfd::DirHandle;
@@ -41,6 +43,20 @@ pub struct MountOutcome {
     pub warnings: Vec<String>,
 }
 
+/// What `umount` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UmountOutcome {
+    pub name: String,
+    pub unmounted: Vec<PathBuf>,
+    /// Set when the kernel had shut the filesystem down (or made it
+    /// read-only after an error): unmounting was the first step back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fs_failure: Option<FsFailure>,
+    /// The rest of the way back, when there was a failure.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
 impl Pool {
     /// Mounts a subvolume, or a snapshot (always read-only). Mounting a
     /// mounted object reports where it is.
@@ -54,13 +70,13 @@ impl Pool {
         for a in kernel.attachments(&image) {
             if let Some(mp) = a.mount_points.first() {
                 return Ok(MountOutcome {
+                    warnings: a.fs_failure.map(|f| failure_advice(&name, f)).into_iter().collect(),
                     name,
                     mount_point: mp.clone(),
                     loop_device: a.loop_device,
                     already_mounted: true,
                     direct_io: a.direct_io,
                     writeback_cap_bytes: a.writeback_cap_bytes,
-                    warnings: Vec::new(),
                 });
             }
         }
@@ -134,17 +150,25 @@ impl Pool {
     }
 
     /// Unmounts a subvolume or snapshot (every mount of it) and waits for
-    /// its loop device to detach.
-    pub fn umount(&self, name: &str) -> Result<Vec<PathBuf>> {
+    /// its loop device to detach. A filesystem the kernel shut down is
+    /// unmounted too (that is the first step back), and the outcome says
+    /// what happened to it and what to do next.
+    pub fn umount(&self, name: &str) -> Result<UmountOutcome> {
         let obj = ObjectName::parse(name)?;
+        let name = obj.to_string();
         require_root("umount")?;
         let _lock = self.lock()?;
         let image = self.object_image(&obj)?;
-        let done = self.umount_image_locked(&obj.to_string(), &image)?;
-        if done.is_empty() {
-            return Err(Error::invalid(format!("{obj} is not mounted")));
+        let fs_failure = crate::kernel::fs_failure(&KernelView::read()?.attachments(&image));
+        let unmounted = self.umount_image_locked(&name, &image)?;
+        if unmounted.is_empty() {
+            return Err(Error::invalid(format!("{name} is not mounted")));
         }
-        Ok(done)
+        let warnings = fs_failure
+            .map(|f| format!("{}; {}", failure_cause(&name, f), recovery_steps(&name, false)))
+            .into_iter()
+            .collect();
+        Ok(UmountOutcome { name, unmounted, fs_failure, warnings })
     }
 
     /// Unmounts a subvolume for callers that already hold the pool lock.

@@ -290,7 +290,11 @@ pub enum Command {
     },
     /// Unmount a subvolume.
     #[command(alias = "unmount")]
-    Umount { name: String },
+    Umount {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Subcommand, Debug)]

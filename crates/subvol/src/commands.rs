@@ -10,7 +10,7 @@ use subvol_core::retention::KeepPolicy;
 use subvol_core::{format_size, parse_size, FsKind};
 use subvol_pool::{
     is_snapshot, CreateOptions, Error, ErrorKind, GuardOptions, InitOptions, MountOptions, Pool, PoolStatus,
-    PruneReport, Result, SubvolumeInfo, POLICY_PROPERTY,
+    PruneReport, Result, State, SubvolumeInfo, POLICY_PROPERTY,
 };
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -83,10 +83,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 emit(&out);
             }
             if !report.clean {
-                return Err(Error::new(
-                    ErrorKind::Corrupt,
-                    "the pool has problems (listed above); run `subvol pool check --repair`",
-                ));
+                let fixable =
+                    report.findings.iter().any(|f| f.severity == "error" && f.repair.is_some() && !f.repaired);
+                let next = if fixable { "; run `subvol pool check --repair`" } else { ", each with what to do" };
+                return Err(Error::new(ErrorKind::Corrupt, format!("the pool has problems (listed above){next}")));
             }
         }
         Command::Pool(PoolCommand::Mount { dir, backing_file }) => {
@@ -417,10 +417,17 @@ pub fn run(cli: Cli) -> Result<()> {
                 ));
             }
         }
-        Command::Umount { name } => {
-            let done = open()?.umount(&name)?;
-            for mp in done {
-                emit(&format!("unmounted {name} from {}\n", mp.display()));
+        Command::Umount { name, json: j } => {
+            let out = open()?.umount(&name)?;
+            for w in &out.warnings {
+                eprintln!("subvol: warning: {w}");
+            }
+            if j.json {
+                json(&out);
+            } else {
+                for mp in &out.unmounted {
+                    emit(&format!("unmounted {} from {}\n", out.name, mp.display()));
+                }
             }
         }
     }
@@ -435,7 +442,7 @@ fn render_list(list: &[SubvolumeInfo], with_origin: bool) -> String {
     if list.is_empty() {
         return "no subvolumes; create one with `subvol create NAME --size SIZE`\n".into();
     }
-    let mut header = vec!["NAME", "TYPE", "FS", "SIZE", "ALLOC", "EXCL", "WRITTEN", "MOUNTPOINT", "CREATED"];
+    let mut header = vec!["NAME", "TYPE", "FS", "SIZE", "ALLOC", "EXCL", "WRITTEN", "STATE", "MOUNTPOINT", "CREATED"];
     if with_origin {
         header.push("ORIGIN");
     }
@@ -450,6 +457,7 @@ fn render_list(list: &[SubvolumeInfo], with_origin: bool) -> String {
             format_size(s.allocated_bytes),
             s.exclusive_bytes.map(format_size).unwrap_or_else(|| "-".into()),
             s.written_bytes.map(format_size).unwrap_or_else(|| "-".into()),
+            state_cell(s.state),
             dash(&s.mount_point),
             s.created.clone(),
         ];
@@ -459,6 +467,14 @@ fn render_list(list: &[SubvolumeInfo], with_origin: bool) -> String {
         t.row(row);
     }
     t.render()
+}
+
+/// A failed filesystem stands out in a table, as BROKEN does.
+fn state_cell(state: State) -> String {
+    match state {
+        State::Shutdown | State::Error => state.as_str().to_uppercase(),
+        _ => state.as_str().to_string(),
+    }
 }
 
 fn render_prune(r: &PruneReport) -> String {
@@ -546,6 +562,11 @@ fn render_info(s: &SubvolumeInfo) -> String {
         ("created", s.created.clone()),
         ("guid", s.guid.clone()),
         ("image", s.image.display().to_string()),
+        (
+            "state",
+            s.failure_advice()
+                .map_or_else(|| s.state.as_str().to_string(), |a| format!("{}: {a}", state_cell(s.state))),
+        ),
         ("mountpoint", dash(&s.mount_point)),
         ("loop device", dash(&s.loop_device)),
     ];

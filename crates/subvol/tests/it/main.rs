@@ -12,5 +12,6 @@ mod lifecycle;
 mod mounting;
 mod pools;
 mod replication;
+mod shutdown;
 mod snapshots;
 mod space;
