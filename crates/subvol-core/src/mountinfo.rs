@@ -3,6 +3,7 @@
 //! subvol keeps no state file about what is mounted: the kernel is the source
 //! of truth, read through this table and the loop devices' sysfs entries.
 
+use serde::Serialize;
 use std::path::PathBuf;
 
 /// One line of mountinfo (see proc(5)).
@@ -20,10 +21,43 @@ pub struct MountEntry {
     pub super_options: String,
 }
 
+/// A mounted filesystem the kernel stopped writing to after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsFailure {
+    /// Shut down (XFS, ext4): every operation fails with EIO until it is
+    /// unmounted; mounting it again replays its log.
+    Shutdown,
+    /// Turned read-only by the kernel after an error (ext4 with
+    /// `errors=remount-ro`, btrfs after a transaction abort).
+    Error,
+}
+
 impl MountEntry {
     pub fn is_read_only(&self) -> bool {
-        self.options.split(',').any(|o| o == "ro")
+        has(&self.options, "ro")
     }
+
+    /// What the mount table alone shows of a failure. ext4 lists `shutdown`
+    /// among its superblock options once shut down, and `emergency_ro` once
+    /// an error turned it read-only. Others (btrfs after a transaction
+    /// abort, older ext4) turn the superblock `ro` under a mount that is
+    /// still `rw`; `mount -o remount,ro` turns both.
+    /// A shut-down XFS shows nothing here (see `subvol_os::health`).
+    pub fn failure(&self) -> Option<FsFailure> {
+        if has(&self.super_options, "shutdown") {
+            Some(FsFailure::Shutdown)
+        } else if has(&self.super_options, "emergency_ro") || (has(&self.super_options, "ro") && !self.is_read_only()) {
+            Some(FsFailure::Error)
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether the comma-separated `options` hold `option` (without a value).
+fn has(options: &str, option: &str) -> bool {
+    options.split(',').any(|o| o == option)
 }
 
 /// Undoes the octal escapes (`\040` for space etc.) the kernel uses.
@@ -105,6 +139,21 @@ mod tests {
         assert!(!m[1].is_read_only());
         assert!(m[2].is_read_only());
         assert_eq!(m[2].source, "/dev/loop4");
+    }
+
+    /// Lines as this project's kernel (6.18) wrote them after
+    /// `xfs_io -x -c shutdown` (ext4), an error under `errors=remount-ro`
+    /// (ext4) and a transaction abort (btrfs); a read-only mount and a
+    /// healthy one show nothing.
+    #[test]
+    fn failures_read_from_superblock_options() {
+        let t = "43 27 7:1 / /m/e rw,relatime - ext4 /dev/loop1 rw,shutdown\n\
+                 43 27 7:1 / /m/r rw,relatime - ext4 /dev/loop1 rw,errors=remount-ro,emergency_ro\n\
+                 45 27 0:39 / /m/b rw,relatime - btrfs /dev/loop2 ro,discard=async,space_cache=v2,subvolid=5,subvol=/\n\
+                 46 27 7:3 / /m/x ro,relatime - xfs /dev/loop3 ro,inode64\n\
+                 47 27 7:4 / /m/y rw,relatime - xfs /dev/loop4 rw,inode64,noquota\n";
+        let got: Vec<Option<FsFailure>> = parse(t).iter().map(MountEntry::failure).collect();
+        assert_eq!(got, [Some(FsFailure::Shutdown), Some(FsFailure::Error), Some(FsFailure::Error), None, None]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use crate::error::{Context, OsError, OsResult};
 use crate::mount::mount_flags_and_data;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxFlags, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use subvol_core::mountopts::MountOpts;
@@ -112,13 +112,17 @@ impl DirHandle {
     }
 
     /// The id of the mount this directory is on (for a mount point: the
-    /// mount on top of it), as in the first column of mountinfo.
+    /// mount on top of it), as in the first column of mountinfo. Read from
+    /// `/proc/self/fdinfo/N`, the kernel's record of the open file, not with
+    /// statx, which asks the filesystem and fails with EIO on a shut-down
+    /// XFS: exactly the filesystem that most needs unmounting.
     pub fn mount_id(&self) -> OsResult<u64> {
-        let st = rustix::fs::statx(&self.fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ctx("statx", &self.path)?;
-        if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
-            return Err(OsError::Unexpected("the kernel does not report mount ids (statx STATX_MNT_ID)".into()));
-        }
-        Ok(st.stx_mnt_id)
+        let p = PathBuf::from(format!("/proc/self/fdinfo/{}", self.fd.as_fd().as_raw_fd()));
+        let text = std::fs::read_to_string(&p).ctx("read", &p)?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("mnt_id:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| OsError::Unexpected(format!("{} has no mnt_id", p.display())))
     }
 
     /// The magic link naming exactly this directory.
@@ -162,5 +166,14 @@ mod tests {
         std::os::unix::fs::symlink(&outside, t.path().join("link2")).unwrap();
         assert!(DirHandle::open_nofollow(&t.path().join("link2")).is_err());
         assert!(DirHandle::open(&t.path().join("link2")).is_ok());
+    }
+
+    #[test]
+    fn mount_id_is_the_one_statx_reports() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = DirHandle::open_nofollow(t.path()).unwrap();
+        let st =
+            rustix::fs::statx(rustix::fs::CWD, t.path(), AtFlags::empty(), rustix::fs::StatxFlags::MNT_ID).unwrap();
+        assert_eq!(dir.mount_id().unwrap(), st.stx_mnt_id);
     }
 }

@@ -14,6 +14,7 @@ pub mod fiemap;
 pub mod flags;
 pub mod freeze;
 pub mod fsync;
+pub mod health;
 pub mod hints;
 pub mod inode;
 pub mod loopdev;

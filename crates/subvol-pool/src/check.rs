@@ -170,6 +170,7 @@ impl Pool {
         let orphan_loops = self.check_orphans(&mut c)?;
         self.check_loops(&mut c, &orphan_loops)?;
         self.check_dirty_caps(&mut c)?;
+        self.check_filesystems(&mut c)?;
         let clean = !c.findings.iter().any(|f| f.severity == "error" && !f.repaired);
         Ok(CheckReport { pool: self.root().to_path_buf(), images, findings: c.findings, clean })
     }
@@ -394,6 +395,18 @@ impl Pool {
                 ),
                 ("restored the cap", &mut || crate::dirty_cap::apply(a.major, a.minor, true).is_ok()),
             );
+        }
+        Ok(())
+    }
+
+    /// A mounted filesystem the kernel shut down (or made read-only after
+    /// an error) comes back only by an unmount and a mount that replays its
+    /// log, which `--repair` must not do under its users.
+    fn check_filesystems(&self, c: &mut Checker) -> Result<()> {
+        let mut all = self.list()?;
+        all.extend(self.list_snapshots(None)?);
+        for advice in all.iter().filter_map(crate::SubvolumeInfo::failure_advice) {
+            c.error(advice, None);
         }
         Ok(())
     }

@@ -96,6 +96,7 @@ impl Pool {
             }
             match &s.mount_point {
                 Some(mp) => {
+                    crate::frozen_state::refuse_failed_fs(&s.name, &s.attachments, "trim")?;
                     let n = subvol_os::trim::fitrim(mp).map_err(|e| Error::os(format!("cannot trim {}", s.name), e))?;
                     out.push((s.name.clone(), n));
                 }
@@ -407,6 +408,13 @@ impl Pool {
                 }
                 continue;
             };
+            if let Some(advice) = s.failure_advice() {
+                // It takes no writes to stop, and would refuse the freeze.
+                if !*warned {
+                    log(format!("guard: WARNING not freezing {}: {advice}", s.name));
+                }
+                continue;
+            }
             let path = self.guard_marker(&s.name);
             if path.exists() {
                 continue;

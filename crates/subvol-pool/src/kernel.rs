@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use subvol_core::mountinfo::MountEntry;
+use subvol_core::mountinfo::{FsFailure, MountEntry};
 use subvol_os::loopdev::{self, LoopStatus};
 
 /// One loop device backed by an image, and its mounts.
@@ -24,6 +24,15 @@ pub struct Attachment {
     /// `strict_limit`), or `None` when it follows the kernel's shared limits.
     pub writeback_cap_bytes: Option<u64>,
     pub mount_points: Vec<PathBuf>,
+    /// Set when the kernel shut the mounted filesystem down or made it
+    /// read-only after an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fs_failure: Option<FsFailure>,
+}
+
+/// The failure the kernel shows for the filesystem on any of `attachments`.
+pub(crate) fn fs_failure(attachments: &[Attachment]) -> Option<FsFailure> {
+    attachments.iter().find_map(|a| a.fs_failure)
 }
 
 /// A snapshot of the loop and mount tables.
@@ -43,20 +52,19 @@ impl KernelView {
         self.loops
             .iter()
             .filter(|l| !l.backing_deleted && l.backing_file == image)
-            .map(|l| Attachment {
-                loop_device: l.path.clone(),
-                loop_number: l.number,
-                major: l.major,
-                minor: l.minor,
-                direct_io: l.direct_io,
-                read_only: l.read_only,
-                writeback_cap_bytes: loopdev::bdi_strict_max_bytes(l.major, l.minor),
-                mount_points: self
-                    .mounts
-                    .iter()
-                    .filter(|m| m.major == l.major && m.minor == l.minor)
-                    .map(|m| m.mount_point.clone())
-                    .collect(),
+            .map(|l| {
+                let mounts = self.mounts_of(l.major, l.minor);
+                Attachment {
+                    loop_device: l.path.clone(),
+                    loop_number: l.number,
+                    major: l.major,
+                    minor: l.minor,
+                    direct_io: l.direct_io,
+                    read_only: l.read_only,
+                    writeback_cap_bytes: loopdev::bdi_strict_max_bytes(l.major, l.minor),
+                    mount_points: mounts.iter().map(|m| m.mount_point.clone()).collect(),
+                    fs_failure: mounts.iter().find_map(|m| subvol_os::health::probe(m)),
+                }
             })
             .collect()
     }

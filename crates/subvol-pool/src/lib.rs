@@ -57,7 +57,8 @@ pub use send::{SendEstimate, SendReport};
 pub use snapops::{is_snapshot, PruneReport, RollbackReport, AUTOSNAP_TAG, POLICY_PROPERTY};
 pub use snapshot::{Progress, SnapshotReport};
 pub use space::{ImageSpace, PoolSpace, DIRTY_LIMIT_BYTES, GUARANTEE_PROPERTY};
-pub use subvolume::{CreateOptions, SubvolumeInfo, DEFAULT_EXTENT_HINT_BYTES};
+pub use subvol_core::mountinfo::FsFailure;
+pub use subvolume::{CreateOptions, State, SubvolumeInfo, DEFAULT_EXTENT_HINT_BYTES};
 
 /// What unit tests share: a test that cannot exercise its path on this
 /// machine says why, and fails under CI=true, where a skip would hide a

@@ -4,6 +4,7 @@
 //! a loop device.
 
 use crate::error::{require_root, Error, ErrorKind, Result};
+use crate::frozen_state::{failure_advice, failure_cause, recovery_steps};
 use crate::kernel::KernelView;
 use crate::orphans::Release;
 use crate::pool::Pool;
@@ -11,6 +12,7 @@ use crate::subvolume::{open_image, read_meta};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use subvol_core::mountinfo::FsFailure;
 use subvol_core::mountopts::parse_mount_options;
 use subvol_core::{FsKind, ObjectName};
 use subvol_os::dirfd::DirHandle;
@@ -51,6 +53,13 @@ pub struct UmountReport {
     /// Earlier images of NAME, deleted while attached, that `--force`
     /// released.
     pub released: Vec<Release>,
+    /// Set when the kernel had shut the filesystem down (or made it
+    /// read-only after an error): unmounting was the first step back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fs_failure: Option<FsFailure>,
+    /// The rest of the way back, when there was a failure.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Pool {
@@ -69,13 +78,13 @@ impl Pool {
         for a in kernel.attachments(&image) {
             if let Some(mp) = a.mount_points.first() {
                 return Ok(MountOutcome {
+                    warnings: a.fs_failure.map(|f| failure_advice(&name, f)).into_iter().collect(),
                     name,
                     mount_point: mp.clone(),
                     loop_device: a.loop_device,
                     already_mounted: true,
                     direct_io: a.direct_io,
                     writeback_cap_bytes: a.writeback_cap_bytes,
-                    warnings: Vec::new(),
                 });
             }
         }
@@ -149,12 +158,14 @@ impl Pool {
     }
 
     /// Unmounts a subvolume or snapshot (every mount of it) and waits for
-    /// its loop device to detach. While an earlier image of the same name,
-    /// deleted while attached, is still held (an orphan), it refuses with
-    /// one error naming the orphan, unless `force`, which releases the
-    /// orphan too (lazily where its files are open), whether or not NAME
-    /// exists again. NAME's own mounts are never unmounted lazily: a busy
-    /// live subvolume is refused as always.
+    /// its loop device to detach. A filesystem the kernel shut down is
+    /// unmounted too (that is the first step back), and the report says
+    /// what happened to it and what to do next. While an earlier image of
+    /// the same name, deleted while attached, is still held (an orphan), it
+    /// refuses with one error naming the orphan, unless `force`, which
+    /// releases the orphan too (lazily where its files are open), whether or
+    /// not NAME exists again. NAME's own mounts are never unmounted lazily:
+    /// a busy live subvolume is refused as always.
     pub fn umount(&self, name: &str, force: bool) -> Result<UmountReport> {
         let obj = ObjectName::parse(name)?;
         let name = obj.to_string();
@@ -165,16 +176,23 @@ impl Pool {
         if let (Some(o), false) = (orphans.first(), force) {
             return Err(o.busy_error());
         }
-        let unmounted = match self.object_image(&obj) {
-            Ok(image) => self.umount_image_locked(&name, &image)?,
-            Err(e) if e.kind == ErrorKind::NotFound && !orphans.is_empty() => Vec::new(),
+        let (unmounted, fs_failure) = match self.object_image(&obj) {
+            Ok(image) => {
+                let fs_failure = crate::kernel::fs_failure(&kernel.attachments(&image));
+                (self.umount_image_locked(&name, &image)?, fs_failure)
+            }
+            Err(e) if e.kind == ErrorKind::NotFound && !orphans.is_empty() => (Vec::new(), None),
             Err(e) => return Err(e),
         };
         let released = orphans.iter().map(|o| self.release_orphan_locked(o, &kernel)).collect::<Result<Vec<_>>>()?;
         if unmounted.is_empty() && released.is_empty() {
             return Err(Error::invalid(format!("{name} is not mounted")));
         }
-        Ok(UmountReport { name, unmounted, released })
+        let warnings = fs_failure
+            .map(|f| format!("{}; {}", failure_cause(&name, f), recovery_steps(&name, false)))
+            .into_iter()
+            .collect();
+        Ok(UmountReport { name, unmounted, released, fs_failure, warnings })
     }
 
     /// Unmounts a subvolume for callers that already hold the pool lock.

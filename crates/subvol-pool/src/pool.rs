@@ -4,7 +4,7 @@ use crate::error::{require_root, Error, ErrorKind, Result};
 use crate::kernel::KernelView;
 use crate::layout::{self, Layout};
 use crate::lock::PoolLock;
-use crate::{backing, probe, recovery};
+use crate::{backing, probe, recovery, SubvolumeInfo};
 use chrono::Utc;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -71,7 +71,8 @@ pub struct PoolStatus {
     pub orphans: Vec<crate::Orphan>,
     pub problems: Vec<String>,
     /// What the user should act on: no guard on an overcommitted pool, free
-    /// space under the margin, uncapped thin subvolumes.
+    /// space under the margin, uncapped thin subvolumes, filesystems the
+    /// kernel shut down.
     pub warnings: Vec<String>,
 }
 
@@ -348,6 +349,7 @@ impl Pool {
                 "{n} is mounted without its dirty page cache cap; `subvol pool check --repair` (or a running guard) restores it"
             ));
         }
+        warnings.extend(subs.iter().chain(&snaps).filter_map(SubvolumeInfo::failure_advice));
         Ok(PoolStatus {
             path: self.root().to_path_buf(),
             uuid: self.meta.uuid.to_string(),

@@ -225,6 +225,7 @@ impl Pool {
             let meta =
                 read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, format!("subvolume {name:?}: {e}")))?;
             let attachments = kernel.attachments(&src_path);
+            crate::frozen_state::refuse_failed_fs(name, &attachments, "snapshot")?;
             let mount_point = attachments.iter().filter(|a| !a.read_only).find_map(|a| a.mount_points.first().cloned());
             let tmp_path = self.layout.tmp_image("snapshot", name);
             let tmp = OpenOptions::new()
@@ -283,13 +284,9 @@ impl Pool {
         for j in &jobs {
             if let Some(mp) = &j.mount_point {
                 markers.push(FrozenMarker::create(self, &j.name, mp)?);
-                guards.push(FreezeGuard::freeze(mp).map_err(|e| {
-                    let base = Error::os(format!("cannot freeze {} at {}", j.name, mp.display()), e);
-                    Error::new(
-                        base.kind,
-                        format!("{}; nothing was changed, retry when the filesystem is idle", base.message),
-                    )
-                })?);
+                guards.push(
+                    FreezeGuard::freeze(mp).map_err(|e| crate::frozen_state::snapshot_freeze_error(&j.name, mp, e))?,
+                );
             }
         }
         let frozen_at = Instant::now();

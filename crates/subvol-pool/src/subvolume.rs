@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use subvol_core::meta::Origin;
+use subvol_core::mountinfo::FsFailure;
 use subvol_core::{format_size, FsKind, ObjectKind, ObjectName, SubvolumeMeta};
 
 /// Options of `create`.
@@ -35,6 +36,42 @@ pub struct CreateOptions {
 /// Default extent size hint of new images (see `build_image`).
 pub const DEFAULT_EXTENT_HINT_BYTES: u32 = 1 << 20;
 
+/// Where a subvolume or snapshot stands with the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Unmounted,
+    /// On a loop device without a mount (a VM's disk).
+    Attached,
+    Mounted,
+    /// Mounted, and the kernel shut its filesystem down.
+    Shutdown,
+    /// Mounted, and the kernel made its filesystem read-only after an error.
+    Error,
+}
+
+impl State {
+    fn of(attachments: &[Attachment]) -> State {
+        match crate::kernel::fs_failure(attachments) {
+            Some(FsFailure::Shutdown) => State::Shutdown,
+            Some(FsFailure::Error) => State::Error,
+            None if attachments.iter().any(|a| !a.mount_points.is_empty()) => State::Mounted,
+            None if attachments.is_empty() => State::Unmounted,
+            None => State::Attached,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Unmounted => "unmounted",
+            State::Attached => "attached",
+            State::Mounted => "mounted",
+            State::Shutdown => "shutdown",
+            State::Error => "error",
+        }
+    }
+}
+
 /// Everything `list` and `info` show about one subvolume.
 #[derive(Debug, Clone, Serialize)]
 pub struct SubvolumeInfo {
@@ -49,6 +86,7 @@ pub struct SubvolumeInfo {
     pub image: PathBuf,
     pub mount_point: Option<PathBuf>,
     pub loop_device: Option<PathBuf>,
+    pub state: State,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +112,18 @@ pub struct SubvolumeInfo {
     /// Set when the image's metadata could not be read (see `pool check`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+impl SubvolumeInfo {
+    /// The failure of its mounted filesystem, if the kernel shows one.
+    pub fn fs_failure(&self) -> Option<FsFailure> {
+        crate::kernel::fs_failure(&self.attachments)
+    }
+
+    /// What happened to its filesystem and the way back, when it failed.
+    pub fn failure_advice(&self) -> Option<String> {
+        self.fs_failure().map(|f| crate::frozen_state::failure_advice(&self.name, f))
+    }
 }
 
 /// Image sizes are whole 4 KiB blocks so every host and loop block size fits.
@@ -345,6 +395,7 @@ impl Pool {
             image: path.to_path_buf(),
             mount_point: attachments.iter().flat_map(|a| a.mount_points.first()).next().cloned(),
             loop_device: attachments.first().map(|a| a.loop_device.clone()),
+            state: State::of(&attachments),
             attachments,
             origin: None,
             properties: BTreeMap::new(),
@@ -408,6 +459,7 @@ impl Pool {
         }
         let kernel = KernelView::read()?;
         let attachments = kernel.attachments(&path);
+        crate::frozen_state::refuse_failed_fs(&name, &attachments, "resize")?;
         if meta.fs != FsKind::Raw || !attachments.is_empty() {
             crate::error::require_root("resize")?;
         }

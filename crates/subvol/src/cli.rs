@@ -296,6 +296,8 @@ pub enum Command {
         /// mounted (unmounted lazily if its files are open, then detached).
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Print a completion script for bash, zsh or fish (it also completes
     /// subvolume and snapshot names from the pool).

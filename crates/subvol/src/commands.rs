@@ -11,7 +11,7 @@ use subvol_core::text::escape;
 use subvol_core::{format_size, parse_size, FsKind};
 use subvol_pool::{
     is_snapshot, orphan_warning, orphans_held, CreateOptions, Error, ErrorKind, GuardOptions, InitOptions,
-    MountOptions, Orphan, Pool, PoolStatus, PruneReport, Result, SubvolumeInfo, POLICY_PROPERTY,
+    MountOptions, Orphan, Pool, PoolStatus, PruneReport, Result, State, SubvolumeInfo, POLICY_PROPERTY,
 };
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -86,16 +86,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 emit(&out);
             }
             if !report.clean {
-                // Only point at --repair when it can fix something left.
-                let repairable = !repair && report.findings.iter().any(|f| f.severity == "error" && f.repair.is_some());
-                return Err(Error::new(
-                    ErrorKind::Corrupt,
-                    if repairable {
-                        "the pool has problems (listed above); run `subvol pool check --repair`"
-                    } else {
-                        "the pool has problems (listed above) that --repair cannot fix"
-                    },
-                ));
+                let fixable =
+                    report.findings.iter().any(|f| f.severity == "error" && f.repair.is_some() && !f.repaired);
+                let next = if fixable { "; run `subvol pool check --repair`" } else { ", each with what to do" };
+                return Err(Error::new(ErrorKind::Corrupt, format!("the pool has problems (listed above){next}")));
             }
         }
         Command::Pool(PoolCommand::Mount { dir, backing_file }) => {
@@ -474,13 +468,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 ));
             }
         }
-        Command::Umount { name, force } => {
+        Command::Umount { name, force, json: j } => {
             let r = open()?.umount(&name, force)?;
-            for mp in &r.unmounted {
-                emit(&format!("unmounted {} from {}\n", r.name, mp.display()));
+            for w in &r.warnings {
+                eprintln!("subvol: warning: {w}");
             }
-            for o in &r.released {
-                emit(&format!("released the deleted image of {}: {}\n", r.name, o.summary()));
+            if j.json {
+                json(&r);
+            } else {
+                for mp in &r.unmounted {
+                    emit(&format!("unmounted {} from {}\n", r.name, mp.display()));
+                }
+                for o in &r.released {
+                    emit(&format!("released the deleted image of {}: {}\n", r.name, o.summary()));
+                }
             }
         }
         Command::Completions { shell } => emit(&crate::shell::script(shell)),
@@ -509,7 +510,7 @@ fn render_list(list: &[SubvolumeInfo], with_origin: bool) -> String {
     if list.is_empty() {
         return "no subvolumes; create one with `subvol create NAME --size SIZE`\n".into();
     }
-    let mut header = vec!["NAME", "TYPE", "FS", "SIZE", "ALLOC", "EXCL", "WRITTEN", "MOUNTPOINT", "CREATED"];
+    let mut header = vec!["NAME", "TYPE", "FS", "SIZE", "ALLOC", "EXCL", "WRITTEN", "STATE", "MOUNTPOINT", "CREATED"];
     if with_origin {
         header.push("ORIGIN");
     }
@@ -524,6 +525,7 @@ fn render_list(list: &[SubvolumeInfo], with_origin: bool) -> String {
             format_size(s.allocated_bytes),
             s.exclusive_bytes.map(format_size).unwrap_or_else(|| "-".into()),
             s.written_bytes.map(format_size).unwrap_or_else(|| "-".into()),
+            state_cell(s.state),
             dash(&s.mount_point),
             s.created.clone(),
         ];
@@ -556,6 +558,14 @@ fn render_orphans(orphans: &[Orphan]) -> String {
         orphans_held(orphans),
         t.render()
     )
+}
+
+/// A failed filesystem stands out in a table, as BROKEN does.
+fn state_cell(state: State) -> String {
+    match state {
+        State::Shutdown | State::Error => state.as_str().to_uppercase(),
+        _ => state.as_str().to_string(),
+    }
 }
 
 fn render_prune(r: &PruneReport) -> String {
@@ -643,6 +653,11 @@ fn render_info(s: &SubvolumeInfo) -> String {
         ("created", s.created.clone()),
         ("guid", s.guid.clone()),
         ("image", s.image.display().to_string()),
+        (
+            "state",
+            s.failure_advice()
+                .map_or_else(|| s.state.as_str().to_string(), |a| format!("{}: {a}", state_cell(s.state))),
+        ),
         ("mountpoint", dash(&s.mount_point)),
         ("loop device", dash(&s.loop_device)),
     ];

@@ -51,50 +51,6 @@ fn start_guard(host: &TestHost) -> (Reaped, PathBuf) {
     (Reaped(child), log)
 }
 
-/// The kernel log from a marker on: written to /dev/kmsg at the start, so
-/// only what the kernel said during this test is judged.
-struct KernelLog {
-    marker: String,
-}
-
-impl KernelLog {
-    fn mark() -> Self {
-        let marker = format!("subvol-test-{}", uuid_like());
-        std::fs::write("/dev/kmsg", format!("{marker}\n")).expect("write /dev/kmsg");
-        KernelLog { marker }
-    }
-
-    /// Lines since the marker that complain about one of `devices`
-    /// (`loop7`, ...).
-    fn complaints(&self, devices: &[String]) -> Vec<String> {
-        let out = Command::new("dmesg").output().expect("dmesg");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let Some(at) = text.find(&self.marker) else { return vec!["the marker is missing from dmesg".into()] };
-        let bad =
-            ["critical space allocation", "writeback error", "I/O error", "shut down", "Shutting down", "Corruption"];
-        text[at..]
-            .lines()
-            .filter(|l| bad.iter().any(|b| l.contains(b)))
-            .filter(|l| {
-                devices.iter().any(|d| {
-                    l.contains(&format!("{d},")) || l.contains(&format!("{d})")) || l.contains(&format!("dev {d}"))
-                })
-            })
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-fn uuid_like() -> String {
-    let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn loop_name(host: &TestHost, name: &str) -> String {
-    host.info(name)["loop_device"].as_str().unwrap().trim_start_matches("/dev/").to_string()
-}
-
 /// Fills the host outside the pool with `mib` MiB (allocated, not sparse).
 fn ballast(host: &TestHost, mib: u64) -> PathBuf {
     let p = host.mnt.join("ballast");

@@ -327,3 +327,54 @@ pub fn pipe_env(src: &Path, send: &[&str], dst: &Path, recv: &[&str], recv_env: 
 pub fn pipe(src: &Path, send: &[&str], dst: &Path, recv: &[&str]) -> (Run, Run) {
     pipe_env(src, send, dst, recv, &[])
 }
+
+/// The name (`loop7`) of the loop device a mounted object is attached to.
+pub fn loop_name(host: &TestHost, name: &str) -> String {
+    host.info(name)["loop_device"].as_str().unwrap().trim_start_matches("/dev/").to_string()
+}
+
+/// The kernel log from a marker on: written to /dev/kmsg at the start, so
+/// only what the kernel said during this test is judged.
+pub struct KernelLog {
+    marker: String,
+}
+
+impl KernelLog {
+    pub fn mark() -> Self {
+        let marker = format!("subvol-test-{}", random_hex());
+        std::fs::write("/dev/kmsg", format!("{marker}\n")).expect("write /dev/kmsg");
+        KernelLog { marker }
+    }
+
+    /// Lines since the marker about one of `devices` (`loop7`, ...) that
+    /// hold one of `words`.
+    pub fn lines(&self, devices: &[String], words: &[&str]) -> Vec<String> {
+        let out = Command::new("dmesg").output().expect("dmesg");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let Some(at) = text.find(&self.marker) else { return vec!["the marker is missing from dmesg".into()] };
+        text[at..]
+            .lines()
+            .filter(|l| words.iter().any(|w| l.contains(w)))
+            .filter(|l| {
+                devices.iter().any(|d| {
+                    l.contains(&format!("{d},")) || l.contains(&format!("{d})")) || l.contains(&format!("dev {d}"))
+                })
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Lines since the marker that complain about one of `devices`.
+    pub fn complaints(&self, devices: &[String]) -> Vec<String> {
+        self.lines(
+            devices,
+            &["critical space allocation", "writeback error", "I/O error", "shut down", "Shutting down", "Corruption"],
+        )
+    }
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -13,5 +13,6 @@ mod mounting;
 mod orphans;
 mod pools;
 mod replication;
+mod shutdown;
 mod snapshots;
 mod space;
