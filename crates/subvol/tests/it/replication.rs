@@ -865,7 +865,7 @@ fn snapshots_sharing_a_guid_keep_their_own_space_figures() {
     };
     assert_eq!(entries().len(), 3, "one entry per snapshot image, besides the old one: {:?}", entries());
 
-    let r = subvol(&b, &["pool", "check"]).fails(8, "--repair cannot fix");
+    let r = subvol(&b, &["pool", "check"]).fails(8, "each with what to do");
     assert!(
         r.stdout.contains(&format!("snapshots x@s1, y@s1 share the guid {guid}"))
             && r.stdout.contains("keep x@s1 and `subvol delete` y@s1"),
