@@ -218,3 +218,35 @@ fn man_pages_render_without_warnings() {
     // Without --dir, subvol(1) on stdout.
     assert!(subvol(dir.path(), &["man"]).ok().starts_with(".ie \\n(.g"), "not roff");
 }
+
+/// When `xfs_growfs` fails after the image grew (a full host, a kernel
+/// refusal), the image is shrunk back and the filesystem is as it was. A
+/// stand-in xfs_growfs that fails is put first on PATH.
+#[test]
+fn failed_xfs_growfs_shrinks_the_image_back() {
+    require_privileges!("failed_xfs_growfs_shrinks_the_image_back");
+    let host = TestHost::new(HostKind::Xfs, "2G");
+    host.run(&["create", "a", "--size", "300M"]).ok();
+    let mp = mount(&host, "a");
+    let data = write_data(&mp.join("f"), 7, 1 << 20);
+    let fake = tempdir();
+    let tool = fake.path().join("xfs_growfs");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\necho 'xfs_growfs: XFS_IOC_FSGROWFSDATA xfsctl failed: No space left on device' >&2\nexit 1\n",
+    )
+    .unwrap();
+    sh("chmod", &["+x", path_str(&tool)]);
+    let path = format!("{}:{}", fake.path().display(), std::env::var("PATH").unwrap_or_default());
+    let r = subvol_env(&host.pool, &["resize", "a", "400M"], &[("PATH", &path)]);
+    let r = r.fails(6, "the image was shrunk back to 300M, nothing changed");
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    let info = host.info("a");
+    assert_eq!(info["virtual_size_bytes"], 300u64 << 20);
+    let img = info["image"].as_str().unwrap();
+    assert_eq!(std::fs::metadata(img).unwrap().len(), 300 << 20);
+    assert_eq!(hash_file(&mp.join("f")), data);
+    // With the real tool it grows.
+    host.run(&["resize", "a", "400M"]).ok();
+    assert_eq!(host.info("a")["virtual_size_bytes"], 400u64 << 20);
+}
