@@ -26,6 +26,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=discard.sh
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
 QUICK=${QUICK:-0}
@@ -40,46 +41,25 @@ CHURN_FILES=${CHURN_FILES:-64}
 CHURN_LOOPS=${CHURN_LOOPS:-4}
 TMPBASE=${TMPBASE:-/var/tmp}
 
-die() { echo "discard.sh: $*" >&2; exit 1; }
-note() { echo "== $(date +%T) $*" >&2; }
-
-[ "$(id -u)" = 0 ] || die "run as root (loop devices and mounts)"
-for t in fio jq findmnt losetup; do command -v "$t" >/dev/null || die "$t is not installed"; done
-for v in RUNS FILES FILE_MIB SETTLE CHURN_FILES CHURN_LOOPS; do
-    case ${!v} in '' | *[!0-9]*) die "$v must be a non-negative integer" ;; esac
-done
+bench_require fio python3 findmnt losetup
+need_uint RUNS FILES FILE_MIB SETTLE CHURN_FILES CHURN_LOOPS
 SUBVOL=$(bench_subvol "$REPO") || die "no subvol binary"
 
-W=$(mktemp -d "$TMPBASE/subvol-discardbench.XXXXXX")
-P=$W/pool
-POOLS=$P
-RES=$W/results.tsv
-: >"$RES"
-finish() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    [ "$rc" = 0 ] || { echo "discard.sh: failed (exit $rc); raw results:" >&2; cat "$RES" >&2; }
-    bench_teardown || rc=1
-    exit "$rc"
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_workdir discard
+POOL=$W/pool
+POOLS=$POOL
 
-sv() { "$SUBVOL" --pool "$P" "$@"; }
-rec() { printf '%s\t%s\t%s\n' "$@" >>"$RES"; }
-host_used() { sync -f "$P"; df -B1 --output=used "$P" | tail -1 | tr -d ' '; }
+host_used() { sync -f "$POOL"; df -B1 --output=used "$POOL" | tail -1 | tr -d ' '; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
 note "workdir $W; subvol $SUBVOL"
-sv pool init --backing-image 16G "$P" >/dev/null
+sv pool init --backing-image 16G "$POOL" >/dev/null
 sv create plain --size 4G --fs xfs >/dev/null
 sv create disc --size 4G --fs xfs >/dev/null
 sv mount plain >/dev/null
 sv mount disc -o discard >/dev/null
-MP_plain=$(sv info plain --json | jq -r .mount_point)
-MP_disc=$(sv info disc --json | jq -r .mount_point)
+MP_plain=$(mount_point "$POOL" plain)
+MP_disc=$(mount_point "$POOL" disc)
 findmnt -n -o OPTIONS "$MP_disc" | grep -q discard || die "disc is not mounted with -o discard"
 
 round() { # NAME
@@ -90,17 +70,17 @@ round() { # NAME
     fio --name=fill --directory="$mp" --rw=write --bs=1M --filesize="${FILE_MIB}M" --nrfiles="$FILES" \
         --file_service_type=sequential --fsync_on_close=1 --output=/dev/null
     u1=$(host_used)
-    t=$(bench_now)
+    t=$(now)
     rm -f "$mp"/fill.*
     sync -f "$mp"
-    rec "$n" delete_s "$(bench_s_since "$t")"
+    rec "$n" delete_s "$(s_since "$t")"
     sleep 1
     u2=$(host_used)
     sleep "$SETTLE"
     u3=$(host_used)
-    t=$(bench_now)
+    t=$(now)
     sv trim "$n" >/dev/null
-    rec "$n" trim_s "$(bench_s_since "$t")"
+    rec "$n" trim_s "$(s_since "$t")"
     u4=$(host_used)
     rec "$n" written_mib "$(mib $((u1 - u0)))"
     rec "$n" back_after_1s_mib "$(mib $((u1 - u2)))"
@@ -112,12 +92,12 @@ churn() { # NAME
     local n=$1 mp t
     mp=MP_$n
     mp=${!mp}
-    t=$(bench_now)
+    t=$(now)
     fio --name=churn --directory="$mp" --rw=write --bs=1M --filesize=16M --nrfiles="$CHURN_FILES" \
         --create_on_open=1 --fsync_on_close=1 --unlink=1 --unlink_each_loop=1 --loops="$CHURN_LOOPS" \
         --output=/dev/null
     sync -f "$mp"
-    rec "$n" churn_s "$(bench_s_since "$t")"
+    rec "$n" churn_s "$(s_since "$t")"
 }
 
 for r in $(seq 1 "$RUNS"); do

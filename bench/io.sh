@@ -30,6 +30,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=io.sh
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
 RUNTIME=${RUNTIME:-20}
@@ -43,66 +44,39 @@ TMPBASE=${TMPBASE:-/var/tmp}
 KEEP_JSON=${KEEP_JSON:-}
 NAME=iobench
 
-die() { echo "io.sh: $*" >&2; exit 1; }
-note() { echo "== $*" >&2; }
-
-[ "$(id -u)" = 0 ] || die "run as root (loop devices and mounts)"
-for t in fio python3 losetup findmnt mkfs.xfs; do
-    command -v "$t" >/dev/null || die "$t is not installed"
-done
-case $RUNS in '' | *[!0-9]* | 0) die "RUNS must be a positive integer" ;; esac
-case $RUNTIME in '' | *[!0-9]* | 0) die "RUNTIME must be a positive number of seconds" ;; esac
+bench_require fio python3 losetup findmnt mkfs.xfs
+need_posint RUNS RUNTIME
 
 SUBVOL=$(bench_subvol "$REPO") || die "no subvol binary"
+bench_need_disk 0 # not tmpfs; no size check
 
-# The images must live on a disk filesystem: on tmpfs the numbers would
-# measure memory, and loop direct I/O may not be available at all.
-[ "$(stat -f -c %T "$TMPBASE")" != tmpfs ] || die "$TMPBASE is tmpfs; set TMPBASE to a directory on disk"
-
-W=$(mktemp -d "$TMPBASE/subvol-iobench.XXXXXX")
+bench_workdir io
 POOL=$W/pool
+POOLS=$POOL
 HOSTDIR=$POOL/bench-host
 SVMNT=
-RES=$W/results.tsv
-
-sv() { "$SUBVOL" --pool "$POOL" "$@"; }
-
-POOLS=$POOL
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    cd /
-    if [ -n "$SVMNT" ]; then sv umount "$NAME" >/dev/null 2>&1; fi
-    bench_teardown || echo "io.sh: left $W behind" >&2
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_on_exit() { if [ -n "$SVMNT" ]; then sv umount "$NAME" >/dev/null 2>&1; fi; }
 
 # ---------------------------------------------------------------- setup
 note "pool in $W (backing image $POOL_SIZE), subvolume $NAME ($SUBVOL_SIZE)"
 "$SUBVOL" pool init "$POOL" --backing-image "$POOL_SIZE" >&2
 sv create "$NAME" --size "$SUBVOL_SIZE" >&2
 sv mount "$NAME" >&2
-SVMNT=$(sv info "$NAME" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["mount_point"] or "")')
+SVMNT=$(mount_point "$POOL" "$NAME")
 [ -n "$SVMNT" ] && mountpoint -q "$SVMNT" || die "subvolume $NAME did not mount"
 mkdir -p "$HOSTDIR"
 
 HOSTDEV=$(findmnt -n -o SOURCE --target "$POOL")
 SVDEV=$(findmnt -n -o SOURCE --target "$SVMNT")
 describe_loop() { # /dev/loopN -> "loopN dio=1 lbs=512 sched=none nr_requests=128"
-    local n=${1#/dev/} q
-    q=/sys/block/$n/queue
-    echo "$n dio=$(cat "/sys/block/$n/loop/dio") lbs=$(cat "$q/logical_block_size")" \
-        "sched=$(sed 's/.*\[\(.*\)\].*/\1/' "$q/scheduler") nr_requests=$(cat "$q/nr_requests")"
+    local q=/sys/block/${1#/dev/}/queue
+    echo "$(loop_desc "$1") sched=$(sed 's/.*\[\(.*\)\].*/\1/' "$q/scheduler") nr_requests=$(cat "$q/nr_requests")"
 }
 
 xfs_sectsz() { xfs_info "$1" 2>/dev/null | grep -o 'sectsz=[0-9]*' | head -1; }
 
 {
-    echo "machine:   $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
+    echo "machine:   $(bench_machine)"
     echo "tools:     $(fio --version), subvol $("$SUBVOL" --version | awk '{print $NF}'), $(mkfs.xfs -V)"
     echo "tmp dir:   $W on $(findmnt -n -o FSTYPE --target "$W") ($(findmnt -n -o SOURCE --target "$W"))"
     echo "host:      $HOSTDIR  (pool XFS $(xfs_sectsz "$POOL") on $(describe_loop "$HOSTDEV"))"
@@ -144,7 +118,7 @@ for side in host subvolume; do
     dir=$HOSTDIR
     [ $side = subvolume ] && dir=$SVMNT
     fio_json "$W/layout-$side.json" "$dir" --rw=write --bs=1M --end_fsync=1
-    printf 'layout\t%s\t0\t%s\n' "$side" "$(metric "$W/layout-$side.json" write mib)" >>"$RES"
+    rec layout "$side" 0 "$(metric "$W/layout-$side.json" write mib)"
     note "layout $side: $(metric "$W/layout-$side.json" write mib | xargs printf '%.0f') MiB/s (first write of $FILE_SIZE)"
 done
 
@@ -164,7 +138,7 @@ for run in $(seq 1 "$RUNS"); do
             case $job in seq*) key=mib ;; *) key=iops ;; esac
             case $job in *write) ddir=write ;; *) ddir=read ;; esac
             val=$(metric "$out" $ddir $key)
-            printf '%s\t%s\t%s\t%s\n' "$job" "$side" "$run" "$val" >>"$RES"
+            rec "$job" "$side" "$run" "$val"
             note "run $run/$RUNS $job $side: $(printf '%.0f' "$val") $([ $key = mib ] && echo MiB/s || echo IOPS)"
         done
     done

@@ -57,6 +57,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=replication.sh
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
 QUICK=${QUICK:-0}
@@ -71,99 +72,45 @@ PATTERNS=${PATTERNS:-4k 1m}
 TMPBASE=${TMPBASE:-/var/tmp}
 FIO_WAIT=${FIO_WAIT:-900}
 
-die() { echo "replication.sh: $*" >&2; exit 1; }
-note() { echo "== $(date +%T) $*" >&2; }
-
-[ "$(id -u)" = 0 ] || die "run as root (loop devices and mounts)"
-for t in fio python3 losetup findmnt mkfs.btrfs btrfs rsync sha256sum xfs_io cp jq; do
-    command -v "$t" >/dev/null || die "$t is not installed"
-done
+bench_require fio python3 losetup findmnt mkfs.btrfs btrfs rsync sha256sum xfs_io cp jq
 [ -x /usr/bin/time ] || die "/usr/bin/time is not installed (apt-get install time)"
-case $RUNS in '' | *[!0-9]* | 0) die "RUNS must be a positive integer" ;; esac
-case $FULL_RUNS in '' | *[!0-9]* | 0) die "FULL_RUNS must be a positive integer" ;; esac
-case $SIZE_GIB in '' | *[!0-9]* | 0) die "SIZE_GIB must be a positive integer" ;; esac
-case $CHANGE_PCT in '' | *[!0-9]* | 0) die "CHANGE_PCT must be a positive integer" ;; esac
+need_posint RUNS FULL_RUNS SIZE_GIB CHANGE_PCT
 for p in $PATTERNS; do case $p in 4k | 1m) ;; *) die "PATTERNS are 4k and/or 1m: $p" ;; esac; done
 
 SUBVOL=$(bench_subvol "$REPO") || die "no subvol binary"
 
-[ "$(stat -f -c %T "$TMPBASE")" != tmpfs ] || die "$TMPBASE is tmpfs; set TMPBASE to a directory on disk"
 # Peak: the image in A, in B (received + rsync copy + one full copy or full
 # receive) and twice on btrfs (src and dst), + slack.
-NEED_GIB=$((SIZE_GIB * 6 + 4))
-AVAIL_GIB=$(($(df -k --output=avail "$TMPBASE" | tail -1) / 1048576))
-[ "$AVAIL_GIB" -ge "$NEED_GIB" ] || die "$TMPBASE has $AVAIL_GIB GiB free, need about $NEED_GIB GiB"
+bench_need_disk $((SIZE_GIB * 6 + 4))
 
 SIZE_B=$((SIZE_GIB << 30))
 CHG_B=$((SIZE_B * CHANGE_PCT / 100 / 1048576 * 1048576))
 CHG_MIB=$((CHG_B / 1048576))
 
-W=$(mktemp -d "$TMPBASE/subvol-replbench.XXXXXX")
+bench_workdir repl
 PA=$W/poolA
 PB=$W/poolB
+POOLS="$PA $PB"
 BHOST=$PB/bench-host
 # Full receives land in a pool of their own on B's filesystem: pool B
 # already has v@base, and a pool holds each snapshot guid once.
 PF=$BHOST/full-pool
 BT=$W/btrfs
 BTIMG=$W/btrfs.img
-RES=$W/results.tsv
-NOTES=$W/notes.txt
-: >"$RES"
-: >"$NOTES"
 
 sva() { "$SUBVOL" --pool "$PA" "$@"; }
 svb() { "$SUBVOL" --pool "$PB" "$@"; }
 
-POOLS="$PA $PB"
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    if [ "$rc" != 0 ] && [ -s "$RES" ]; then
-        echo "replication.sh: failed (exit $rc); raw results so far:" >&2
-        cat "$RES" >&2
-    fi
-    bench_teardown || echo "replication.sh: left $W behind" >&2
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 # ---------------------------------------------------------------- helpers
-now() { bench_now; }
-s_since() { bench_s_since "$1"; }
-# rec SECTION CASE METRIC VALUE
-rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
+# Results: rec SECTION CASE METRIC VALUE.
 # Cold caches on a quiet host (see bench_settle).
-dropc() {
-    bench_dropc
+cold() {
+    dropc
     bench_settle
 }
 # Peak RSS in MiB from a /usr/bin/time -v report.
 rss_mib() { awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"; }
-extents() { xfs_io -r -c fiemap "$1" | awk 'NR > 1 && !/hole/' | wc -l; }
-image_of() { "$SUBVOL" --pool "$1" info "$2" --json | jq -r .image; }
 hash_of() { sha256sum "$1" | cut -d' ' -f1; }
-
-FIO_WAITED=0
-# Waits (up to FIO_WAIT s in all) while a fio that is not ours is running.
-wait_quiet() {
-    local waited=0
-    while pgrep -x fio >/dev/null; do
-        if [ "$FIO_WAITED" -ge "$FIO_WAIT" ]; then
-            note "another fio is still running; measuring anyway"
-            echo "another fio process was running during $1" >>"$NOTES"
-            return
-        fi
-        [ $waited = 0 ] && note "another fio is running (pid $(pgrep -x fio | tr '\n' ' ')); waiting"
-        sleep 30
-        waited=$((waited + 30))
-        FIO_WAITED=$((FIO_WAITED + 30))
-    done
-    [ $waited = 0 ] || echo "waited ${waited}s for other fio processes before $1" >>"$NOTES"
-}
 
 # change FILE PATTERN SEED: rewrites CHG_MIB MiB of FILE with random data in
 # PATTERN-sized O_DIRECT writes at distinct random offsets (deterministic for
@@ -184,7 +131,7 @@ timed_pipe() {
     while [ "$1" != -- ]; do snd+=("$1"); shift; done
     shift
     rcv=("$@")
-    dropc
+    cold
     t=$(now)
     set +e
     /usr/bin/time -v -o "$W/rss.send" "${snd[@]}" |
@@ -203,7 +150,7 @@ timed_pipe() {
 timed_one() {
     local sec=$1 case=$2 t
     shift 2
-    dropc
+    cold
     t=$(now)
     /usr/bin/time -v -o "$W/rss.one" "$@" >"$W/one.out" 2>&1 || {
         cat "$W/one.out" >&2
@@ -266,11 +213,11 @@ wait_quiet "full copies"
 note "device sequential read rate and full copies"
 for r in $(seq 1 "$FULL_RUNS"); do
     note "full copies, run $r"
-    dropc
+    cold
     t=$(now)
     dd if="$BASE_IMG" of=/dev/null bs=1M iflag=direct status=none
     rec full "dd iflag=direct bs=1M (device read)" wall "$(s_since "$t")"
-    dropc
+    cold
     t=$(now)
     fio --name=seqread --filename="$BASE_IMG" --rw=read --bs=1M --direct=1 --ioengine=libaio \
         --iodepth=16 --size="$SIZE_B" --output-format=terse >/dev/null
@@ -465,9 +412,5 @@ for (sec, case, metric), v in sorted(d.items()):
     print(f"{sec:6} {case:45} {metric:9} " + " ".join(f"{x:g}" for x in v))
 print("```")
 PY
-    if [ -s "$NOTES" ]; then
-        echo
-        echo "Notes:"
-        sed 's/^/- /' "$NOTES"
-    fi
+    bench_notes
 }

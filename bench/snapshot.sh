@@ -34,10 +34,9 @@
 #     cow1m cow16m ext1m). cowN sets the CoW extent size hint (xfs_io
 #     cowextsize) on the image after create; extN the extent size hint
 #     (xfs_io extsize), which XFS only accepts on a file without extents:
-#     `subvol create --extent-hint N` where subvol has that option (then
-#     every other variant gets --extent-hint 0), else inherited from the
-#     pool's tmp directory where `subvol create` builds the image. "default"
-#     is a plain `subvol create`, whatever it sets.
+#     `subvol create --extent-hint N` (every other variant gets
+#     --extent-hint 0). "default" is a plain `subvol create`, whatever it
+#     sets.
 #  Where `perf trace` works, one extra snapshot per case of parts 1 and 2 is
 #  traced (ioctls only) to split its time into phases.
 #
@@ -70,6 +69,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=snapshot.sh
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
 QUICK=${QUICK:-0}
@@ -94,93 +94,37 @@ FRAG_GIB=4              # part 2 image size
 PRICE_GIB=4             # part 3 image size
 PRICE_FILE_MIB=2048     # part 3 data file
 
-die() { echo "snapshot.sh: $*" >&2; exit 1; }
-note() { echo "== $(date +%T) $*" >&2; }
-
-[ "$(id -u)" = 0 ] || die "run as root (loop devices and mounts)"
-for t in fio python3 losetup findmnt mkfs.xfs mkfs.btrfs btrfs xfs_io fstrim cp; do
-    command -v "$t" >/dev/null || die "$t is not installed"
-done
-case $RUNS in '' | *[!0-9]* | 0) die "RUNS must be a positive integer" ;; esac
-case $PRICE_RUNS in '' | *[!0-9]* | 0) die "PRICE_RUNS must be a positive integer" ;; esac
-case $RUNTIME in '' | *[!0-9]* | 0) die "RUNTIME must be a positive number of seconds" ;; esac
-case $LIGHT_IOPS in '' | *[!0-9]*) die "LIGHT_IOPS must be a number" ;; esac
+bench_require fio python3 losetup findmnt mkfs.xfs mkfs.btrfs btrfs xfs_io fstrim cp
+need_posint RUNS PRICE_RUNS RUNTIME
+need_uint LIGHT_IOPS
 for s in $SIZES; do case $s in *[!0-9]* | 0) die "SIZES are whole GiB: $s" ;; esac; done
 
 SUBVOL=$(bench_subvol "$REPO") || die "no subvol binary"
 
-[ "$(stat -f -c %T "$TMPBASE")" != tmpfs ] || die "$TMPBASE is tmpfs; set TMPBASE to a directory on disk"
 MAXS=0
 for s in $SIZES; do [ "$s" -gt "$MAXS" ] && MAXS=$s; done
 [ "$MAXS" -lt "$FRAG_GIB" ] && MAXS=$FRAG_GIB
 # Peak: the largest image's data on the pool and the same on btrfs, + slack
 # (ensure_space trims the pool before each fill when the disk runs short).
-NEED_GIB=$((MAXS * FILL_PCT * 2 / 100 + 8))
-AVAIL_GIB=$(($(df -k --output=avail "$TMPBASE" | tail -1) / 1048576))
-[ "$AVAIL_GIB" -ge "$NEED_GIB" ] || die "$TMPBASE has $AVAIL_GIB GiB free, need about $NEED_GIB GiB"
+bench_need_disk $((MAXS * FILL_PCT * 2 / 100 + 8))
 POOL_SIZE=$((MAXS * 2 + 16))G
 BTRFS_SIZE=$((MAXS * 2 + 8))G
 
-W=$(mktemp -d "$TMPBASE/subvol-snapbench.XXXXXX")
+bench_workdir snap
 POOL=$W/pool
+POOLS=$POOL
 HOSTDIR=$POOL/bench-host
 BT=$W/btrfs
 BTIMG=$W/btrfs.img
-RES=$W/results.tsv
-NOTES=$W/notes.txt
 WPID=
-: >"$RES"
-: >"$NOTES"
-
-sv() { "$SUBVOL" --pool "$POOL" "$@"; }
-
-POOLS=$POOL
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    cd /
-    if [ -n "$WPID" ]; then kill -INT "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; fi
-    if [ "$rc" != 0 ] && [ -s "$RES" ]; then
-        echo "snapshot.sh: failed (exit $rc); raw results so far:" >&2
-        cat "$RES" >&2
-    fi
-    bench_teardown || echo "snapshot.sh: left $W behind" >&2
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_on_exit() { if [ -n "$WPID" ]; then kill -INT "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; fi; }
 
 # ---------------------------------------------------------------- helpers
-now() { date +%s%N; }
-ms_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", (b - a) / 1e6 }'; }
-# rec PART CASE METRIC VALUE
-rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
-# Extents of a file as FIEMAP reports them (holes not counted).
-extents() { xfs_io -r -c fiemap "$1" | awk 'NR > 1 && !/hole/' | wc -l; }
+# Results: rec PART CASE METRIC VALUE.
 pool_used_mib() { echo $(($(df -k --output=used "$POOL" | tail -1) / 1024)); }
 
 # part_note PART: when a part starts and how busy the machine is.
 part_note() { echo "part $1 started $(date +%T), load average $(cut -d' ' -f1-3 /proc/loadavg)" >>"$NOTES"; }
-FIO_WAITED=0
-# Waits (up to FIO_WAIT s in all) while a fio that is not ours is running.
-wait_quiet() {
-    local waited=0
-    while pgrep -x fio >/dev/null; do
-        if [ "$FIO_WAITED" -ge "$FIO_WAIT" ]; then
-            note "another fio is still running; measuring anyway"
-            echo "another fio process was running during part $1" >>"$NOTES"
-            return
-        fi
-        [ $waited = 0 ] && note "another fio is running (pid $(pgrep -x fio | tr '\n' ' ')); waiting"
-        sleep 30
-        waited=$((waited + 30))
-        FIO_WAITED=$((FIO_WAITED + 30))
-    done
-    [ $waited = 0 ] || echo "waited ${waited}s for other fio processes before part $1" >>"$NOTES"
-}
-
 host_free_mib() { echo $(($(df -k --output=avail "$TMPBASE" | tail -1) / 1024)); }
 # ensure_space MIB: before writing MIB more, make sure the disk under TMPBASE
 # (shared with others) keeps 4 GiB free: trim what the pool and the btrfs
@@ -231,8 +175,6 @@ r = json.load(open(sys.argv[1]))[0]
 print(f'{r["total_us"] / 1000:.3f} {r["frozen_us"] / 1000:.3f} {r["extents"]} {r["frozen_copy_bytes"]}')
 PY
 }
-mount_point() { sv info "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["mount_point"] or "")'; }
-image_of() { sv info "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["image"])'; }
 
 # timed_snapshot PART CASE NAME SNAP: subvol snapshot, recorded as sv_*.
 timed_snapshot() {
@@ -337,9 +279,6 @@ loaded() {
     rec "$part" "$case" "${prefix}_stall" "$lat"
 }
 
-# Newer subvol sets an extent size hint on images itself (--extent-hint).
-HAVE_EXTENT_HINT=0
-if "$SUBVOL" create --help 2>/dev/null | grep -q -- --extent-hint; then HAVE_EXTENT_HINT=1; fi
 HAVE_PERF=0
 if command -v perf >/dev/null && perf trace -e ioctl -o /dev/null -- true >/dev/null 2>&1; then HAVE_PERF=1; fi
 # traced PART CASE NAME SNAP: a traced extra snapshot if perf can trace.
@@ -355,15 +294,12 @@ mkfs.btrfs -q -f "$BTIMG" >/dev/null
 BTDEV=$(losetup -f --show --direct-io=on --sector-size 4096 "$BTIMG")
 mount "$BTDEV" "$BT"
 POOLDEV=$(findmnt -n -o SOURCE --target "$POOL")
-POOLTMP=$POOL/.subvol/tmp
-mkdir -p "$POOLTMP"
 
-loopdesc() { local n=${1#/dev/}; echo "$n dio=$(cat "/sys/block/$n/loop/dio") lbs=$(cat "/sys/block/$n/queue/logical_block_size")"; }
 {
-    echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
+    echo "machine: $(bench_machine)"
     echo "tools: $(fio --version), subvol $("$SUBVOL" --version | awk '{print $NF}'), $(mkfs.xfs -V), $(btrfs --version | head -1)"
     echo "work dir: $W on $(findmnt -n -o FSTYPE --target "$W") ($(findmnt -n -o SOURCE --target "$W"))"
-    echo "pool: XFS reflink=1 on $(loopdesc "$POOLDEV"); btrfs host: $(loopdesc "$BTDEV")"
+    echo "pool: XFS reflink=1 on $(loop_desc "$POOLDEV"); btrfs host: $(loop_desc "$BTDEV")"
     echo "settings: RUNS=$RUNS SIZES='$SIZES' FILL_PCT=$FILL_PCT WARMUP=${WARMUP}s FRAG_TARGETS='$FRAG_TARGETS' RUNTIME=${RUNTIME}s PRICE_RUNS=$PRICE_RUNS HINTS='$HINTS'"
     echo "writer: fio randwrite bs=4k direct=1 libaio iodepth=$IODEPTH"
     echo "command: QUICK=$QUICK RUNS=$RUNS bench/snapshot.sh (SUBVOL=$SUBVOL)"
@@ -381,7 +317,6 @@ order() {
         echo "${!k}"
     done
 }
-has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # ---------------------------------------------------------------- part 1
 # fresh_xfs NAME GIB MIB: a new subvolume NAME with a MIB data file; sets mp, img.
@@ -389,13 +324,13 @@ fresh_xfs() {
     sv delete "$1" --recursive --force >/dev/null 2>&1 || true
     sv create "$1" --size "$2G" >/dev/null
     sv mount "$1" >/dev/null
-    mp=$(mount_point "$1")
-    img=$(image_of "$1")
+    mp=$(mount_point "$POOL" "$1")
+    img=$(image_of "$POOL" "$1")
     fill "$mp/data" "$3"
     sync
 }
 if has_part 1; then
-    wait_quiet 1
+    wait_quiet "part 1"
     part_note 1
     for S in $SIZES; do
         name=lat$S
@@ -463,17 +398,12 @@ fi
 
 # ---------------------------------------------------------------- part 2
 if has_part 2; then
-    wait_quiet 2
+    wait_quiet "part 2"
     part_note 2
     name=frag
     mib=$((FRAG_GIB * 1024 * 85 / 100))
     note "part 2: ${FRAG_GIB} GiB subvolume, ${mib} MiB data file"
-    sv create "$name" --size "${FRAG_GIB}G" >/dev/null
-    sv mount "$name" >/dev/null
-    mp=$(mount_point "$name")
-    img=$(image_of "$name")
-    fill "$mp/data" "$mib"
-    sync
+    fresh_xfs "$name" "$FRAG_GIB" "$mib"
     for target in $FRAG_TARGETS; do
         # Share every block with a reflink copy; then each 4 KiB write inside
         # the subvolume lands in a new host block: about +2 extents a write.
@@ -555,7 +485,7 @@ price_fio() {
         --output-format=json --output="$1" >/dev/null
 }
 if has_part 3; then
-    wait_quiet 3
+    wait_quiet "part 3"
     part_note 3
     # A fresh subvolume per run and hint (hints alternate within a run), so
     # "no snapshot" always means a never-snapshotted image.
@@ -575,24 +505,17 @@ if has_part 3; then
             if [ $h = default ]; then
                 # Whatever `subvol create` does by itself.
                 sv create "$name" --size "${PRICE_GIB}G" >/dev/null
-            elif [ $HAVE_EXTENT_HINT = 1 ]; then
-                sv create "$name" --size "${PRICE_GIB}G" --extent-hint "$(hint_bytes "${ext:-0}")" >/dev/null
             else
-                if [ -n "$ext" ]; then
-                    # Inherited by files created in the directory (EXTSZINHERIT).
-                    xfs_io -c "extsize $(hint_bytes "$ext")" "$POOLTMP"
-                fi
-                sv create "$name" --size "${PRICE_GIB}G" >/dev/null
-                if [ -n "$ext" ]; then xfs_io -c "extsize 0" "$POOLTMP"; fi
+                sv create "$name" --size "${PRICE_GIB}G" --extent-hint "$(hint_bytes "${ext:-0}")" >/dev/null
             fi
-            img=$(image_of "$name")
+            img=$(image_of "$POOL" "$name")
             if [ -n "$cow" ]; then xfs_io -c "cowextsize $(hint_bytes "$cow")" "$img"; fi
             if [ "$r" = 1 ]; then
                 echo "hint $h: image $(xfs_io -r -c extsize "$img" | awk '{print "extsize=" $1}')" \
                     "$(xfs_io -r -c cowextsize "$img" | awk '{print "cowextsize=" $1}')" >>"$NOTES"
             fi
             sv mount "$name" >/dev/null
-            mp=$(mount_point "$name")
+            mp=$(mount_point "$POOL" "$name")
             fill "$mp/data" "$PRICE_FILE_MIB"
             sync
             rec p3 "$h" ext_fill "$(extents "$img")"

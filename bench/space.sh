@@ -73,6 +73,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=space.sh
+BENCH_S_DECIMALS=4 # s_since: listings take milliseconds
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
 QUICK=${QUICK:-0}
@@ -96,46 +98,29 @@ PARTS=${PARTS:-1 3 4}
 TMPBASE=${TMPBASE:-/var/tmp}
 FIO_WAIT=${FIO_WAIT:-900}
 
-die() { echo "space.sh: $*" >&2; exit 1; }
-note() { echo "== $(date +%T) $*" >&2; }
-
-[ "$(id -u)" = 0 ] || die "run as root (loop devices and mounts)"
-for t in fio python3 losetup findmnt xfs_io xfs_repair fsfreeze jq dmesg; do
-    command -v "$t" >/dev/null || die "$t is not installed"
-done
-for v in RATE_EST REACT_MS HOLD IDLE_SECS NSUB NSNAP WRITES WRITES_BETWEEN RUNS; do
-    case ${!v} in '' | *[!0-9]*) die "$v must be a non-negative integer" ;; esac
-done
+bench_require fio python3 losetup findmnt xfs_io xfs_repair fsfreeze jq dmesg
+need_uint RATE_EST REACT_MS HOLD IDLE_SECS NSUB NSNAP WRITES WRITES_BETWEEN RUNS
 for w in $WRITERS; do case $w in direct | buffered) ;; *) die "WRITERS are direct, buffered: $w" ;; esac; done
 for n in $NSUBS; do case $n in '' | *[!0-9]* | 0) die "NSUBS are positive integers: $n" ;; esac; done
 case $WRITE_SIZE in *[!0-9GgMm]* | '') die "WRITE_SIZE is a number of bytes, or with M or G: $WRITE_SIZE" ;; esac
 # Measure the product as shipped: this script must not set any writeback
-# limit itself. Fails if its own source writes into /sys/class/bdi, a bdi
-# knob, /sys/block or /proc/sys/vm/dirty* (this check's own line excluded).
+# limit itself. Fails if its own source or bench/lib.sh writes into
+# /sys/class/bdi, a bdi knob, /sys/block or /proc/sys/vm/dirty* (this check's
+# own line excluded).
 KNOBS='(/sys/class/bdi|/sys/block/[^[:space:]]*/queue|/proc/sys/vm/dirty|strict_limit|max_bytes|min_bytes|max_ratio|min_ratio)'
-SELF_WRITES=$(grep -nE "((>>?|tee( -a)?|of=)[[:space:]]*[\"']?[^[:space:]\"';|&]*$KNOBS|open\\([^)]*$KNOBS[^)]*[\"'][wa])" "${BASH_SOURCE[0]}" | grep -vE '# self-check$|^[0-9]+:[[:space:]]*#' || true) # self-check
+SELF_WRITES=$(grep -nE "((>>?|tee( -a)?|of=)[[:space:]]*[\"']?[^[:space:]\"';|&]*$KNOBS|open\\([^)]*$KNOBS[^)]*[\"'][wa])" "${BASH_SOURCE[0]}" "$REPO/bench/lib.sh" | grep -vE '# self-check$|^[^:]+:[0-9]+:[[:space:]]*#' || true) # self-check
 [ -z "$SELF_WRITES" ] || die "this script writes a writeback setting the product does not make: $SELF_WRITES"
 
 SUBVOL=$(bench_subvol "$REPO") || die "no subvol binary"
-[ "$(stat -f -c %T "$TMPBASE")" != tmpfs ] || die "$TMPBASE is tmpfs; set TMPBASE to a directory on disk"
-AVAIL_GIB=$(($(df -k --output=avail "$TMPBASE" | tail -1) / 1048576))
-[ "$AVAIL_GIB" -ge 6 ] || die "$TMPBASE has $AVAIL_GIB GiB free, need about 6 GiB"
+bench_need_disk 6
 
-W=$(mktemp -d "$TMPBASE/subvol-spacebench.XXXXXX")
+BGPIDS=()          # guard, poller, fio: ours, killed by PID at exit
+bench_workdir space
 SP=$W/small        # part 1-3: 1 GiB pool
 BP=$W/big          # part 3-4: pool with many snapshots
-RES=$W/results.tsv
-NOTES=$W/notes.txt
-: >"$RES"
-: >"$NOTES"
-BGPIDS=()          # guard, poller, fio: ours, killed by PID at exit
-
 POOLS="$SP $BP"
-cleanup() {
-    local rc=$? m i p
-    set +e
-    trap - EXIT INT TERM
-    cd /
+bench_on_exit() {
+    local m i p
     for p in "${BGPIDS[@]}"; do kill -INT "$p" 2>/dev/null; done
     # Writers blocked on a frozen filesystem only go once it is thawed.
     for m in $(bench_mounts_below); do fsfreeze -u "$m" >/dev/null 2>&1; done
@@ -143,22 +128,9 @@ cleanup() {
         for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null
     done
-    if [ "$rc" != 0 ] && [ -s "$RES" ]; then
-        echo "space.sh: failed (exit $rc); raw results so far:" >&2
-        cat "$RES" >&2
-    fi
-    bench_teardown || echo "space.sh: left $W behind" >&2
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- helpers
-now() { date +%s%N; }
-s_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.4f", (b - a) / 1e9 }'; }
-rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
-dropc() { bench_dropc; }
 forget() { # forget PID: drop it from BGPIDS
     local p out=()
     for p in "${BGPIDS[@]}"; do [ "$p" = "$1" ] || out+=("$p"); done
@@ -169,23 +141,6 @@ cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 kmark() { echo "space.sh: $1" >/dev/kmsg; }
 # Kernel log lines after the marker "space.sh: $1".
 dmesg_since() { dmesg | awk -v m="space.sh: $1" 'index($0, m) { buf = ""; next } { buf = buf $0 "\n" } END { printf "%s", buf }'; }
-
-FIO_WAITED=0
-wait_quiet() {
-    local waited=0
-    while pgrep -x fio >/dev/null; do
-        if [ "$FIO_WAITED" -ge "$FIO_WAIT" ]; then
-            note "another fio is still running; measuring anyway"
-            echo "another fio process was running during $1" >>"$NOTES"
-            return
-        fi
-        [ $waited = 0 ] && note "another fio is running (pid $(pgrep -x fio | tr '\n' ' ')); waiting"
-        sleep 30
-        waited=$((waited + 30))
-        FIO_WAITED=$((FIO_WAITED + 30))
-    done
-    [ $waited = 0 ] || echo "waited ${waited}s for other fio processes before $1" >>"$NOTES"
-}
 
 # start_guard POOL LOG [ARGS...]: subvol guard in the background, each
 # stderr line prefixed with its arrival time (epoch seconds); sets GPID.
@@ -282,7 +237,7 @@ guard_case() {
     # on attach; nothing in this script sets it (checked at the start).
     local caps_ok=1 sl mb jb
     for i in $(seq 1 "$n"); do
-        mp=$("$SUBVOL" --pool "$P" info "t$i" --json | jq -r .mount_point)
+        mp=$(mount_point "$P" "t$i")
         dev=$(findmnt -n -o SOURCE --target "$mp")
         mm=$(cat "/sys/block/${dev#/dev/}/dev")
         mps+=("$mp")
@@ -507,7 +462,7 @@ PY
     local bad=0 img
     for i in $(seq 1 "$n"); do
         "$SUBVOL" --pool "$P" umount "t$i" >/dev/null 2>&1 || { fsfreeze -u "${mps[$((i - 1))]}" 2>/dev/null; "$SUBVOL" --pool "$P" umount "t$i" >/dev/null; }
-        img=$("$SUBVOL" --pool "$P" info "t$i" --json | jq -r .image)
+        img=$(image_of "$P" "t$i")
         if ! xfs_repair -n -f "$img" >"$W/repair-$tag-$i.out" 2>&1; then
             bad=$((bad + 1))
             echo "$c: t$i: xfs_repair -n: $(grep -vE '^( +- |Phase )' "$W/repair-$tag-$i.out" | head -5 | tr '\n' ' ')" >>"$NOTES"
@@ -585,26 +540,23 @@ warm() { # warm LABEL CMD...: 10 warm runs (hyperfine if present)
 
 # ---------------------------------------------------------------- run
 note "workdir $W; subvol $SUBVOL"
-case " $PARTS " in *" 3 "*)
+if has_part 3; then
     "$SUBVOL" pool init "$SP" --backing-image 1G >/dev/null
     rec small host size "$(($(stat -f -c %b "$SP") * $(stat -f -c %S "$SP")))"
-    ;;
-esac
-case " $PARTS " in *" 1 "*)
+fi
+if has_part 1; then
     for n in $NSUBS; do
         for w in $WRITERS; do guard_case "$w" "$n"; done
     done
-    ;;
-esac
-case " $PARTS " in *" 3 "*)
+fi
+if has_part 3; then
     note "part 3: idle guard CPU over ${IDLE_SECS}s (1 GiB pool, one mounted idle subvolume)"
     "$SUBVOL" --pool "$SP" create idle --size 4G >/dev/null
     "$SUBVOL" --pool "$SP" mount idle >/dev/null
     idle_cpu "1 GiB pool, 1 mounted subvolume" "$SP"
     "$SUBVOL" --pool "$SP" delete idle --force >/dev/null
-    ;;
-esac
-if [[ " $PARTS " == *" 4 "* || " $PARTS " == *" 3 "* ]]; then
+fi
+if has_part 4 || has_part 3; then
     note "part 4: building a pool of $NSUB subvolumes x $NSNAP snapshots"
     "$SUBVOL" pool init "$BP" --backing-image 8G >/dev/null
     t=$(now)
@@ -612,7 +564,7 @@ if [[ " $PARTS " == *" 4 "* || " $PARTS " == *" 3 "* ]]; then
     rec build create_all s "$(s_since "$t")"
     imgs=()
     for i in $(seq 1 "$NSUB"); do imgs+=("$BP/subvolumes/s$i.img"); done
-    [ -f "${imgs[0]}" ] || { imgs=(); for i in $(seq 1 "$NSUB"); do imgs+=("$("$SUBVOL" --pool "$BP" info "s$i" --json | jq -r .image)"); done; }
+    [ -f "${imgs[0]}" ] || { imgs=(); for i in $(seq 1 "$NSUB"); do imgs+=("$(image_of "$BP" "s$i")"); done; }
     python3 "$WRITER_PY" "$WRITES" 0 "${imgs[@]}"
     multi=1
     snap_total=0
@@ -637,10 +589,10 @@ if [[ " $PARTS " == *" 4 "* || " $PARTS " == *" 3 "* ]]; then
     # Extent counts of all images (subvolumes and snapshots).
     find "$BP" -xdev -name '*.img' -type f >"$W/images.txt"
     rec build images count "$(wc -l <"$W/images.txt")"
-    rec build extents total "$(while read -r f; do xfs_io -r -c fiemap "$f" | awk 'NR > 1 && !/hole/' | wc -l; done <"$W/images.txt" | awk '{ s += $1 } END { print s }')"
+    rec build extents total "$(while read -r f; do extents "$f"; done <"$W/images.txt" | awk '{ s += $1 } END { print s }')"
     rec build cache files "$(find "$BP/.subvol/cache" -type f 2>/dev/null | wc -l)"
 fi
-if [[ " $PARTS " == *" 4 "* ]]; then
+if has_part 4; then
     note "part 4: listing latency"
     L=("$SUBVOL" --pool "$BP" list --snapshots --json)
     dropc
@@ -666,7 +618,7 @@ if [[ " $PARTS " == *" 4 "* ]]; then
         warm "$c" "$SUBVOL" --pool "$BP" "$@"
     done
 fi
-if [[ " $PARTS " == *" 3 "* ]]; then
+if has_part 3; then
     note "part 3: idle guard CPU over ${IDLE_SECS}s ($NSUB subvolumes, $NSNAP snapshots each, none mounted)"
     idle_cpu "$NSUB subvolumes + snapshots, none mounted" "$BP"
 fi
@@ -794,9 +746,5 @@ for (a, b, c), v in sorted(d.items()):
     print(f"{a:10} {b:45} {c:28} " + " ".join(f"{x:g}" for x in v))
 print("```")
 PY
-    if [ -s "$NOTES" ]; then
-        echo
-        echo "Notes:"
-        sed 's/^/- /' "$NOTES"
-    fi
+    bench_notes
 }
