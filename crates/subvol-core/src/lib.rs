@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod diff;
+pub mod duration;
+pub mod exposition;
 pub mod extent;
 pub mod fstype;
 pub mod meta;

@@ -27,6 +27,23 @@ impl KeepPolicy {
     pub fn is_empty(&self) -> bool {
         *self == KeepPolicy::default()
     }
+
+    /// Seconds between the snapshots the finest calendar rule keeps (an hour
+    /// for `hourly`, ... a mean Gregorian year for `yearly`): how often
+    /// autosnap must run for the policy to hold, so monitoring can tell a
+    /// snapshot that is late. `None` for a policy of `last` rules only.
+    pub fn finest_interval_secs(&self) -> Option<u64> {
+        [
+            (self.hourly, 3_600),
+            (self.daily, 86_400),
+            (self.weekly, 604_800),
+            (self.monthly, 2_629_746),
+            (self.yearly, 31_556_952),
+        ]
+        .into_iter()
+        .find(|(n, _)| *n > 0)
+        .map(|(_, secs)| secs)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,6 +179,15 @@ pub fn plan(snapshots: &[Candidate], policy: &KeepPolicy, now: DateTime<Utc>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finest_interval_is_the_finest_calendar_rule() {
+        let p = |t: &str| t.parse::<KeepPolicy>().unwrap().finest_interval_secs();
+        assert_eq!(p("hourly=24,daily=7"), Some(3_600));
+        assert_eq!(p("daily=7,monthly=6"), Some(86_400));
+        assert_eq!(p("yearly=2"), Some(31_556_952));
+        assert_eq!(p("last=5"), None);
+    }
     use chrono::TimeZone;
     use proptest::prelude::*;
 

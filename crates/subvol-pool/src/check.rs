@@ -6,7 +6,6 @@ use crate::error::{Error, Result};
 use crate::extent_cache::CacheKey;
 use crate::kernel::KernelView;
 use crate::layout;
-use crate::lock::PoolLock;
 use crate::pool::Pool;
 use crate::recovery::{self, Recovered};
 use crate::subvolume::read_meta;
@@ -110,17 +109,37 @@ fn chmod(p: &Path, m: u32) -> bool {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).is_ok()
 }
 
+/// What recovery did under `pool check --repair`, as repaired findings.
+fn report_recovered(c: &mut Checker, r: &Recovered) {
+    let done = |c: &mut Checker, what: String, how: &str| {
+        c.findings.push(Finding { severity: "error", what, repair: Some(how.to_string()), repaired: true });
+    };
+    for mp in &r.thawed {
+        done(c, format!("{mp} was left frozen by a crashed snapshot"), "thawed by recovery");
+    }
+    for f in &r.removed_tmp {
+        done(c, format!("leftover file {f} of an interrupted command"), "removed by recovery");
+    }
+    for n in &r.finished_renames {
+        done(c, format!("an interrupted rename ({n})"), "finished by recovery");
+    }
+    for n in &r.protected {
+        done(c, format!("snapshot {n} had lost its immutable flag"), "re-protected by recovery");
+    }
+}
+
 impl Pool {
     /// Checks the pool; with `repair`, fixes what is safe to fix.
     pub fn check(&self, repair: bool) -> Result<CheckReport> {
-        let _lock = PoolLock::acquire(&self.layout.lock_file(), std::time::Duration::from_secs(300), &|| {})?;
+        let _lock = self.lock()?;
         let mut c = Checker { repair, findings: Vec::new() };
-        // What recovery would do: report it, and with --repair do it.
-        self.check_recoverable(&mut c);
+        // With --repair, recovery runs first and what it did is reported;
+        // what is left after it (or, without --repair, what it would do)
+        // is reported by check_recoverable.
         if repair {
-            let r: Recovered = recovery::recover(&self.layout)?;
-            let _ = r;
+            report_recovered(&mut c, &recovery::recover(&self.layout)?);
         }
+        self.check_recoverable(&mut c);
         for (dir, m) in [(self.root().to_path_buf(), 0o700), (self.layout.meta_dir(), 0o700)] {
             if let Some(actual) = mode(&dir) {
                 if actual != m {
@@ -179,7 +198,7 @@ impl Pool {
         for e in std::fs::read_dir(self.layout.tmp_dir()).into_iter().flatten().flatten() {
             c.error(
                 format!("leftover temp file {} (an interrupted command)", e.path().display()),
-                Some(("removed by recovery", &mut || true)),
+                Some(("removed by recovery", &mut || false)),
             );
         }
         for e in std::fs::read_dir(self.layout.frozen_dir()).into_iter().flatten().flatten() {
@@ -188,7 +207,7 @@ impl Pool {
                 let mp = std::fs::read_to_string(e.path()).unwrap_or_default();
                 c.error(
                     format!("{mp} was left frozen by a crashed snapshot"),
-                    Some(("thawed by recovery", &mut || true)),
+                    Some(("thawed by recovery", &mut || false)),
                 );
             }
         }
@@ -206,7 +225,7 @@ impl Pool {
             }
         }
         if self.layout.intent_dir().join("rename").exists() {
-            c.error("an interrupted rename".into(), Some(("finished by recovery", &mut || true)));
+            c.error("an interrupted rename".into(), Some(("finished by recovery", &mut || false)));
         }
         for e in std::fs::read_dir(self.layout.receive_dir()).into_iter().flatten().flatten() {
             let p = e.path();
@@ -220,7 +239,7 @@ impl Pool {
                     if !running {
                         c.error(
                             format!("leftover partial receive {}", p.display()),
-                            Some(("removed by recovery", &mut || true)),
+                            Some(("removed by recovery", &mut || false)),
                         );
                     }
                 }

@@ -137,7 +137,7 @@ impl Pool {
     /// made room.
     pub fn guard(&self, opts: &GuardOptions, stop: &dyn Fn() -> bool, log: &mut dyn FnMut(String)) -> Result<()> {
         crate::error::require_root("guard")?;
-        let _watch = self.take_guard_watch()?;
+        let mut watch = self.take_guard_watch()?;
         // Its reaction time is part of the margin: run ahead of busy writers.
         if let Err(e) = subvol_os::priority::set_nice(GUARD_NICE) {
             log(format!("guard: could not raise its priority ({e}); a busy CPU delays it"));
@@ -161,6 +161,7 @@ impl Pool {
             format_size(outstanding)
         ));
         loop {
+            watch.polled();
             let now = Instant::now();
             // Listing and the space sweep cost more than a statfs: refresh them
             // every second / five seconds, and skip the sweep entirely when no

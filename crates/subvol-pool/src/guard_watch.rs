@@ -13,7 +13,21 @@ use std::os::unix::fs::OpenOptionsExt;
 /// Held by the running guard; released on drop or death.
 #[derive(Debug)]
 pub struct GuardWatch {
-    _file: File,
+    file: File,
+    last_mark: Option<std::time::Instant>,
+}
+
+impl GuardWatch {
+    /// Records that the guard just sampled the host, as the lock file's
+    /// modification time (at most once a second: an inode update, no data),
+    /// so metrics can tell a guard that hangs from one that watches.
+    pub(crate) fn polled(&mut self) {
+        if self.last_mark.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            return;
+        }
+        self.last_mark = Some(std::time::Instant::now());
+        let _ = self.file.set_modified(std::time::SystemTime::now());
+    }
 }
 
 impl Pool {
@@ -37,7 +51,7 @@ impl Pool {
                     let _ = file.set_len(0);
                     let _ = file.rewind();
                     let _ = file.write_all(pid.as_bytes());
-                    return Ok(GuardWatch { _file: file });
+                    return Ok(GuardWatch { file, last_mark: None });
                 }
                 Err(TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(50)),
                 Err(TryLockError::Error(e)) => return Err(Error::io("cannot lock the guard record", e)),
@@ -48,6 +62,12 @@ impl Pool {
             ErrorKind::Busy,
             format!("a guard (pid {pid}) already watches {}; one guard per pool", self.root().display()),
         ))
+    }
+
+    /// When the running guard last sampled the host (see `GuardWatch::polled`).
+    pub fn guard_last_poll(&self) -> Option<std::time::SystemTime> {
+        self.guard_watching()?;
+        std::fs::symlink_metadata(self.layout.guard_lock_file()).and_then(|m| m.modified()).ok()
     }
 
     /// The pid of the guard watching this pool, if one is running.

@@ -31,6 +31,12 @@ impl StreamFile {
     /// Starts writing a stream for `dest`; refuses an existing `dest`
     /// (a file, a symlink, anything) unless `force`.
     pub fn create(dest: &Path, force: bool) -> Result<StreamFile> {
+        Self::create_with_mode(dest, force, 0o600)
+    }
+
+    /// `create` for a file others must read (`subvol metrics -o` for the
+    /// node_exporter textfile collector): exactly `mode`, whatever the umask.
+    pub fn create_with_mode(dest: &Path, force: bool, mode: u32) -> Result<StreamFile> {
         // A character device or a FIFO (`/dev/null`, a pipe) holds nothing
         // to clobber and cannot be replaced by rename: written directly.
         use std::os::unix::fs::FileTypeExt;
@@ -59,10 +65,15 @@ impl StreamFile {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+        if mode & 0o077 != 0 {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(format!("cannot set the mode of {}", tmp.display()), e))?;
+        }
         Ok(StreamFile { file: Some(file), tmp: Some(tmp), dest: dest.to_path_buf(), force })
     }
 

@@ -322,11 +322,19 @@ impl Pool {
 
     /// Pool-wide figures.
     pub fn status(&self) -> Result<PoolStatus> {
+        self.status_of(&self.list()?, &self.list_snapshots(None)?, &self.space()?)
+    }
+
+    /// `status` from listings and a space sweep the caller already has
+    /// (metrics needs all three too, and the sweep is the costly part).
+    pub(crate) fn status_of(
+        &self,
+        subs: &[SubvolumeInfo],
+        snaps: &[SubvolumeInfo],
+        space: &crate::PoolSpace,
+    ) -> Result<PoolStatus> {
         let stats = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot stat the pool", e))?;
-        let subs = self.list()?;
-        let snaps = self.list_snapshots(None)?;
-        let space = self.space()?;
-        let budget = self.budget(&space)?;
+        let budget = self.budget(space)?;
         let allocated_bytes = subs.iter().chain(snaps.iter()).map(|s| s.allocated_bytes).sum();
         let virtual_bytes: u64 = subs.iter().map(|s| s.virtual_size_bytes).sum();
         let problems = subs.iter().filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.name))).collect();
@@ -349,7 +357,7 @@ impl Pool {
                 "{n} is mounted without its dirty page cache cap; `subvol pool check --repair` (or a running guard) restores it"
             ));
         }
-        warnings.extend(subs.iter().chain(&snaps).filter_map(SubvolumeInfo::failure_advice));
+        warnings.extend(subs.iter().chain(snaps).filter_map(SubvolumeInfo::failure_advice));
         Ok(PoolStatus {
             path: self.root().to_path_buf(),
             uuid: self.meta.uuid.to_string(),

@@ -19,15 +19,6 @@ pub struct Recovered {
     pub protected: Vec<String>,
 }
 
-impl Recovered {
-    pub fn is_empty(&self) -> bool {
-        self.thawed.is_empty()
-            && self.removed_tmp.is_empty()
-            && self.finished_renames.is_empty()
-            && self.protected.is_empty()
-    }
-}
-
 /// Runs every recovery step.
 pub fn recover(layout: &Layout) -> Result<Recovered> {
     Ok(Recovered {

@@ -40,6 +40,19 @@ pub struct PoolSpace {
     pub outstanding_bytes: u64,
 }
 
+impl PoolSpace {
+    /// Puts each image's figures into its listing entry.
+    pub fn apply(&self, infos: &mut [crate::SubvolumeInfo]) {
+        for i in infos.iter_mut() {
+            if let Some(sp) = self.images.get(&i.image) {
+                i.exclusive_bytes = Some(sp.exclusive_bytes);
+                i.shared_bytes = Some(sp.shared_bytes);
+                i.written_bytes = sp.written_bytes;
+            }
+        }
+    }
+}
+
 /// One image seen by the accounting.
 struct Item {
     path: PathBuf,
@@ -171,13 +184,7 @@ impl Pool {
     /// Fills in the space figures of listed objects; returns the pool's.
     pub fn fill_space(&self, infos: &mut [crate::SubvolumeInfo]) -> Result<PoolSpace> {
         let space = self.space()?;
-        for i in infos.iter_mut() {
-            if let Some(sp) = space.images.get(&i.image) {
-                i.exclusive_bytes = Some(sp.exclusive_bytes);
-                i.shared_bytes = Some(sp.shared_bytes);
-                i.written_bytes = sp.written_bytes;
-            }
-        }
+        space.apply(infos);
         Ok(space)
     }
 

@@ -299,6 +299,27 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Check what an admin pages on (late snapshots, frozen writers, low
+    /// space, no guard, unfinished receives, pool check problems); exit 0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN, as monitoring plugins do.
+    Health {
+        /// Warn when a subvolume's newest snapshot is older than this (e.g.
+        /// 25h, 2d); default: 1.5 intervals of its snapshot.policy.
+        #[arg(long, value_name = "AGE")]
+        warn_age: Option<String>,
+        /// Critical past this age; default: 3 intervals of its policy.
+        #[arg(long, value_name = "AGE")]
+        crit_age: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Print the pool's metrics in the Prometheus text format (for the
+    /// node_exporter textfile collector).
+    Metrics {
+        /// Write to FILE atomically (mode 0644) instead of standard output.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print a completion script for bash, zsh or fish (it also completes
     /// subvolume and snapshot names from the pool).
     Completions {

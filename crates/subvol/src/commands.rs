@@ -14,7 +14,9 @@ use subvol_pool::{
     MountOptions, Orphan, Pool, PoolStatus, PruneReport, Result, State, SubvolumeInfo, POLICY_PROPERTY,
 };
 
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs one command; returns the exit status of a command that succeeded
+/// (0, except `health`, whose status is its verdict).
+pub fn run(cli: Cli) -> Result<u8> {
     let timeout = Duration::from_secs(cli.lock_timeout);
     let open = || -> Result<Pool> {
         let mut pool = Pool::open(&cli.pool)?;
@@ -25,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Ok(pool)
     };
     match cli.command {
+        Command::Health { warn_age, crit_age, json: j } => return Ok(health(&open, warn_age, crit_age, j.json)),
         Command::Pool(PoolCommand::Init { dir, backing_image, backing_file, mount_base, force, json: j }) => {
             let opts = InitOptions {
                 backing_image_bytes: backing_image.as_deref().map(parse_size).transpose()?,
@@ -484,6 +487,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Metrics { output } => {
+            let text = subvol_core::exposition::render(&open()?.metrics()?);
+            match output {
+                None => emit(&text),
+                Some(path) => {
+                    let mut f = subvol_pool::StreamFile::create_with_mode(&path, true, 0o644)?;
+                    std::io::Write::write_all(&mut f, text.as_bytes())
+                        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+                    f.commit()?;
+                }
+            }
+        }
         Command::Completions { shell } => emit(&crate::shell::script(shell)),
         Command::Man { dir: None } => emit(&String::from_utf8_lossy(&crate::manpages::main_page()?)),
         Command::Man { dir: Some(dir) } => {
@@ -499,7 +514,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 fn dash(p: &Option<std::path::PathBuf>) -> String {
@@ -756,4 +771,43 @@ fn signal_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         let _ = signal_hook::flag::register(sig, flag.clone());
     }
     flag
+}
+
+/// `subvol health`: one summary line, then one line per finding, and the
+/// monitoring-plugin status; a pool that cannot be read is UNKNOWN (3).
+fn health(open: &dyn Fn() -> Result<Pool>, warn: Option<String>, crit: Option<String>, as_json: bool) -> u8 {
+    let report = (|| {
+        let opts = subvol_pool::HealthOptions {
+            warn_age: warn.as_deref().map(subvol_core::duration::parse_duration).transpose().map_err(Error::invalid)?,
+            crit_age: crit.as_deref().map(subvol_core::duration::parse_duration).transpose().map_err(Error::invalid)?,
+        };
+        open()?.health(&opts)
+    })();
+    let r = match report {
+        Ok(r) => r,
+        Err(e) => {
+            if as_json {
+                json(
+                    &serde_json::json!({"status": "UNKNOWN", "findings": [{"severity": "UNKNOWN", "message": e.message}]}),
+                );
+            } else {
+                emit(&format!("SUBVOL UNKNOWN - {}\n", escape(&e.message)));
+            }
+            return subvol_pool::Severity::Unknown.exit_code();
+        }
+    };
+    if as_json {
+        json(&r);
+    } else {
+        let summary = match r.findings.len() {
+            0 => "no findings".to_string(),
+            n => format!("{n} finding(s)"),
+        };
+        let mut out = format!("SUBVOL {} - {}: {summary}\n", r.status.as_str(), escape(&r.pool.display().to_string()));
+        for f in &r.findings {
+            out.push_str(&format!("{}: {}\n", f.severity.as_str(), escape(&f.message)));
+        }
+        emit(&out);
+    }
+    r.status.exit_code()
 }

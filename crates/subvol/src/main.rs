@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
     match commands::run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("subvol: error: {}", e.message);
             ExitCode::from(output::exit_code(e.kind))

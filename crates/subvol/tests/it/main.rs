@@ -10,6 +10,7 @@ mod enospc;
 mod errors;
 mod lifecycle;
 mod mounting;
+mod operations;
 mod orphans;
 mod pools;
 mod replication;
