@@ -154,7 +154,7 @@ impl Pool {
             add(&mut findings, sev, f.what);
         }
         let status = findings.iter().map(|f| f.severity).max().unwrap_or(Severity::Ok);
-        findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
         Ok(HealthReport { pool: self.root().to_path_buf(), status, findings })
     }
 }

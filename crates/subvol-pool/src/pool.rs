@@ -338,9 +338,9 @@ impl Pool {
         let allocated_bytes = subs.iter().chain(snaps.iter()).map(|s| s.allocated_bytes).sum();
         let virtual_bytes: u64 = subs.iter().map(|s| s.virtual_size_bytes).sum();
         let problems = subs.iter().filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.name))).collect();
-        let uncapped_thin: Vec<String> = self.uncapped_thin(&subs).into_iter().map(|(n, _)| n).collect();
+        let uncapped_thin: Vec<String> = self.uncapped_thin(subs).into_iter().map(|(n, _)| n).collect();
         let mut warnings = Vec::new();
-        if let Some(w) = self.unguarded_overcommit_warning(&subs, stats.free_bytes) {
+        if let Some(w) = self.unguarded_overcommit_warning(subs, stats.free_bytes) {
             warnings.push(w);
         }
         if stats.free_bytes < budget.margin_bytes {
