@@ -107,7 +107,7 @@ pub fn check_header_validation(h: &subvol_core::stream::StreamHeader) {
         "accepted size {}",
         h.virtual_size
     );
-    assert!(h.resume_offset % u64::from(h.block_size) == 0, "accepted resume offset {}", h.resume_offset);
+    assert!(h.resume_offset.is_multiple_of(u64::from(h.block_size)), "accepted resume offset {}", h.resume_offset);
 }
 
 /// Target `stream_decode`: raw bytes into `StreamReader`.

@@ -564,7 +564,8 @@ mod tests {
     fn validate_refuses_hostile_strings_and_geometry() {
         let good = header(1 << 20);
         good.validate().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut StreamHeader)>)> = vec![
+        type Edit = Box<dyn Fn(&mut StreamHeader)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("source_name", Box::new(|h| h.source_name = "web\u{1b}[2J".into())),
             ("source_name", Box::new(|h| h.source_name = "a".repeat(64 << 10))),
             ("source_name", Box::new(|h| h.source_name = "x\ny".into())),

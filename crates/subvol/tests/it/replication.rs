@@ -429,6 +429,9 @@ fn sync_over_ssh_push_and_pull() {
 /// A stream with valid checksums whose header JSON is `base` edited by
 /// `edit`: what a hostile sender can produce. Carries one 4 KiB DATA record
 /// when the declared size allows.
+/// A named change to a stream header, for the hostile-header cases.
+type HeaderEdit = Box<dyn Fn(&mut serde_json::Value)>;
+
 fn crafted_stream(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     use subvol_core::stream::{StreamHeader, StreamWriter};
     let mut h = serde_json::json!({
@@ -461,7 +464,7 @@ fn hostile_header_strings_are_refused() {
     let host = TestHost::xfs();
     let file = host.dir.path().join("s.stream");
     let before = tree_state(&host.pool);
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let cases: Vec<(&str, HeaderEdit)> = vec![
         ("source_name", Box::new(|h| h["source_name"] = "web\u{1b}[2J\nfake 1G".into())),
         ("source_name", Box::new(|h| h["source_name"] = "w".repeat(60 << 10).into())),
         ("tags", Box::new(|h| h["tags"] = serde_json::json!(["ok", "x\ny  raw  1G"]))),
@@ -562,7 +565,7 @@ fn implausible_stream_geometry_is_refused() {
     let host = TestHost::xfs();
     let file = host.dir.path().join("g.stream");
     let before = tree_state(&host.pool);
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let cases: Vec<(&str, HeaderEdit)> = vec![
         ("block_size", Box::new(|h| h["block_size"] = 512.into())),
         (
             "virtual_size",
