@@ -217,14 +217,14 @@ impl Pool {
             if mounted {
                 c.warning(format!("{} is frozen by the guard since {}: {}", f.name, f.at, f.reason));
             } else {
-                let marker = self.layout.frozen_dir().join(format!("guard.{}", f.name));
+                let marker = self.layout.guard_frozen_marker(&f.name);
                 c.error(
                     format!("stale guard record for {} (no longer mounted at {})", f.name, f.mount_point.display()),
                     Some(("removed the record", &mut || std::fs::remove_file(&marker).is_ok())),
                 );
             }
         }
-        if self.layout.intent_dir().join("rename").exists() {
+        if self.layout.rename_intent().exists() {
             c.error("an interrupted rename".into(), Some(("finished by recovery", &mut || false)));
         }
         for e in std::fs::read_dir(self.layout.receive_dir()).into_iter().flatten().flatten() {

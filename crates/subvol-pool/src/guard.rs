@@ -63,7 +63,7 @@ pub struct GuardFreeze {
 
 impl Pool {
     fn guard_marker(&self, name: &str) -> PathBuf {
-        self.layout.frozen_dir().join(format!("guard.{name}"))
+        self.layout.guard_frozen_marker(name)
     }
 
     /// Subvolumes the guard has frozen, with why.

@@ -96,6 +96,32 @@ impl Layout {
         self.root.join(INTENT_DIR)
     }
 
+    /// "This snapshot command froze NAME's filesystem" (recovery thaws it).
+    pub fn snapshot_frozen_marker(&self, name: &str) -> PathBuf {
+        self.frozen_dir().join(format!("snapshot.{name}"))
+    }
+
+    /// "The guard froze NAME" (a `guard` record: why, when, how hard).
+    pub fn guard_frozen_marker(&self, name: &str) -> PathBuf {
+        self.frozen_dir().join(format!("guard.{name}"))
+    }
+
+    /// A multi-step rename to roll forward.
+    pub fn rename_intent(&self) -> PathBuf {
+        self.intent_dir().join("rename")
+    }
+
+    /// "A snapshot may briefly lack its immutable flag" (recovery re-sets it).
+    pub fn unprotected_intent(&self) -> PathBuf {
+        self.intent_dir().join("unprotected")
+    }
+
+    /// A receive into NAME: its partial image and its resumable state.
+    pub fn partial_receive(&self, name: &str) -> (PathBuf, PathBuf) {
+        let dir = self.receive_dir();
+        (dir.join(format!("{name}.{IMAGE_EXT}")), dir.join(format!("{name}.state")))
+    }
+
     pub fn receive_dir(&self) -> PathBuf {
         self.root.join(RECEIVE_DIR)
     }

@@ -240,7 +240,7 @@ impl Pool {
                     }
                 })?;
                 done.push(mp.clone());
-                let _ = std::fs::remove_file(self.layout.frozen_dir().join(format!("guard.{name}")));
+                let _ = std::fs::remove_file(self.layout.guard_frozen_marker(name));
                 self.remove_mount_point_if_default(mp);
             }
             if a.mount_points.is_empty() {

@@ -121,8 +121,7 @@ fn base_index(n: &str, metas: &[(String, PathBuf, SubvolumeMeta)], base: &Snapsh
 
 impl Pool {
     fn partial_paths(&self, name: &str) -> (PathBuf, PathBuf) {
-        let dir = self.layout.receive_dir();
-        (dir.join(format!("{name}.img")), dir.join(format!("{name}.state")))
+        self.layout.partial_receive(name)
     }
 
     fn read_state(&self, state_path: &Path) -> Result<Option<PartialState>> {

@@ -32,7 +32,7 @@ pub fn recover(layout: &Layout) -> Result<Recovered> {
         protected: {
             // Only after an interrupted metadata update or delete: the
             // marker says a snapshot may have been left without its flag.
-            let marker = layout.intent_dir().join("unprotected");
+            let marker = layout.unprotected_intent();
             if marker.exists() {
                 let v = protect_snapshots(layout);
                 let _ = std::fs::remove_file(marker);
@@ -47,13 +47,13 @@ pub fn recover(layout: &Layout) -> Result<Recovered> {
 /// Records that a snapshot is about to lose its immutable flag for a
 /// moment, so recovery re-protects snapshots if we die before restoring it.
 pub fn mark_unprotected(layout: &Layout) -> Result<()> {
-    std::fs::write(layout.intent_dir().join("unprotected"), b"")
+    std::fs::write(layout.unprotected_intent(), b"")
         .map_err(|e| Error::io("cannot record the snapshot update", e))
 }
 
 /// The snapshot is protected again (or gone): drop the record.
 pub fn clear_unprotected(layout: &Layout) {
-    let _ = std::fs::remove_file(layout.intent_dir().join("unprotected"));
+    let _ = std::fs::remove_file(layout.unprotected_intent());
 }
 
 /// Whether anything is left for recovery to do (cheap: a few directory

@@ -13,10 +13,6 @@ struct RenameIntent {
     new: String,
 }
 
-fn intent_path(layout: &Layout) -> std::path::PathBuf {
-    layout.intent_dir().join("rename")
-}
-
 fn move_if_needed(src: &Path, dst: &Path) -> Result<()> {
     if src.exists() && !dst.exists() {
         subvol_os::fsync::rename_noreplace(src, dst).map_err(|e| Error::os("cannot rename", e))?;
@@ -37,7 +33,7 @@ fn apply(layout: &Layout, i: &RenameIntent) -> Result<()> {
 /// and has checked that `new` is free and nothing is mounted.
 pub fn rename(layout: &Layout, old: &str, new: &str) -> Result<()> {
     let intent = RenameIntent { old: old.into(), new: new.into() };
-    let path = intent_path(layout);
+    let path = layout.rename_intent();
     std::fs::create_dir_all(layout.intent_dir()).map_err(|e| Error::io("cannot create the intent dir", e))?;
     let bytes = subvol_core::meta::encode("intent", 1, &intent);
     subvol_os::fsync::write_atomic(&path, &bytes).map_err(|e| Error::os("cannot record the rename", e))?;
@@ -49,7 +45,7 @@ pub fn rename(layout: &Layout, old: &str, new: &str) -> Result<()> {
 
 /// Finishes a rename that a crash interrupted.
 pub fn replay(layout: &Layout) -> Result<Vec<String>> {
-    let path = intent_path(layout);
+    let path = layout.rename_intent();
     let Ok(bytes) = std::fs::read(&path) else { return Ok(Vec::new()) };
     let done = match subvol_core::meta::decode::<RenameIntent>("intent", 1, &bytes) {
         Ok(i) => {

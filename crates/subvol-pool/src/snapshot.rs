@@ -88,7 +88,7 @@ struct FrozenMarker(PathBuf);
 
 impl FrozenMarker {
     fn create(pool: &Pool, name: &str, mount_point: &Path) -> Result<Self> {
-        let path = pool.layout.frozen_dir().join(format!("snapshot.{name}"));
+        let path = pool.layout.snapshot_frozen_marker(name);
         std::fs::create_dir_all(pool.layout.frozen_dir())
             .map_err(|e| Error::io("cannot create the frozen-marker dir", e))?;
         std::fs::write(&path, mount_point.as_os_str().as_encoded_bytes())
