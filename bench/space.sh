@@ -608,7 +608,7 @@ if has_part 4; then
         timed "list --snapshots --json" "cold, extent cache deleted" "${L[@]}"
     done
     warm "list --snapshots --json" "${L[@]}"
-    for c in "list --json" "pool status --json"; do
+    for c in "list --json" "pool status --json" "metrics"; do
         # shellcheck disable=SC2086
         set -- $c
         for r in $(seq 1 "$RUNS"); do
