@@ -11,15 +11,17 @@
 //! docs/SPACE.md derives the margin it keeps.
 
 use crate::error::{Error, Result};
+use crate::guard_hold::{Candidate, GuardOps, Hold};
 use crate::pool::Pool;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use subvol_core::space::{
     guard_decision, guard_horizon_secs, guard_low_watermark, guard_thaw_gap, Frozen, GuardAction, GuardInputs,
     GuardPolicy,
 };
 use subvol_core::{format_size, HostFs};
+use subvol_os::OsResult;
 
 #[derive(Debug, Clone)]
 pub struct GuardOptions {
@@ -30,7 +32,8 @@ pub struct GuardOptions {
     pub high_watermark_bytes: Option<u64>,
     /// Freeze early if the low watermark would be crossed within this.
     pub horizon: Duration,
-    /// Run one check and return.
+    /// Run one check and return, leaving what it froze frozen: its records
+    /// tell the next check (and every command) what to thaw.
     pub once: bool,
     /// May prune snapshots by their policies to reclaim space.
     pub prune: bool,
@@ -134,7 +137,10 @@ impl Pool {
     /// times the sample gap and the freeze time, all measured here). When it
     /// must act, it freezes every mounted thin subvolume at once, then
     /// reclaims (trim, prune) while they are frozen, then thaws them if that
-    /// made room.
+    /// made room. When `stop()` says so, it thaws everything it holds
+    /// first, since nothing watches the host after it (a panic
+    /// thaws too); `--once` keeps its recorded freezes. `guard_hold` keeps
+    /// that order.
     pub fn guard(&self, opts: &GuardOptions, stop: &dyn Fn() -> bool, log: &mut dyn FnMut(String)) -> Result<()> {
         crate::error::require_root("guard")?;
         let mut watch = self.take_guard_watch()?;
@@ -150,7 +156,9 @@ impl Pool {
         let mut reaction = Reaction::new(opts.interval);
         let mut warned_unfreezable = false;
         let mut soft_since: Option<Instant> = None;
-        let mut last_reclaim: Option<Instant> = None;
+        // From here on every way out (a stop, a panic) thaws what
+        // the guard holds, except a `--once` check's recorded freezes.
+        let mut hold = Hold::new(RealGuardOps { pool: self, prune: opts.prune, last_reclaim: None }, opts.once);
         let mut subs: Vec<crate::SubvolumeInfo> = Vec::new();
         let mut subs_at: Option<Instant> = None;
         log(format!(
@@ -251,7 +259,7 @@ impl Pool {
                     reaction.freeze_secs(),
                 ),
             };
-            let frozen = self.guard_frozen();
+            let frozen = hold.frozen();
             let state = if frozen.is_empty() {
                 Frozen::No
             } else if frozen.iter().any(|f| f.hard) {
@@ -275,35 +283,12 @@ impl Pool {
                 GuardAction::Nothing => {}
                 action @ (GuardAction::FreezeHard | GuardAction::FreezeSoft) => {
                     let hard = action == GuardAction::FreezeHard;
-                    let reason = numbers();
-                    // Freeze first: reclaim takes time a fast writer would
-                    // spend filling the host.
-                    let t = Instant::now();
-                    let froze = self.freeze_thin(&subs, &reason, hard, log, &mut warned_unfreezable)?;
-                    if !froze.is_empty() {
-                        reaction.froze_in(t.elapsed().as_secs_f64());
+                    let candidates = self.freeze_candidates(&subs, log, &mut warned_unfreezable);
+                    let r = hold.react(&candidates, &numbers(), hard, outstanding, high, log);
+                    if !r.froze.is_empty() {
+                        reaction.froze_in(r.freeze_secs);
                     }
-                    soft_since = Some(Instant::now());
-                    log(format!(
-                        "guard: {}: froze {} in {:.1} ms: {reason}; reclaiming",
-                        if hard { "at the low watermark" } else { "approaching the low watermark" },
-                        if froze.is_empty() { "nothing".to_string() } else { froze.join(", ") },
-                        t.elapsed().as_secs_f64() * 1000.0
-                    ));
-                    if self.reclaim(opts.prune, &mut last_reclaim, log) {
-                        let headroom2 = subvol_os::statfs::statfs(self.root())
-                            .map(|st2| st2.free_bytes.saturating_sub(outstanding))
-                            .unwrap_or(0);
-                        if headroom2 >= high {
-                            log(format!(
-                                "guard: reclaim made room (headroom {}, high {}), thawing",
-                                format_size(headroom2),
-                                format_size(high)
-                            ));
-                            self.thaw_guard_frozen(log, &numbers());
-                            soft_since = None;
-                        }
-                    }
+                    soft_since = (!r.thawed).then_some(r.frozen_at);
                     // The rate measured across a freeze means nothing.
                     last = None;
                     rate = 0.0;
@@ -313,13 +298,10 @@ impl Pool {
                         "guard: the low watermark was crossed while paused, holding until the high watermark: {}",
                         numbers()
                     ));
-                    for mut f in frozen {
-                        f.hard = true;
-                        let _ = std::fs::write(self.guard_marker(&f.name), subvol_core::meta::encode("guard", 1, &f));
-                    }
+                    hold.harden();
                 }
                 GuardAction::Thaw => {
-                    self.thaw_guard_frozen(log, &numbers());
+                    hold.thaw_all(&numbers(), log);
                     soft_since = None;
                     // The rate measured while frozen means nothing now.
                     last = None;
@@ -327,20 +309,10 @@ impl Pool {
                 }
             }
             if opts.once || stop() {
+                hold.stop(log);
                 return Ok(());
             }
             std::thread::sleep(opts.interval);
-        }
-    }
-
-    /// Thaws every subvolume the guard froze and drops the records.
-    fn thaw_guard_frozen(&self, log: &mut dyn FnMut(String), numbers: &str) {
-        for f in self.guard_frozen() {
-            match subvol_os::freeze::fithaw(&f.mount_point) {
-                Ok(()) => log(format!("guard: thawed {} at {}: {numbers}", f.name, f.mount_point.display())),
-                Err(e) => log(format!("guard: thaw of {} reported: {e}", f.name)),
-            }
-            let _ = std::fs::remove_file(self.guard_marker(&f.name));
         }
     }
 
@@ -380,24 +352,16 @@ impl Pool {
         any
     }
 
-    /// Freezes every mounted thin subvolume at once (one thread each: a
-    /// FIFREEZE first writes back that filesystem's dirty data, so one after
-    /// another would let the last ones write for the sum of all flushes).
-    /// Returns the names frozen now.
-    fn freeze_thin(
+    /// The mounted thin subvolumes the guard may freeze. Guaranteed ones
+    /// own their space; one attached without a mount, or whose filesystem
+    /// failed, cannot be frozen: said once (`warned`).
+    fn freeze_candidates(
         &self,
         subs: &[crate::SubvolumeInfo],
-        reason: &str,
-        hard: bool,
         log: &mut dyn FnMut(String),
         warned: &mut bool,
-    ) -> Result<Vec<String>> {
-        // On a nearly full host the records may fail to write: freeze anyway
-        // (stopping writers is what matters), and say so.
-        if let Err(e) = std::fs::create_dir_all(self.layout.frozen_dir()) {
-            log(format!("guard: cannot create {} ({e}); freezing without records", self.layout.frozen_dir().display()));
-        }
-        let mut todo: Vec<(String, PathBuf, PathBuf)> = Vec::new();
+    ) -> Vec<Candidate> {
+        let mut out = Vec::new();
         for s in subs.iter().filter(|s| !s.guarantee) {
             let Some(mp) = &s.mount_point else {
                 if !s.attachments.is_empty() && !*warned {
@@ -416,64 +380,48 @@ impl Pool {
                 }
                 continue;
             }
-            let path = self.guard_marker(&s.name);
-            if path.exists() {
-                continue;
-            }
-            let marker = GuardFreeze {
-                name: s.name.clone(),
-                mount_point: mp.clone(),
-                reason: reason.to_string(),
-                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                hard,
-            };
-            // The record goes first, so a crash between the two never leaves
-            // a frozen filesystem nobody knows about (recovery thaws it).
-            if let Err(e) = std::fs::write(&path, subvol_core::meta::encode("guard", 1, &marker)) {
-                log(format!("guard: cannot write the freeze record of {} ({e}); freezing it anyway", s.name));
-            }
-            todo.push((s.name.clone(), mp.clone(), path));
+            out.push(Candidate { name: s.name.clone(), mount_point: mp.clone() });
         }
         *warned = true;
-        let results: Vec<(String, PathBuf, PathBuf, f64, subvol_os::OsResult<()>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = todo
-                .into_iter()
-                .map(|(name, mp, path)| {
-                    scope.spawn(move || {
-                        let t = Instant::now();
-                        let r = subvol_os::freeze::fifreeze(&mp);
-                        (name, mp, path, t.elapsed().as_secs_f64(), r)
-                    })
-                })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        let mut froze = Vec::new();
-        for (name, mp, path, secs, r) in results {
-            match r {
-                Ok(()) => {
-                    log(format!(
-                        "guard: froze {name} at {} in {:.1} ms ({})",
-                        mp.display(),
-                        secs * 1000.0,
-                        if hard { "until the high watermark" } else { "pause" }
-                    ));
-                    froze.push(name);
-                }
-                Err(e) if e.errno() == Some(libc::EBUSY) => {
-                    // Someone else (a snapshot) holds it frozen and will thaw
-                    // it: drop our record so the next sample freezes it again
-                    // and our thaw never cuts into their window.
-                    let _ = std::fs::remove_file(&path);
-                    log(format!("guard: {name} is frozen by someone else (a snapshot?); freezing it once they thaw"))
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&path);
-                    log(format!("guard: could not freeze {name}: {e}"));
-                }
-            }
-        }
-        Ok(froze)
+        out
+    }
+}
+
+/// The guard's steps on the real system (`guard_hold` orders them).
+struct RealGuardOps<'a> {
+    pool: &'a Pool,
+    prune: bool,
+    last_reclaim: Option<Instant>,
+}
+
+impl GuardOps for RealGuardOps<'_> {
+    fn records(&self) -> Vec<GuardFreeze> {
+        self.pool.guard_frozen()
+    }
+
+    fn write_record(&self, record: &GuardFreeze) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.pool.layout.frozen_dir())?;
+        std::fs::write(self.pool.guard_marker(&record.name), subvol_core::meta::encode("guard", 1, record))
+    }
+
+    fn remove_record(&self, name: &str) {
+        let _ = std::fs::remove_file(self.pool.guard_marker(name));
+    }
+
+    fn freeze(&self, mount_point: &Path) -> OsResult<()> {
+        subvol_os::freeze::fifreeze(mount_point)
+    }
+
+    fn thaw(&self, mount_point: &Path) -> OsResult<()> {
+        subvol_os::freeze::fithaw(mount_point)
+    }
+
+    fn reclaim(&mut self, log: &mut dyn FnMut(String)) -> bool {
+        self.pool.reclaim(self.prune, &mut self.last_reclaim, log)
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        subvol_os::statfs::statfs(self.pool.root()).ok().map(|st| st.free_bytes)
     }
 }
 

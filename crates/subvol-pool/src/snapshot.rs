@@ -6,12 +6,14 @@
 //! copy is made. Cloning a fragmented image takes time proportional to its
 //! extent count, so the clone is made *before* freezing; under the freeze
 //! only the ranges whose host blocks changed since then are cloned again
-//! (found with the extent diff), then the filesystem thaws.
+//! (found with the extent diff), then the filesystem thaws. The order of the
+//! frozen window is `snapshot_window`'s; this file gives it the real calls.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::KernelView;
 use crate::layout::META_XATTR;
 use crate::pool::Pool;
+use crate::snapshot_window::{self, Target, WindowOps};
 use crate::subvolume::{open_image, read_meta, rename_noreplace};
 use chrono::Utc;
 use serde::Serialize;
@@ -22,6 +24,8 @@ use std::time::Instant;
 use subvol_core::meta::Origin;
 use subvol_core::{ObjectKind, ObjectName, SubvolumeMeta};
 use subvol_os::freeze::FreezeGuard;
+use subvol_os::signals::SignalBlock;
+use subvol_os::{OsError, OsResult};
 
 /// Progress of a long copy: `(bytes done, bytes total)`.
 pub type Progress<'a> = &'a dyn Fn(u64, u64);
@@ -79,27 +83,6 @@ impl Drop for TmpImage {
         if let Some(p) = self.0.take() {
             let _ = std::fs::remove_file(p);
         }
-    }
-}
-
-/// Marks a filesystem as frozen by this command, so that if we die while
-/// it is frozen, the next command thaws it (see `recovery`).
-struct FrozenMarker(PathBuf);
-
-impl FrozenMarker {
-    fn create(pool: &Pool, name: &str, mount_point: &Path) -> Result<Self> {
-        let path = pool.layout.snapshot_frozen_marker(name);
-        std::fs::create_dir_all(pool.layout.frozen_dir())
-            .map_err(|e| Error::io("cannot create the frozen-marker dir", e))?;
-        std::fs::write(&path, mount_point.as_os_str().as_encoded_bytes())
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-        Ok(FrozenMarker(path))
-    }
-}
-
-impl Drop for FrozenMarker {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -274,38 +257,13 @@ impl Pool {
             }
         }
         subvol_os::crash::point("snapshot-after-preclone");
-        // Phase 2, frozen: bring the clone up to the frozen state.
-        let _signals = subvol_os::signals::SignalBlock::new().map_err(|e| Error::os("cannot block signals", e))?;
-        let mut markers = Vec::new();
-        let mut guards = Vec::new();
-        // Writers block from the moment FIFREEZE starts (it flushes the
-        // filesystem first) until FITHAW returns: that is the window.
-        let freeze_started = Instant::now();
-        for j in &jobs {
-            if let Some(mp) = &j.mount_point {
-                markers.push(FrozenMarker::create(self, &j.name, mp)?);
-                guards.push(
-                    FreezeGuard::freeze(mp).map_err(|e| crate::frozen_state::snapshot_freeze_error(&j.name, mp, e))?,
-                );
-            }
-        }
-        let frozen_at = Instant::now();
-        subvol_os::crash::point("snapshot-frozen");
-        for j in &mut jobs {
-            if reflink {
-                sync_clone(j)?;
-            } else {
-                sparse_copy(j, progress)?;
-            }
-        }
-        let copy_us = frozen_at.elapsed().as_micros() as u64;
-        let any_frozen = !guards.is_empty();
-        for g in guards {
-            g.thaw().map_err(|e| Error::os("cannot thaw", e))?;
-        }
-        let frozen_us = if any_frozen { freeze_started.elapsed().as_micros() as u64 } else { 0 };
-        drop(markers);
-        drop(_signals);
+        // Phase 2, frozen: bring the clones up to the frozen state.
+        let targets: Vec<Target> =
+            jobs.iter().map(|j| Target { name: j.name.clone(), mount_point: j.mount_point.clone() }).collect();
+        let times = snapshot_window::run(
+            &mut RealWindow { pool: self, jobs: &mut jobs, reflink, progress, signals: None, frozen: Vec::new() },
+            &targets,
+        )?;
         // Phase 3, thawed: metadata, publish, protect. A snapshot is
         // published before it can be made immutable (an immutable file cannot
         // be renamed): the record lets recovery protect it if we die between.
@@ -338,8 +296,8 @@ impl Pool {
                 guid: meta.guid.to_string(),
                 method: if reflink { "reflink" } else { "copy" },
                 frozen: j.mount_point.is_some(),
-                frozen_us,
-                frozen_copy_us: copy_us,
+                frozen_us: times.frozen_us,
+                frozen_copy_us: times.copy_us,
                 total_us: start.elapsed().as_micros() as u64,
                 extents: j.extents,
                 frozen_copy_bytes: j.frozen_copy_bytes,
@@ -378,4 +336,67 @@ fn sparse_copy(j: &mut Job, progress: Progress<'_>) -> Result<()> {
     }
     j.frozen_copy_bytes = total;
     Ok(())
+}
+
+/// The window's steps on the real system (`snapshot_window` orders them).
+struct RealWindow<'a, 'p> {
+    pool: &'a Pool,
+    jobs: &'a mut [Job],
+    reflink: bool,
+    progress: Progress<'p>,
+    signals: Option<SignalBlock>,
+    /// Each frozen filesystem with the handle it was frozen through: the
+    /// thaw reaches the same filesystem whatever happens to the path, and
+    /// one left here (never, while the window's order holds) thaws on drop.
+    frozen: Vec<(PathBuf, FreezeGuard)>,
+}
+
+impl RealWindow<'_, '_> {
+    fn marker_path(&self, name: &str) -> PathBuf {
+        self.pool.layout.snapshot_frozen_marker(name)
+    }
+}
+
+impl WindowOps for RealWindow<'_, '_> {
+    fn block_signals(&mut self) -> OsResult<()> {
+        self.signals = Some(SignalBlock::new()?);
+        Ok(())
+    }
+
+    fn unblock_signals(&mut self) {
+        self.signals = None;
+    }
+
+    fn write_marker(&mut self, name: &str, mount_point: &Path) -> Result<()> {
+        let path = self.marker_path(name);
+        std::fs::create_dir_all(self.pool.layout.frozen_dir())
+            .map_err(|e| Error::io("cannot create the frozen-marker dir", e))?;
+        std::fs::write(&path, mount_point.as_os_str().as_encoded_bytes())
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    }
+
+    fn remove_marker(&mut self, name: &str) {
+        let _ = std::fs::remove_file(self.marker_path(name));
+    }
+
+    fn freeze(&mut self, mount_point: &Path) -> OsResult<()> {
+        self.frozen.push((mount_point.to_path_buf(), FreezeGuard::freeze(mount_point)?));
+        Ok(())
+    }
+
+    fn thaw(&mut self, mount_point: &Path) -> OsResult<()> {
+        let Some(i) = self.frozen.iter().position(|(p, _)| p == mount_point) else {
+            return Err(OsError::Unexpected(format!("{} was not frozen by this snapshot", mount_point.display())));
+        };
+        self.frozen.remove(i).1.thaw()
+    }
+
+    fn update_clone(&mut self, index: usize) -> Result<()> {
+        let j = &mut self.jobs[index];
+        if self.reflink {
+            sync_clone(j)
+        } else {
+            sparse_copy(j, self.progress)
+        }
+    }
 }

@@ -249,8 +249,12 @@ pub enum Command {
         json: JsonFlag,
     },
     /// Watch free space; freeze thin subvolumes before the host fills up.
+    ///
+    /// Stopped (SIGTERM, SIGINT), it thaws what it froze: nothing watches
+    /// the host after it.
     Guard {
-        /// Check once and exit.
+        /// Check once and exit; what it froze stays frozen (recorded) until
+        /// a later check thaws it.
         #[arg(long)]
         once: bool,
         /// Poll interval in milliseconds.

@@ -36,9 +36,15 @@ impl Drop for Reaped {
 
 /// `subvol guard` as users run it (default interval), logging to a file.
 fn start_guard(host: &TestHost) -> (Reaped, PathBuf) {
+    start_guard_with(host, &[])
+}
+
+/// `subvol guard` with `extra` arguments, logging to a file.
+fn start_guard_with(host: &TestHost, extra: &[&str]) -> (Reaped, PathBuf) {
     let log = host.dir.path().join("guard.log");
     let child = Command::new(BIN)
         .args(["--pool", path_str(&host.pool), "guard"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -419,6 +425,46 @@ fn commands_on_a_guard_frozen_subvolume_name_the_guard() {
     host.run(&["snapshot", "a"]).fails(5, "the guard froze it");
     assert_eq!(host.run(&["list", "--snapshots", "--json"]).json().as_array().unwrap().len(), 1);
     host.run(&["umount", "a"]).ok(); // thaws first
+}
+
+/// A guard stopped (SIGTERM, as systemd stops it; SIGINT, as Ctrl-C does)
+/// while it holds subvolumes frozen thaws them first: nothing would thaw
+/// them after it, and their writers would block for ever.
+#[test]
+fn a_stopped_guard_thaws_what_it_froze() {
+    require_privileges!("a_stopped_guard_thaws_what_it_froze");
+    let host = TestHost::xfs();
+    host.run(&["create", "a", "--size", "512M"]).ok();
+    let mp = mount(&host, "a");
+    for signal in ["-TERM", "-INT"] {
+        // A low watermark above the host's free space: it freezes at once.
+        let (mut guard, log) = start_guard_with(&host, &["--low-watermark", "100G", "--high-watermark", "200G"]);
+        let start = Instant::now();
+        while !read(&log).contains("froze a at") {
+            assert!(start.elapsed() < Duration::from_secs(20), "the guard did not freeze a:\n{}", read(&log));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(host.run(&["pool", "status", "--json"]).json()["frozen"][0]["name"], "a");
+        sh("kill", &[signal, &guard.0.id().to_string()]);
+        let status = guard.0.wait().unwrap();
+        assert!(status.success(), "{signal}: the guard exited with {status}:\n{}", read(&log));
+        assert!(read(&log).contains("the guard stopped; nothing watches the host now"), "{}", read(&log));
+        assert!(host.run(&["pool", "status", "--json"]).json()["frozen"].as_array().unwrap().is_empty());
+        // Writable: a write to a frozen filesystem would block.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let probe = mp.join("probe");
+        std::thread::spawn(move || {
+            let _ = tx.send(std::fs::write(&probe, b"x").is_ok());
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(ok) => assert!(ok, "{signal}: the write failed"),
+            Err(_) => {
+                let _ = Command::new("fsfreeze").args(["--unfreeze", path_str(&mp)]).output();
+                panic!("{signal}: the guard left a frozen:\n{}", read(&log));
+            }
+        }
+    }
+    host.run(&["pool", "check"]).ok();
 }
 
 /// On a nearly full host with no guard, a snapshot of a mounted subvolume
