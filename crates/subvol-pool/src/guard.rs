@@ -11,7 +11,8 @@
 //! docs/SPACE.md derives the margin it keeps.
 
 use crate::error::{Error, Result};
-use crate::guard_hold::{Candidate, GuardOps, Hold};
+use crate::event::Event;
+use crate::guard_hold::{Candidate, GuardOps, Hold, Numbers};
 use crate::pool::Pool;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -141,12 +142,12 @@ impl Pool {
     /// first, since nothing watches the host after it (a panic
     /// thaws too); `--once` keeps its recorded freezes. `guard_hold` keeps
     /// that order.
-    pub fn guard(&self, opts: &GuardOptions, stop: &dyn Fn() -> bool, log: &mut dyn FnMut(String)) -> Result<()> {
+    pub fn guard(&self, opts: &GuardOptions, stop: &dyn Fn() -> bool, log: &mut dyn FnMut(Event)) -> Result<()> {
         crate::error::require_root("guard")?;
         let mut watch = self.take_guard_watch()?;
         // Its reaction time is part of the margin: run ahead of busy writers.
         if let Err(e) = subvol_os::priority::set_nice(GUARD_NICE) {
-            log(format!("guard: could not raise its priority ({e}); a busy CPU delays it"));
+            log(Event::new("warning", format!("guard: could not raise its priority ({e}); a busy CPU delays it")));
         }
         let st = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
         let mut outstanding = self.space()?.outstanding_bytes;
@@ -161,13 +162,18 @@ impl Pool {
         let mut hold = Hold::new(RealGuardOps { pool: self, prune: opts.prune, last_reclaim: None }, opts.once);
         let mut subs: Vec<crate::SubvolumeInfo> = Vec::new();
         let mut subs_at: Option<Instant> = None;
-        log(format!(
+        let msg = format!(
             "guard: watching {} (capacity {}, free {}, guaranteed outstanding {})",
             self.root().display(),
             format_size(st.total_bytes),
             format_size(st.free_bytes),
             format_size(outstanding)
-        ));
+        );
+        log(Event::new("start", msg)
+            .text("pool", self.root().display().to_string())
+            .int("capacity_bytes", st.total_bytes)
+            .int("free_bytes", st.free_bytes)
+            .int("outstanding_bytes", outstanding));
         loop {
             watch.polled();
             let now = Instant::now();
@@ -182,7 +188,7 @@ impl Pool {
                         true
                     }
                     Err(e) => {
-                        log(format!("guard: listing failed ({e}); using the previous listing"));
+                        log(Event::new("error", format!("guard: listing failed ({e}); using the previous listing")));
                         false
                     }
                 };
@@ -192,11 +198,20 @@ impl Pool {
                 let restored = if fresh { self.restore_dirty_caps(&subs) } else { Vec::new() };
                 for (name, r) in restored {
                     match r {
-                        Ok(()) => log(format!(
-                            "guard: WARNING {name} was mounted without its dirty page cache cap; restored it ({})",
-                            format_size(crate::space::DIRTY_LIMIT_BYTES)
-                        )),
-                        Err(e) => log(format!("guard: WARNING {name} has no dirty page cache cap: {e}")),
+                        Ok(()) => log(Event::new(
+                            "cap_restored",
+                            format!(
+                                "guard: WARNING {name} was mounted without its dirty page cache cap; restored it ({})",
+                                format_size(crate::space::DIRTY_LIMIT_BYTES)
+                            ),
+                        )
+                        .on(&name)
+                        .int("cap_bytes", crate::space::DIRTY_LIMIT_BYTES)),
+                        Err(e) => log(Event::new(
+                            "warning",
+                            format!("guard: WARNING {name} has no dirty page cache cap: {e}"),
+                        )
+                        .on(&name)),
                     }
                 }
             }
@@ -204,7 +219,10 @@ impl Pool {
                 if subs.iter().any(|s| s.guarantee) {
                     match self.space() {
                         Ok(sp) => outstanding = sp.outstanding_bytes,
-                        Err(e) => log(format!("guard: space sweep failed ({e}); keeping the last figure")),
+                        Err(e) => log(Event::new(
+                            "error",
+                            format!("guard: space sweep failed ({e}); keeping the last figure"),
+                        )),
                     }
                 } else {
                     outstanding = 0;
@@ -214,7 +232,7 @@ impl Pool {
             let st = match subvol_os::statfs::statfs(self.root()) {
                 Ok(st) => st,
                 Err(e) => {
-                    log(format!("guard: statfs of the host failed ({e}); retrying"));
+                    log(Event::new("error", format!("guard: statfs of the host failed ({e}); retrying")));
                     std::thread::sleep(opts.interval);
                     continue;
                 }
@@ -268,23 +286,20 @@ impl Pool {
                 Frozen::Soft { for_secs: soft_since.map(|t: Instant| t.elapsed().as_secs_f64()).unwrap_or(f64::MAX) }
             };
             let headroom = st.free_bytes.saturating_sub(outstanding);
-            let numbers = || {
-                format!(
-                    "host free {} - guaranteed {} = {} (low {}, high {}), filling at {}/s",
-                    format_size(st.free_bytes),
-                    format_size(outstanding),
-                    format_size(headroom),
-                    format_size(low),
-                    format_size(high),
-                    format_size(decision_rate.max(0.0) as u64)
-                )
+            let numbers = Numbers {
+                free_bytes: st.free_bytes,
+                outstanding_bytes: outstanding,
+                low_bytes: low,
+                high_bytes: high,
+                fill_rate: decision_rate,
+                note: None,
             };
             match guard_decision(&policy, state, headroom, decision_rate) {
                 GuardAction::Nothing => {}
                 action @ (GuardAction::FreezeHard | GuardAction::FreezeSoft) => {
                     let hard = action == GuardAction::FreezeHard;
                     let candidates = self.freeze_candidates(&subs, log, &mut warned_unfreezable);
-                    let r = hold.react(&candidates, &numbers(), hard, outstanding, high, log);
+                    let r = hold.react(&candidates, &numbers, hard, outstanding, high, log);
                     if !r.froze.is_empty() {
                         reaction.froze_in(r.freeze_secs);
                     }
@@ -294,14 +309,14 @@ impl Pool {
                     rate = 0.0;
                 }
                 GuardAction::Harden => {
-                    log(format!(
-                        "guard: the low watermark was crossed while paused, holding until the high watermark: {}",
-                        numbers()
-                    ));
+                    let msg = format!(
+                        "guard: the low watermark was crossed while paused, holding until the high watermark: {numbers}"
+                    );
+                    log(numbers.on(Event::new("harden", msg)));
                     hold.harden();
                 }
                 GuardAction::Thaw => {
-                    hold.thaw_all(&numbers(), log);
+                    hold.thaw_all(&numbers, log);
                     soft_since = None;
                     // The rate measured while frozen means nothing now.
                     last = None;
@@ -318,7 +333,7 @@ impl Pool {
 
     /// Trims mounted subvolumes and, if allowed, prunes by policy. Returns
     /// whether anything was reclaimed.
-    fn reclaim(&self, prune: bool, last: &mut Option<Instant>, log: &mut dyn FnMut(String)) -> bool {
+    fn reclaim(&self, prune: bool, last: &mut Option<Instant>, log: &mut dyn FnMut(Event)) -> bool {
         // Reclaiming is worth it once per burst, not on every pause.
         if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
             return false;
@@ -327,12 +342,13 @@ impl Pool {
         let mut any = false;
         if let Ok((trimmed, freed)) = self.trim(&[]) {
             let total: u64 = trimmed.iter().map(|t| t.1).sum();
-            log(format!(
+            let msg = format!(
                 "guard: trim released {} inside, host free {} by {}",
                 format_size(total),
                 if freed >= 0 { "grew" } else { "fell" },
                 format_size(freed.unsigned_abs())
-            ));
+            );
+            log(Event::new("trim", msg).int("trimmed_bytes", total).float("host_freed_bytes", freed as f64));
             any |= freed > 0;
         }
         if prune {
@@ -341,7 +357,8 @@ impl Pool {
                     for s in subs.into_iter().filter(|s| s.properties.contains_key(crate::snapops::POLICY_PROPERTY)) {
                         if let Ok(r) = self.prune_locked(&s.name, None, None, false, chrono::Utc::now()) {
                             if !r.deleted.is_empty() {
-                                log(format!("guard: pruned {} by its policy: {}", s.name, r.deleted.join(", ")));
+                                let msg = format!("guard: pruned {} by its policy: {}", s.name, r.deleted.join(", "));
+                                log(Event::new("prune", msg).on(&s.name).int("deleted", r.deleted.len() as u64));
                                 any = true;
                             }
                         }
@@ -358,25 +375,26 @@ impl Pool {
     fn freeze_candidates(
         &self,
         subs: &[crate::SubvolumeInfo],
-        log: &mut dyn FnMut(String),
+        log: &mut dyn FnMut(Event),
         warned: &mut bool,
     ) -> Vec<Candidate> {
         let mut out = Vec::new();
         for s in subs.iter().filter(|s| !s.guarantee) {
             let Some(mp) = &s.mount_point else {
                 if !s.attachments.is_empty() && !*warned {
-                    log(format!(
+                    let msg = format!(
                         "guard: WARNING {} is attached to {} without a mount and cannot be frozen; its writer may hit ENOSPC",
                         s.name,
                         s.attachments[0].loop_device.display()
-                    ));
+                    );
+                    log(Event::new("warning", msg).on(&s.name));
                 }
                 continue;
             };
             if let Some(advice) = s.failure_advice() {
                 // It takes no writes to stop, and would refuse the freeze.
                 if !*warned {
-                    log(format!("guard: WARNING not freezing {}: {advice}", s.name));
+                    log(Event::new("warning", format!("guard: WARNING not freezing {}: {advice}", s.name)).on(&s.name));
                 }
                 continue;
             }
@@ -416,7 +434,7 @@ impl GuardOps for RealGuardOps<'_> {
         subvol_os::freeze::fithaw(mount_point)
     }
 
-    fn reclaim(&mut self, log: &mut dyn FnMut(String)) -> bool {
+    fn reclaim(&mut self, log: &mut dyn FnMut(Event)) -> bool {
         self.pool.reclaim(self.prune, &mut self.last_reclaim, log)
     }
 

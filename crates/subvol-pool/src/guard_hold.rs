@@ -13,6 +13,7 @@
 //! `guard.rs` implements `GuardOps` with the real calls and decides *when* to
 //! act (`subvol_core::space::guard_decision`).
 
+use crate::event::Event;
 use crate::guard::GuardFreeze;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,9 +33,61 @@ pub(crate) trait GuardOps: Sync {
     fn thaw(&self, mount_point: &Path) -> OsResult<()>;
     /// Gives host space back while writers are stopped (trim, prune);
     /// whether anything came back.
-    fn reclaim(&mut self, log: &mut dyn FnMut(String)) -> bool;
+    fn reclaim(&mut self, log: &mut dyn FnMut(Event)) -> bool;
     /// The host's free bytes now, if it can be read.
     fn free_bytes(&self) -> Option<u64>;
+}
+
+/// Why the guard acts: the figures of the sample it decided on, or just a
+/// note (a stop). Printed in its log lines and records, and attached to its
+/// events as numbers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Numbers {
+    pub free_bytes: u64,
+    pub outstanding_bytes: u64,
+    pub low_bytes: u64,
+    pub high_bytes: u64,
+    pub fill_rate: f64,
+    pub note: Option<&'static str>,
+}
+
+impl Numbers {
+    pub(crate) fn note(note: &'static str) -> Numbers {
+        Numbers { note: Some(note), ..Numbers::default() }
+    }
+
+    /// `event` with these figures as fields (none for a note).
+    pub(crate) fn on(&self, event: Event) -> Event {
+        if self.note.is_some() {
+            return event;
+        }
+        event
+            .int("free_bytes", self.free_bytes)
+            .int("outstanding_bytes", self.outstanding_bytes)
+            .int("headroom_bytes", self.free_bytes.saturating_sub(self.outstanding_bytes))
+            .int("low_watermark_bytes", self.low_bytes)
+            .int("high_watermark_bytes", self.high_bytes)
+            .float("fill_rate_bytes_per_second", self.fill_rate.max(0.0))
+    }
+}
+
+impl std::fmt::Display for Numbers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use subvol_core::format_size;
+        if let Some(n) = self.note {
+            return f.write_str(n);
+        }
+        write!(
+            f,
+            "host free {} - guaranteed {} = {} (low {}, high {}), filling at {}/s",
+            format_size(self.free_bytes),
+            format_size(self.outstanding_bytes),
+            format_size(self.free_bytes.saturating_sub(self.outstanding_bytes)),
+            format_size(self.low_bytes),
+            format_size(self.high_bytes),
+            format_size(self.fill_rate.max(0.0) as u64)
+        )
+    }
 }
 
 /// A mounted thin subvolume the guard may freeze.
@@ -95,31 +148,36 @@ impl<O: GuardOps> Hold<O> {
     pub(crate) fn react(
         &mut self,
         candidates: &[Candidate],
-        numbers: &str,
+        numbers: &Numbers,
         hard: bool,
         outstanding: u64,
         high: u64,
-        log: &mut dyn FnMut(String),
+        log: &mut dyn FnMut(Event),
     ) -> Reacted {
         let t = Instant::now();
         let froze = self.freeze(candidates, numbers, hard, log);
         let freeze_secs = t.elapsed().as_secs_f64();
         let frozen_at = Instant::now();
-        log(format!(
+        let msg = format!(
             "guard: {}: froze {} in {:.1} ms: {numbers}; reclaiming",
             if hard { "at the low watermark" } else { "approaching the low watermark" },
             if froze.is_empty() { "nothing".to_string() } else { froze.join(", ") },
             freeze_secs * 1000.0
-        ));
+        );
+        log(numbers.on(Event::new("react", msg)
+            .text("watermark", if hard { "low" } else { "approaching" })
+            .int("frozen", froze.len() as u64)
+            .float("freeze_ms", freeze_secs * 1000.0)));
         let mut thawed = false;
         if self.ops.reclaim(log) {
             let headroom = self.ops.free_bytes().map(|f| f.saturating_sub(outstanding)).unwrap_or(0);
             if headroom >= high {
-                log(format!(
+                let msg = format!(
                     "guard: reclaim made room (headroom {}, high {}), thawing",
                     subvol_core::format_size(headroom),
                     subvol_core::format_size(high)
-                ));
+                );
+                log(Event::new("room", msg).int("headroom_bytes", headroom).int("high_watermark_bytes", high));
                 self.thaw_all(numbers, log);
                 thawed = true;
             }
@@ -134,9 +192,9 @@ impl<O: GuardOps> Hold<O> {
     fn freeze(
         &mut self,
         candidates: &[Candidate],
-        reason: &str,
+        reason: &Numbers,
         hard: bool,
-        log: &mut dyn FnMut(String),
+        log: &mut dyn FnMut(Event),
     ) -> Vec<String> {
         let held: BTreeSet<String> = self.frozen().into_iter().map(|f| f.name).collect();
         let mut todo = Vec::new();
@@ -154,7 +212,8 @@ impl<O: GuardOps> Hold<O> {
             // write: freeze anyway (stopping writers is what matters), and
             // remember it here instead.
             if let Err(e) = self.ops.write_record(&record) {
-                log(format!("guard: cannot write the freeze record of {} ({e}); freezing it anyway", c.name));
+                let msg = format!("guard: cannot write the freeze record of {} ({e}); freezing it anyway", c.name);
+                log(Event::new("warning", msg).on(&c.name));
                 self.unrecorded.push(record.clone());
             }
             todo.push(record);
@@ -178,29 +237,36 @@ impl<O: GuardOps> Hold<O> {
             let name = &r.name;
             match result {
                 Ok((secs, Ok(()))) => {
-                    log(format!(
+                    let msg = format!(
                         "guard: froze {name} at {} in {:.1} ms ({})",
                         r.mount_point.display(),
                         secs * 1000.0,
                         if hard { "until the high watermark" } else { "pause" }
-                    ));
+                    );
+                    log(Event::new("freeze", msg)
+                        .on(name)
+                        .float("freeze_ms", secs * 1000.0)
+                        .text("until", if hard { "high_watermark" } else { "pause" }));
                     froze.push(name.clone());
                 }
                 // Whether it froze is unknown: keep holding it, so that the
                 // thaw comes (FITHAW of a filesystem that is not frozen only
                 // fails).
-                Err(_) => log(format!("guard: freezing {name} panicked; holding it as frozen")),
+                Err(_) => {
+                    log(Event::new("error", format!("guard: freezing {name} panicked; holding it as frozen")).on(name))
+                }
                 Ok((_, Err(e))) => {
                     self.forget(name);
                     if e.errno() == Some(libc::EBUSY) {
                         // Someone else (a snapshot) holds it frozen and will
                         // thaw it: without our record the next sample freezes
                         // it again, and our thaw never cuts into their window.
-                        log(format!(
+                        let msg = format!(
                             "guard: {name} is frozen by someone else (a snapshot?); freezing it once they thaw"
-                        ))
+                        );
+                        log(Event::new("busy", msg).on(name))
                     } else {
-                        log(format!("guard: could not freeze {name}: {e}"));
+                        log(Event::new("error", format!("guard: could not freeze {name}: {e}")).on(name));
                     }
                 }
             }
@@ -232,11 +298,15 @@ impl<O: GuardOps> Hold<O> {
     /// Thaws every subvolume the guard froze, then drops its record. A
     /// failed thaw is logged and not retried (FITHAW fails when the
     /// filesystem is no longer frozen or no longer there).
-    pub(crate) fn thaw_all(&mut self, numbers: &str, log: &mut dyn FnMut(String)) {
+    pub(crate) fn thaw_all(&mut self, numbers: &Numbers, log: &mut dyn FnMut(Event)) {
         for f in self.frozen() {
             match self.ops.thaw(&f.mount_point) {
-                Ok(()) => log(format!("guard: thawed {} at {}: {numbers}", f.name, f.mount_point.display())),
-                Err(e) => log(format!("guard: thaw of {} reported: {e}", f.name)),
+                Ok(()) => log(numbers.on(Event::new(
+                    "thaw",
+                    format!("guard: thawed {} at {}: {numbers}", f.name, f.mount_point.display()),
+                )
+                .on(&f.name))),
+                Err(e) => log(Event::new("error", format!("guard: thaw of {} reported: {e}", f.name)).on(&f.name)),
             }
             self.forget(&f.name);
         }
@@ -246,19 +316,23 @@ impl<O: GuardOps> Hold<O> {
     /// thaws it all, except what `--once` keeps (recorded freezes, for the
     /// next check); a freeze it could not record is thawed even then, since
     /// no later check would find it.
-    pub(crate) fn stop(&mut self, log: &mut dyn FnMut(String)) {
+    pub(crate) fn stop(&mut self, log: &mut dyn FnMut(Event)) {
         if std::mem::replace(&mut self.stopped, true) {
             return;
         }
         if self.keep_recorded_on_exit {
             for f in std::mem::take(&mut self.unrecorded) {
                 match self.ops.thaw(&f.mount_point) {
-                    Ok(()) => log(format!("guard: WARNING thawed {}: its freeze could not be recorded", f.name)),
-                    Err(e) => log(format!("guard: thaw of {} reported: {e}", f.name)),
+                    Ok(()) => log(Event::new(
+                        "thaw",
+                        format!("guard: WARNING thawed {}: its freeze could not be recorded", f.name),
+                    )
+                    .on(&f.name)),
+                    Err(e) => log(Event::new("error", format!("guard: thaw of {} reported: {e}", f.name)).on(&f.name)),
                 }
             }
         } else {
-            self.thaw_all("the guard stopped; nothing watches the host now", log);
+            self.thaw_all(&Numbers::note("the guard stopped; nothing watches the host now"), log);
         }
     }
 }

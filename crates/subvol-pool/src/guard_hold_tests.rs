@@ -141,7 +141,7 @@ impl GuardOps for &Fake {
         }
     }
 
-    fn reclaim(&mut self, _: &mut dyn FnMut(String)) -> bool {
+    fn reclaim(&mut self, _: &mut dyn FnMut(Event)) -> bool {
         self.record(Call::Reclaim);
         // Reclaiming happens while every candidate that could be frozen is.
         let kernel = self.kernel.lock().unwrap();
@@ -167,15 +167,16 @@ fn candidates(names: &[&str]) -> Vec<Candidate> {
 }
 
 /// Logs into a vector.
-fn logger(lines: &mut Vec<String>) -> impl FnMut(String) + '_ {
-    move |l| lines.push(l)
+/// Keeps the sentence of each event, as the text log prints it.
+fn logger(lines: &mut Vec<String>) -> impl FnMut(Event) + '_ {
+    move |e| lines.push(e.message)
 }
 
 const HIGH: u64 = 1000;
 
 fn react(hold: &mut Hold<&Fake>, names: &[&str], hard: bool, lines: &mut Vec<String>) -> Reacted {
     *hold.ops.reacting.lock().unwrap() = names.iter().map(|n| n.to_string()).collect();
-    hold.react(&candidates(names), "host free 1M", hard, 0, HIGH, &mut logger(lines))
+    hold.react(&candidates(names), &Numbers::note("host free 1M"), hard, 0, HIGH, &mut logger(lines))
 }
 
 fn ok_freeze(n: &str) -> Call {
@@ -238,7 +239,7 @@ fn without_room_after_reclaim_it_holds_until_told_to_thaw() {
     assert!(r.froze.is_empty());
     hold.harden();
     assert!(hold.frozen().iter().all(|f| f.hard));
-    hold.thaw_all("headroom is back", &mut logger(&mut lines));
+    hold.thaw_all(&Numbers::note("headroom is back"), &mut logger(&mut lines));
     let thaws = fake.calls().iter().filter(|c| matches!(c, Call::Thaw { .. })).count();
     assert_eq!(thaws, 2);
     assert!(fake.guard_frozen_in_kernel().is_empty() && fake.records().is_empty());
@@ -290,7 +291,7 @@ fn a_freeze_that_could_not_be_recorded_is_still_thawed() {
     assert!(hold.frozen().iter().any(|f| f.name == "b"));
     react(&mut hold, &["a", "b"], true, &mut lines);
     assert_eq!(fake.calls().iter().filter(|c| **c == ok_freeze("b")).count(), 1);
-    hold.thaw_all("headroom is back", &mut logger(&mut lines));
+    hold.thaw_all(&Numbers::note("headroom is back"), &mut logger(&mut lines));
     assert!(fake.calls().contains(&ok_thaw("b")));
     assert!(fake.guard_frozen_in_kernel().is_empty());
 }
@@ -354,7 +355,7 @@ fn a_once_check_keeps_its_recorded_freezes_for_the_next_check() {
     // The next check takes it over and thaws it when told.
     let mut hold = Hold::new(&fake, true);
     assert!(react(&mut hold, &["a"], true, &mut lines).froze.is_empty());
-    hold.thaw_all("headroom is back", &mut logger(&mut lines));
+    hold.thaw_all(&Numbers::note("headroom is back"), &mut logger(&mut lines));
     assert!(fake.guard_frozen_in_kernel().is_empty() && fake.records().is_empty());
 }
 
@@ -390,7 +391,7 @@ fn a_failed_thaw_is_reported_once_and_its_record_still_goes() {
     let mut lines = Vec::new();
     let mut hold = Hold::new(&fake, false);
     react(&mut hold, &["a", "b"], true, &mut lines);
-    hold.thaw_all("headroom is back", &mut logger(&mut lines));
+    hold.thaw_all(&Numbers::note("headroom is back"), &mut logger(&mut lines));
     hold.stop(&mut logger(&mut lines));
     let calls = fake.calls();
     assert_eq!(calls.iter().filter(|c| matches!(c, Call::Thaw { name, .. } if name == "a")).count(), 1);
@@ -508,7 +509,7 @@ proptest! {
                         react(&mut hold, &ns, *hard, &mut lines);
                     }
                     Act::Harden => hold.harden(),
-                    Act::ThawAll => hold.thaw_all("headroom is back", &mut logger(&mut lines)),
+                    Act::ThawAll => hold.thaw_all(&Numbers::note("headroom is back"), &mut logger(&mut lines)),
                 }
             }
             if panic {

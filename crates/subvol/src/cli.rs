@@ -157,6 +157,10 @@ pub enum Command {
     /// Snapshot and prune by each subvolume's snapshot.policy (for timers).
     Autosnap {
         names: Vec<String>,
+        /// One line per subvolume: the sentence (text), key=value pairs (kv)
+        /// or JSON (json), with its numbers.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: crate::logline::LogFormat,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -269,6 +273,10 @@ pub enum Command {
         /// Allow pruning snapshots by their snapshot.policy to reclaim space.
         #[arg(long)]
         prune: bool,
+        /// One line per event: the sentence (text), key=value pairs (kv) or
+        /// JSON (json), with its numbers.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: crate::logline::LogFormat,
     },
     /// Give space freed inside mounted subvolumes back to the host (FITRIM).
     Trim {

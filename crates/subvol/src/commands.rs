@@ -341,7 +341,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 emit(&render_prune(&r));
             }
         }
-        Command::Autosnap { names, json: j } => {
+        Command::Autosnap { names, log_format, json: j } => {
             let bar = progress::Bar::new("copying");
             let r = open()?.autosnap(&names, &|d, t| bar.update(d, t))?;
             bar.finish();
@@ -352,8 +352,19 @@ pub fn run(cli: Cli) -> Result<u8> {
             } else if r.is_empty() {
                 emit("no subvolume has a snapshot.policy; nothing to do\n");
             } else {
+                let mut sink = crate::logline::LogSink::new(log_format, crate::logline::Stream::Stdout);
                 for (s, p) in &r {
-                    emit(&format!("snapshot {}; pruned {} ({})\n", s.name, p.deleted.len(), p.policy));
+                    let owner = s.name.split_once('@').map_or(s.name.as_str(), |(n, _)| n);
+                    let msg = format!("snapshot {}; pruned {} ({})", s.name, p.deleted.len(), p.policy);
+                    sink.emit(
+                        &subvol_pool::Event::new("snapshot", msg)
+                            .on(owner)
+                            .text("snapshot", s.name.clone())
+                            .float("frozen_ms", s.frozen_us as f64 / 1000.0)
+                            .float("total_ms", s.total_us as f64 / 1000.0)
+                            .int("pruned", p.deleted.len() as u64)
+                            .text("policy", p.policy.to_string()),
+                    );
                 }
             }
         }
@@ -401,7 +412,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             let runner = sync::Runner { local_pool: cli.pool.clone(), ssh_opts: ssh_opt, remote_bin };
             sync::sync(&runner, &src, &dst, bwlimit.as_deref(), compress, j.json)?;
         }
-        Command::Guard { once, interval_ms, low_watermark, high_watermark, prune } => {
+        Command::Guard { once, interval_ms, low_watermark, high_watermark, prune, log_format } => {
             let pool = open()?;
             let opts = GuardOptions {
                 interval: Duration::from_millis(interval_ms.max(10)),
@@ -412,7 +423,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                 ..GuardOptions::default()
             };
             let stop = signal_flag();
-            pool.guard(&opts, &|| stop.load(std::sync::atomic::Ordering::Relaxed), &mut |line| eprintln!("{line}"))?;
+            let mut sink = crate::logline::LogSink::new(log_format, crate::logline::Stream::Stderr);
+            pool.guard(&opts, &|| stop.load(std::sync::atomic::Ordering::Relaxed), &mut |ev| sink.emit(&ev))?;
         }
         Command::Trim { names, all, json: j } => {
             if names.is_empty() && !all {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod logline;
 mod manpages;
 mod output;
 mod progress;

@@ -364,6 +364,13 @@ impl KernelLog {
             .collect()
     }
 
+    /// Everything the kernel logged since the marker.
+    pub fn text_since(&self) -> String {
+        let out = Command::new("dmesg").output().expect("dmesg");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.find(&self.marker).map(|at| text[at..].to_string()).unwrap_or_default()
+    }
+
     /// Lines since the marker that complain about one of `devices`.
     pub fn complaints(&self, devices: &[String]) -> Vec<String> {
         self.lines(

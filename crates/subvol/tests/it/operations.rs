@@ -243,3 +243,70 @@ fn health_warns_of_an_unfinished_receive() {
     b.run(&["receive", "v", "--abort"]).ok();
     assert_eq!(health(&b, &[]).0, 0);
 }
+
+/// The guard logs one line per event with its numbers, as key=value or
+/// JSON; autosnap too.
+#[test]
+fn guard_and_autosnap_log_structured_lines() {
+    require_privileges!("guard_and_autosnap_log_structured_lines");
+    let host = TestHost::new(HostKind::Xfs, "2G");
+    host.run(&["create", "a", "--size", "300M"]).ok();
+    mount(&host, "a");
+    let r = host.run(&["guard", "--once", "--low-watermark", "100T", "--log-format", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let events: Vec<serde_json::Value> =
+        r.stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let start = events.iter().find(|e| e["event"] == "start").expect("a start event");
+    assert!(start["capacity_bytes"].as_u64().unwrap() > 1 << 30, "{start}");
+    let freeze = events.iter().find(|e| e["event"] == "freeze").expect("a freeze event");
+    assert_eq!(freeze["subvolume"], "a");
+    assert!(freeze["freeze_ms"].as_f64().is_some() && freeze["ts"].is_string(), "{freeze}");
+    let react = events.iter().find(|e| e["event"] == "react").expect("a react event");
+    assert_eq!(react["low_watermark_bytes"].as_u64(), Some(100u64 << 40), "{react}");
+    let r = host.run(&["guard", "--once", "--log-format", "kv"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for l in r.stderr.lines() {
+        assert!(l.starts_with("ts=") && l.contains(" event=") && l.contains(" msg="), "{l}");
+    }
+    assert!(r.stderr.lines().any(|l| l.contains("event=thaw subvolume=a ")), "{}", r.stderr);
+
+    host.run(&["set", "a", "snapshot.policy=hourly=2"]).ok();
+    let out = host.run(&["autosnap", "--log-format", "kv"]).ok();
+    assert!(out.starts_with("ts=") && out.contains("event=snapshot subvolume=a snapshot=a@"), "{out}");
+}
+
+/// A guard whose log pipe closes keeps guarding: its lines go on into the
+/// kernel log, it thaws on SIGTERM and exits cleanly (no panic).
+#[test]
+fn a_guard_outlives_its_closed_log_pipe() {
+    require_privileges!("a_guard_outlives_its_closed_log_pipe");
+    let host = TestHost::new(HostKind::Xfs, "2G");
+    host.run(&["create", "a", "--size", "300M"]).ok();
+    let mp = mount(&host, "a");
+    let klog = KernelLog::mark();
+    let mut guard = Command::new(BIN)
+        .args(["--pool", path_str(&host.pool), "guard", "--low-watermark", "100T", "--log-format", "kv"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the first line, then close the pipe.
+    let mut err = std::io::BufReader::new(guard.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut err, &mut first).unwrap();
+    assert!(first.contains("event=start"), "{first}");
+    drop(err);
+    let frozen = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !host.run(&["pool", "status", "--json"]).json()["frozen"].as_array().unwrap().is_empty()
+    });
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(guard.id() as i32, libc::SIGTERM) }, 0);
+    let status = guard.wait().unwrap();
+    let _ = Command::new("fsfreeze").args(["--unfreeze", path_str(&mp)]).output();
+    assert!(frozen, "the guard never froze a");
+    assert!(status.success(), "the guard died with its log pipe: {status:?}");
+    std::fs::write(mp.join("after"), b"thawed").unwrap();
+    let kernel = klog.text_since();
+    assert!(kernel.contains("event=freeze subvolume=a"), "the freeze line was lost:\n{kernel}");
+    assert!(kernel.contains("event=thaw subvolume=a"), "the thaw line was lost:\n{kernel}");
+}
