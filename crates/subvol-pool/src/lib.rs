@@ -16,10 +16,12 @@ mod guard;
 mod guard_watch;
 mod kernel;
 mod layout;
+mod listing;
 mod lock;
 mod mounting;
 mod mountpoint;
 mod names;
+mod option_rules;
 mod orphans;
 mod outcome;
 mod outfile;
@@ -40,13 +42,17 @@ mod subvolume;
 mod trace;
 mod writeback;
 
-pub use check::{CheckReport, Finding};
+pub use check::{CheckReport, Finding, Severity};
 pub use destroy::DestroyReport;
 pub use error::{Error, ErrorKind, Result};
 pub use guard::{GuardFreeze, GuardOptions};
 pub use kernel::Attachment;
+pub use listing::Listing;
 pub use lock::PoolLock;
 pub use mounting::{MountOptions, MountOutcome, UmountReport};
+pub use option_rules::{
+    check_extent_hint, check_zstd_level, extent_hint_bytes, DEFAULT_ZSTD_LEVEL, MAX_EXTENT_HINT_BYTES, ZSTD_LEVELS,
+};
 pub use orphans::{orphan_warning, orphans_held, Orphan, Release};
 pub use outcome::Outcome;
 pub use outfile::StreamFile;

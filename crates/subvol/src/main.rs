@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("subvol: error: {}", e.message);
-            ExitCode::from(output::exit_code(e.kind))
+            ExitCode::from(e.kind.exit_code())
         }
     }
 }

@@ -1,26 +1,8 @@
-//! Printing: aligned tables for people, JSON for scripts, and the exit codes
-//! scripts can rely on (documented in README.md).
+//! Printing: aligned tables for people, JSON for scripts. (The exit codes
+//! are the library's: `ErrorKind::exit_code`.)
 
 use serde::Serialize;
 use std::io::Write;
-use subvol_pool::ErrorKind;
-
-/// Exit code for each error kind. A stable contract.
-pub fn exit_code(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::Io => 1,
-        ErrorKind::InvalidArgument => 2,
-        ErrorKind::NotFound => 3,
-        ErrorKind::AlreadyExists => 4,
-        ErrorKind::Busy => 5,
-        ErrorKind::NoSpace => 6,
-        ErrorKind::Unsupported => 7,
-        ErrorKind::Corrupt => 8,
-        ErrorKind::PermissionDenied => 9,
-        ErrorKind::MissingTool => 10,
-        ErrorKind::NotInitialised => 11,
-    }
-}
 
 /// Writes to stdout; a closed pipe (`subvol list | head`) ends quietly.
 pub fn emit(text: &str) {
