@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod diff;
+pub mod endpoint;
 pub mod extent;
 pub mod fstype;
 pub mod meta;
@@ -15,9 +16,11 @@ pub mod retention;
 pub mod size;
 pub mod space;
 pub mod stream;
+pub mod sync_target;
 pub mod text;
 pub mod token;
 
+pub use endpoint::{Endpoint, EndpointError};
 pub use extent::{Extent, ExtentFlags, ExtentMap};
 pub use fstype::{FsKind, HostFs};
 pub use meta::{MetaError, ObjectKind, PoolMeta, SubvolumeMeta};

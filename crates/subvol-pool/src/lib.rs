@@ -39,6 +39,7 @@ mod space;
 mod space_floor;
 mod staging;
 mod subvolume;
+pub mod sync;
 mod trace;
 mod writeback;
 

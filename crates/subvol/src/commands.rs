@@ -365,9 +365,9 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             replication::receive(&open()?, args)?;
         }
-        Command::Sync { src, dst, bwlimit, compress, ssh_opt, remote_bin, json: j } => {
-            let runner = sync::Runner { local_pool: cli.pool.clone(), ssh_opts: ssh_opt, remote_bin };
-            sync::sync(&runner, &src, &dst, bwlimit.as_deref(), compress, j.json)?;
+        Command::Sync { src, dst, list, forget, bwlimit, compress, ssh_opt, remote_bin, json: j } => {
+            let args = sync::SyncArgs { src, dst, list, forget, bwlimit, compress, ssh_opt, remote_bin, json: j.json };
+            sync::run(&cli.pool, timeout, &open, args)?;
         }
         Command::Guard { once, interval_ms, low_watermark, high_watermark, prune } => {
             let pool = open()?;

@@ -13,6 +13,7 @@ mod mounting;
 mod orphans;
 mod pools;
 mod replication;
+mod replication_targets;
 mod shutdown;
 mod snapshots;
 mod space;
