@@ -17,6 +17,7 @@ use subvol_core::extent::{Extent, ExtentMap};
 use subvol_core::meta::{self, PoolMeta, SubvolumeMeta};
 use subvol_core::retention::KeepPolicy;
 use subvol_core::stream::{self, Record, SnapshotRef, StreamHeader, StreamReader, StreamWriter, Totals};
+use subvol_core::sync_target::SyncTarget;
 use subvol_core::token::ResumeToken;
 use uuid::Uuid;
 
@@ -455,6 +456,10 @@ fn meta_check(record: &[u8]) {
         let again = PoolMeta::decode(&m.encode());
         assert!(again.as_ref() == Ok(&m), "PoolMeta does not survive encode: {m:?} -> {again:?}");
     }
+    if let Ok(t) = SyncTarget::decode(record, None) {
+        let again = SyncTarget::decode(&t.encode(), Some(&t.file_name()));
+        assert!(again.as_ref() == Ok(&t), "SyncTarget does not survive encode: {t:?} -> {again:?}");
+    }
     if let Ok(v) = meta::decode::<serde_json::Value>("intent", 1, record) {
         // Floats need not round-trip exactly through serde_json; everything
         // else must decode again.
@@ -467,7 +472,7 @@ fn meta_check(record: &[u8]) {
 pub fn meta_decode(data: &[u8]) {
     meta_check(data);
     if data.len() <= meta::MAX_META_BYTES {
-        for kind in ["object", "pool", "intent"] {
+        for kind in ["object", "pool", "intent", "sync-target"] {
             meta_check(&meta_frame(kind, 1, data));
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod diff;
 pub mod duration;
+pub mod endpoint;
 pub mod exposition;
 pub mod extent;
 pub mod fstype;
@@ -17,9 +18,11 @@ pub mod retention;
 pub mod size;
 pub mod space;
 pub mod stream;
+pub mod sync_target;
 pub mod text;
 pub mod token;
 
+pub use endpoint::{Endpoint, EndpointError};
 pub use extent::{Extent, ExtentFlags, ExtentMap};
 pub use fstype::{FsKind, HostFs};
 pub use meta::{MetaError, ObjectKind, PoolMeta, SubvolumeMeta};

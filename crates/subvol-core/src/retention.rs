@@ -44,7 +44,20 @@ impl KeepPolicy {
         .find(|(n, _)| *n > 0)
         .map(|(_, secs)| secs)
     }
+
+    /// Rules given for one prune: all of them 0 would keep nothing (every
+    /// unheld snapshot goes), which nobody asks for on purpose.
+    pub fn given(self) -> Result<KeepPolicy, NothingKept> {
+        if self.is_empty() {
+            return Err(NothingKept);
+        }
+        Ok(self)
+    }
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("every --keep-* rule is 0, which would delete all snapshots; keep at least one")]
+pub struct NothingKept;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad retention policy {0:?}: use comma-separated RULE=N with RULE in last, hourly, daily, weekly, monthly, yearly (e.g. last=5,daily=7)")]
@@ -190,6 +203,14 @@ mod tests {
     }
     use chrono::TimeZone;
     use proptest::prelude::*;
+
+    #[test]
+    fn given_rules_that_keep_nothing_are_refused() {
+        assert_eq!(KeepPolicy::default().given(), Err(NothingKept));
+        let p = KeepPolicy { daily: 7, ..KeepPolicy::default() };
+        assert_eq!(p.given(), Ok(p));
+        assert!(NothingKept.to_string().contains("keep at least one"));
+    }
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()

@@ -16,10 +16,28 @@ use std::path::Path;
 use subvol_core::ObjectKind;
 use subvol_os::dirfd::{DirHandle, EntryKind};
 
+/// How much a finding matters; serialized as `"error"` / `"warning"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The pool is not clean.
+    Error,
+    /// Worth knowing; the pool is still clean.
+    Warning,
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    /// `error` (the pool is not clean) or `warning` (worth knowing).
-    pub severity: &'static str,
+    pub severity: Severity,
     pub what: String,
     /// What `--repair` did about it (or would do).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,6 +51,25 @@ pub struct CheckReport {
     pub images: usize,
     pub findings: Vec<Finding>,
     pub clean: bool,
+}
+
+impl Finding {
+    /// An error still there (found, and not repaired).
+    pub fn is_open_error(&self) -> bool {
+        self.severity == Severity::Error && !self.repaired
+    }
+}
+
+impl CheckReport {
+    /// Errors still there: the pool is clean when there are none.
+    pub fn open_errors(&self) -> usize {
+        self.findings.iter().filter(|f| f.is_open_error()).count()
+    }
+
+    /// Whether `--repair` would fix one of the errors still there.
+    pub fn repair_would_help(&self) -> bool {
+        self.findings.iter().any(|f| f.is_open_error() && f.repair.is_some())
+    }
 }
 
 /// What the image checks gathered for the pool-wide ones.
@@ -73,25 +110,25 @@ struct Checker {
 
 impl Checker {
     fn error(&mut self, what: String, repair: Option<(&str, &mut dyn FnMut() -> bool)>) {
-        self.add("error", what, repair)
+        self.add(Severity::Error, what, repair)
     }
 
     fn warning(&mut self, what: String) {
-        self.add("warning", what, None)
+        self.add(Severity::Warning, what, None)
     }
 
     fn warning_fixable(&mut self, what: String, repair: (&str, &mut dyn FnMut() -> bool)) {
-        self.add("warning", what, Some(repair))
+        self.add(Severity::Warning, what, Some(repair))
     }
 
     /// An error whose repair reports what it did: `repair` returns whether
     /// the problem is gone and the words for what happened.
     fn error_with_outcome(&mut self, what: String, planned: &str, repair: impl FnOnce() -> (bool, String)) {
         let (repaired, text) = if self.repair { repair() } else { (false, planned.to_string()) };
-        self.findings.push(Finding { severity: "error", what, repair: Some(text), repaired });
+        self.findings.push(Finding { severity: Severity::Error, what, repair: Some(text), repaired });
     }
 
-    fn add(&mut self, severity: &'static str, what: String, repair: Option<(&str, &mut dyn FnMut() -> bool)>) {
+    fn add(&mut self, severity: Severity, what: String, repair: Option<(&str, &mut dyn FnMut() -> bool)>) {
         let (text, repaired) = match repair {
             Some((text, f)) if self.repair => (Some(text.to_string()), f()),
             Some((text, _)) => (Some(text.to_string()), false),
@@ -112,7 +149,7 @@ fn chmod(p: &Path, m: u32) -> bool {
 /// What recovery did under `pool check --repair`, as repaired findings.
 fn report_recovered(c: &mut Checker, r: &Recovered) {
     let done = |c: &mut Checker, what: String, how: &str| {
-        c.findings.push(Finding { severity: "error", what, repair: Some(how.to_string()), repaired: true });
+        c.findings.push(Finding { severity: Severity::Error, what, repair: Some(how.to_string()), repaired: true });
     };
     for mp in &r.thawed {
         done(c, format!("{mp} was left frozen by a crashed snapshot"), "thawed by recovery");
@@ -190,7 +227,7 @@ impl Pool {
         self.check_loops(&mut c, &orphan_loops)?;
         self.check_dirty_caps(&mut c)?;
         self.check_filesystems(&mut c)?;
-        let clean = !c.findings.iter().any(|f| f.severity == "error" && !f.repaired);
+        let clean = !c.findings.iter().any(Finding::is_open_error);
         Ok(CheckReport { pool: self.root().to_path_buf(), images, findings: c.findings, clean })
     }
 
@@ -480,5 +517,37 @@ impl Pool {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(severity: Severity, repair: Option<&str>, repaired: bool) -> Finding {
+        Finding { severity, what: "x".into(), repair: repair.map(str::to_string), repaired }
+    }
+
+    #[test]
+    fn severity_prints_and_serializes_as_before() {
+        assert_eq!(Severity::Error.to_string(), "error");
+        assert_eq!(Severity::Warning.to_string(), "warning");
+        let json = serde_json::to_value(finding(Severity::Warning, None, false)).unwrap();
+        assert_eq!(json["severity"], "warning");
+        assert_eq!(serde_json::to_value(Severity::Error).unwrap(), "error");
+    }
+
+    #[test]
+    fn only_unrepaired_errors_count_and_repair_helps_only_with_one_it_can_fix() {
+        let report = |findings| CheckReport { pool: "/p".into(), images: 0, findings, clean: false };
+        let r = report(vec![
+            finding(Severity::Warning, Some("remove"), false),
+            finding(Severity::Error, Some("chmod"), true),
+            finding(Severity::Error, None, false),
+        ]);
+        assert_eq!(r.open_errors(), 1);
+        assert!(!r.repair_would_help(), "a warning's or a repaired error's repair is no reason to run --repair");
+        let r = report(vec![finding(Severity::Error, Some("chmod"), false)]);
+        assert_eq!((r.open_errors(), r.repair_would_help()), (1, true));
     }
 }

@@ -1,10 +1,10 @@
-//! Errors of the pool layer: a stable kind that the CLI maps to an exit code,
-//! and a one-line message that says what to do.
+//! Errors of the pool layer: a stable kind with its exit code, and a
+//! one-line message that says what to do.
 
 use std::fmt;
 use subvol_os::OsError;
 
-/// What went wrong, stable for scripts (see docs/CLI exit codes).
+/// What went wrong, stable for scripts (README.md, "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     InvalidArgument,
@@ -18,6 +18,36 @@ pub enum ErrorKind {
     MissingTool,
     NotInitialised,
     Io,
+}
+
+/// Every kind with the exit code `subvol` ends with: a contract scripts rely
+/// on, and what a `subvol` run on another host (sync over ssh) is read back
+/// by. One table serves both directions, so they cannot disagree.
+const EXIT_CODES: [(ErrorKind, u8); 11] = [
+    (ErrorKind::Io, 1),
+    (ErrorKind::InvalidArgument, 2),
+    (ErrorKind::NotFound, 3),
+    (ErrorKind::AlreadyExists, 4),
+    (ErrorKind::Busy, 5),
+    (ErrorKind::NoSpace, 6),
+    (ErrorKind::Unsupported, 7),
+    (ErrorKind::Corrupt, 8),
+    (ErrorKind::PermissionDenied, 9),
+    (ErrorKind::MissingTool, 10),
+    (ErrorKind::NotInitialised, 11),
+];
+
+impl ErrorKind {
+    /// The exit code of this kind.
+    pub fn exit_code(self) -> u8 {
+        EXIT_CODES.iter().find(|(k, _)| *k == self).map_or(1, |(_, c)| *c)
+    }
+
+    /// The kind a `subvol` exit code stands for; `None` for success and for
+    /// codes subvol never uses (a signal, ssh's 255, a shell's 127).
+    pub fn from_exit_code(code: i32) -> Option<ErrorKind> {
+        EXIT_CODES.iter().find(|(_, c)| i32::from(*c) == code).map(|(k, _)| *k)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,5 +125,52 @@ pub fn require_root(what: &str) -> Result<()> {
             ErrorKind::PermissionDenied,
             format!("{what} needs root (loop devices and mounts); run it with sudo"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Naming every variant here makes a new kind fail to compile until it
+    /// is given a place in the table.
+    fn every_kind() -> Vec<ErrorKind> {
+        use ErrorKind::*;
+        let all = vec![
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            Busy,
+            NoSpace,
+            Unsupported,
+            Corrupt,
+            PermissionDenied,
+            MissingTool,
+            NotInitialised,
+            Io,
+        ];
+        for k in &all {
+            match k {
+                InvalidArgument | NotFound | AlreadyExists | Busy | NoSpace | Unsupported | Corrupt
+                | PermissionDenied | MissingTool | NotInitialised | Io => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn exit_codes_map_both_ways() {
+        let kinds = every_kind();
+        assert_eq!(kinds.len(), EXIT_CODES.len(), "a kind without an exit code, or one listed twice");
+        let mut codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).collect();
+        for k in &kinds {
+            assert!(EXIT_CODES.iter().any(|(t, _)| t == k), "{k:?} is not in the table");
+            assert_eq!(ErrorKind::from_exit_code(k.exit_code().into()), Some(*k));
+        }
+        codes.sort();
+        assert_eq!(codes, (1..=11).collect::<Vec<u8>>(), "codes are the documented 1-11");
+        for other in [0, 12, 127, 255, -1] {
+            assert_eq!(ErrorKind::from_exit_code(other), None, "{other}");
+        }
     }
 }

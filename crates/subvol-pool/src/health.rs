@@ -18,44 +18,44 @@ use subvol_core::retention::KeepPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum Severity {
+pub enum HealthStatus {
     Ok,
     Warning,
     Critical,
     Unknown,
 }
 
-impl Severity {
+impl HealthStatus {
     /// The monitoring-plugin exit status.
     pub fn exit_code(self) -> u8 {
         match self {
-            Severity::Ok => 0,
-            Severity::Warning => 1,
-            Severity::Critical => 2,
-            Severity::Unknown => 3,
+            HealthStatus::Ok => 0,
+            HealthStatus::Warning => 1,
+            HealthStatus::Critical => 2,
+            HealthStatus::Unknown => 3,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Severity::Ok => "OK",
-            Severity::Warning => "WARNING",
-            Severity::Critical => "CRITICAL",
-            Severity::Unknown => "UNKNOWN",
+            HealthStatus::Ok => "OK",
+            HealthStatus::Warning => "WARNING",
+            HealthStatus::Critical => "CRITICAL",
+            HealthStatus::Unknown => "UNKNOWN",
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthFinding {
-    pub severity: Severity,
+    pub severity: HealthStatus,
     pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthReport {
     pub pool: std::path::PathBuf,
-    pub status: Severity,
+    pub status: HealthStatus,
     pub findings: Vec<HealthFinding>,
 }
 
@@ -70,20 +70,20 @@ pub struct HealthOptions {
 
 /// The severity of a newest snapshot `age` old, against explicit limits or
 /// the policy's interval. Pure, so the thresholds are unit-tested.
-pub fn snapshot_age_severity(age: Duration, opts: &HealthOptions, interval: Option<Duration>) -> Severity {
+pub fn snapshot_age_severity(age: Duration, opts: &HealthOptions, interval: Option<Duration>) -> HealthStatus {
     let (warn, crit) = match (opts.warn_age, opts.crit_age, interval) {
-        (None, None, None) => return Severity::Ok,
+        (None, None, None) => return HealthStatus::Ok,
         (w, c, i) => {
             let i = i.unwrap_or(Duration::MAX);
             (w.unwrap_or(i.saturating_mul(3) / 2), c.unwrap_or(i.saturating_mul(3)))
         }
     };
     if age > crit {
-        Severity::Critical
+        HealthStatus::Critical
     } else if age > warn {
-        Severity::Warning
+        HealthStatus::Warning
     } else {
-        Severity::Ok
+        HealthStatus::Ok
     }
 }
 
@@ -115,7 +115,7 @@ impl Pool {
             let Some(since) = since else { continue };
             let age = (now - since).to_std().unwrap_or_default();
             let sev = snapshot_age_severity(age, opts, interval);
-            if sev != Severity::Ok {
+            if sev != HealthStatus::Ok {
                 let what = if newest.is_some() { "its newest snapshot is" } else { "it has no snapshot, and it is" };
                 add(&mut findings, sev, format!("{}: {what} {} old", s.name, human_age(age)));
             }
@@ -123,7 +123,7 @@ impl Pool {
         let status = self.status_of(&subs, &snaps, &self.space()?)?;
         for f in &status.frozen {
             let msg = format!("{}: writers are frozen by the guard since {} ({})", f.name, f.at, f.reason);
-            add(&mut findings, Severity::Critical, msg);
+            add(&mut findings, HealthStatus::Critical, msg);
         }
         if status.free_bytes < status.margin_bytes {
             let msg = format!(
@@ -131,17 +131,17 @@ impl Pool {
                 subvol_core::format_size(status.free_bytes),
                 subvol_core::format_size(status.margin_bytes)
             );
-            add(&mut findings, Severity::Critical, msg);
+            add(&mut findings, HealthStatus::Critical, msg);
         }
         if let Some(w) = self.unguarded_overcommit_warning(&subs, status.free_bytes) {
-            add(&mut findings, Severity::Warning, w);
+            add(&mut findings, HealthStatus::Warning, w);
         }
         for e in std::fs::read_dir(self.layout.receive_dir()).into_iter().flatten().flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "state") {
                 let name = p.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let msg = format!("{name}: a resumable receive was left unfinished (`subvol receive {name} --token`)");
-                add(&mut findings, Severity::Warning, msg);
+                add(&mut findings, HealthStatus::Warning, msg);
             }
         }
         // Everything `pool check` finds (read only); the guard's freezes
@@ -150,10 +150,14 @@ impl Pool {
             if f.what.contains("is frozen by the guard since") || f.what.contains("resumable partial receive") {
                 continue;
             }
-            let sev = if f.severity == "error" { Severity::Critical } else { Severity::Warning };
+            let sev = if f.severity == crate::check::Severity::Error {
+                HealthStatus::Critical
+            } else {
+                HealthStatus::Warning
+            };
             add(&mut findings, sev, f.what);
         }
-        let status = findings.iter().map(|f| f.severity).max().unwrap_or(Severity::Ok);
+        let status = findings.iter().map(|f| f.severity).max().unwrap_or(HealthStatus::Ok);
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
         Ok(HealthReport { pool: self.root().to_path_buf(), status, findings })
     }
@@ -176,16 +180,16 @@ mod tests {
     fn snapshot_age_thresholds() {
         let h = Duration::from_secs(3_600);
         let none = HealthOptions::default();
-        assert_eq!(snapshot_age_severity(h * 100, &none, None), Severity::Ok, "no policy, no limits: no finding");
-        assert_eq!(snapshot_age_severity(h, &none, Some(h)), Severity::Ok);
-        assert_eq!(snapshot_age_severity(h * 2, &none, Some(h)), Severity::Warning);
-        assert_eq!(snapshot_age_severity(h * 4, &none, Some(h)), Severity::Critical);
+        assert_eq!(snapshot_age_severity(h * 100, &none, None), HealthStatus::Ok, "no policy, no limits: no finding");
+        assert_eq!(snapshot_age_severity(h, &none, Some(h)), HealthStatus::Ok);
+        assert_eq!(snapshot_age_severity(h * 2, &none, Some(h)), HealthStatus::Warning);
+        assert_eq!(snapshot_age_severity(h * 4, &none, Some(h)), HealthStatus::Critical);
         let given = HealthOptions { warn_age: Some(h * 25), crit_age: Some(h * 49) };
-        assert_eq!(snapshot_age_severity(h * 24, &given, None), Severity::Ok);
-        assert_eq!(snapshot_age_severity(h * 26, &given, None), Severity::Warning);
-        assert_eq!(snapshot_age_severity(h * 50, &given, Some(h)), Severity::Critical);
+        assert_eq!(snapshot_age_severity(h * 24, &given, None), HealthStatus::Ok);
+        assert_eq!(snapshot_age_severity(h * 26, &given, None), HealthStatus::Warning);
+        assert_eq!(snapshot_age_severity(h * 50, &given, Some(h)), HealthStatus::Critical);
         let warn_only = HealthOptions { warn_age: Some(h), crit_age: None };
-        assert_eq!(snapshot_age_severity(h * 1000, &warn_only, None), Severity::Warning);
-        assert_eq!(Severity::Unknown.exit_code(), 3);
+        assert_eq!(snapshot_age_severity(h * 1000, &warn_only, None), HealthStatus::Warning);
+        assert_eq!(HealthStatus::Unknown.exit_code(), 3);
     }
 }

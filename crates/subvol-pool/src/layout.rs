@@ -23,6 +23,8 @@ pub const INTENT_DIR: &str = ".subvol/intent";
 pub const RECEIVE_DIR: &str = ".subvol/receive";
 /// Extent maps of snapshot images (see extent_cache).
 pub const CACHE_DIR: &str = ".subvol/cache";
+/// Where `sync` sent each subvolume (see sync::targets).
+pub const SYNC_DIR: &str = ".subvol/sync";
 /// Default parent of mount points.
 pub const MOUNT_DIR: &str = "mnt";
 /// Extension of every image file.
@@ -128,6 +130,10 @@ impl Layout {
 
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join(CACHE_DIR)
+    }
+
+    pub fn sync_dir(&self) -> PathBuf {
+        self.root.join(SYNC_DIR)
     }
 
     pub fn default_mount_base(&self) -> PathBuf {

@@ -3,9 +3,9 @@
 //! the pool already as asked is success, and says so, rather than an
 //! "already exists" or "not found" that the caller would have to decode.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The call made the change.

@@ -142,11 +142,16 @@ impl Pool {
         let meta = PoolMeta::decode(&bytes).map_err(|e| {
             Error::new(ErrorKind::Corrupt, format!("pool metadata {} is unreadable: {e}", layout.pool_meta().display()))
         })?;
-        // Image paths are built from validated names under these
+        // Image and record paths are built from validated names under these
         // directories; a symlink planted in their place would lead outside.
-        for d in
-            [layout.meta_dir(), layout.tmp_dir(), layout.subvolumes_dir(), layout.snapshots_dir(), layout.receive_dir()]
-        {
+        for d in [
+            layout.meta_dir(),
+            layout.tmp_dir(),
+            layout.subvolumes_dir(),
+            layout.snapshots_dir(),
+            layout.receive_dir(),
+            layout.sync_dir(),
+        ] {
             if let Ok(m) = std::fs::symlink_metadata(&d) {
                 if !m.is_dir() {
                     return Err(Error::new(

@@ -123,6 +123,7 @@ impl Pool {
         progress: Progress<'_>,
     ) -> Result<SendReport> {
         let mut clock = crate::trace::PhaseClock::start("send");
+        zstd_level.map(crate::option_rules::check_zstd_level).transpose()?;
         let (target, base) = self.open_pair(name, from)?;
         let mut resume_offset = 0;
         if let Some(t) = resume {

@@ -296,7 +296,8 @@ impl Pool {
 
     /// Applies keep-rules to a subvolume's snapshots (optionally only those
     /// with `tag`) and deletes the rest, unless `dry_run`. Without rules the
-    /// subvolume's `snapshot.policy` property is used.
+    /// subvolume's `snapshot.policy` property is used; rules that keep
+    /// nothing at all are refused.
     pub fn prune(
         &self,
         name: &str,
@@ -305,6 +306,7 @@ impl Pool {
         dry_run: bool,
     ) -> Result<PruneReport> {
         let n = ObjectName::parse_subvolume(name)?.subvolume;
+        let policy = policy.map(KeepPolicy::given).transpose().map_err(|e| Error::invalid(e.to_string()))?;
         let _lock = self.lock()?;
         self.prune_locked(&n, policy, tag, dry_run, Utc::now())
     }
@@ -318,8 +320,8 @@ impl Pool {
         now: DateTime<Utc>,
     ) -> Result<PruneReport> {
         let policy = match policy {
-            Some(p) if !p.is_empty() => p,
-            _ => self.stored_policy(n)?.ok_or_else(|| {
+            Some(p) => p,
+            None => self.stored_policy(n)?.ok_or_else(|| {
                 Error::invalid(format!(
                     "no keep rule given and {n} has no {POLICY_PROPERTY}; pass --keep-last/--keep-daily/... or `subvol set {n} {POLICY_PROPERTY}=daily=7`"
                 ))

@@ -226,6 +226,7 @@ impl Pool {
     /// one made differently is refused (exit 4), naming the difference.
     pub fn create(&self, name: &str, opts: &CreateOptions) -> Result<(SubvolumeInfo, Outcome)> {
         let name = ObjectName::parse_subvolume(name)?.subvolume;
+        crate::option_rules::check_extent_hint(opts.extent_hint_bytes.into())?;
         let size = align_up(opts.size_bytes)?;
         let min = opts.fs.min_size_bytes();
         if size < min {

@@ -232,11 +232,22 @@ pub enum Command {
         json: JsonFlag,
     },
     /// Replicate SRC to DST: snapshot, send the increment, hold the new base.
+    ///
+    /// Without DST, sync SRC again to every destination it was synced to.
     Sync {
         /// NAME, POOLDIR:NAME, or [user@]host:[POOLDIR:]NAME.
-        src: String,
-        /// NAME, POOLDIR:NAME, or [user@]host:[POOLDIR:]NAME.
-        dst: String,
+        #[arg(required_unless_present = "list")]
+        src: Option<String>,
+        /// NAME, POOLDIR:NAME, or [user@]host:[POOLDIR:]NAME; omitted: the
+        /// destinations SRC was synced to before (see --list).
+        dst: Option<String>,
+        /// Show where SRC (or every subvolume) was synced to: last sync, its
+        /// size, the lag behind the source, the last error. Contacts nothing.
+        #[arg(long, conflicts_with_all = ["dst", "bwlimit", "compress", "forget"])]
+        list: bool,
+        /// Forget destination DST of SRC (it is no longer synced by `sync SRC`).
+        #[arg(long, requires = "dst", conflicts_with_all = ["bwlimit", "compress"])]
+        forget: bool,
         /// Limit the transfer rate, e.g. 10M (bytes per second).
         #[arg(long, value_name = "RATE")]
         bwlimit: Option<String>,

@@ -10,8 +10,9 @@ use subvol_core::retention::KeepPolicy;
 use subvol_core::text::escape;
 use subvol_core::{format_size, parse_size, FsKind};
 use subvol_pool::{
-    is_snapshot, orphan_warning, orphans_held, CreateOptions, Error, ErrorKind, GuardOptions, InitOptions,
-    MountOptions, Orphan, Pool, PoolStatus, PruneReport, Result, State, SubvolumeInfo, POLICY_PROPERTY,
+    extent_hint_bytes, is_snapshot, orphan_warning, orphans_held, CreateOptions, Error, ErrorKind, GuardOptions,
+    InitOptions, Listing, MountOptions, Orphan, Pool, PoolStatus, PruneReport, Result, State, SubvolumeInfo,
+    POLICY_PROPERTY,
 };
 
 /// Runs one command; returns the exit status of a command that succeeded
@@ -78,20 +79,21 @@ pub fn run(cli: Cli) -> Result<u8> {
                     // tables: escaped, like every table.
                     out.push_str(&format!("{}: {}\n", f.severity, escape(&format!("{}{fix}", f.what))));
                 }
-                let errors = report.findings.iter().filter(|f| f.severity == "error" && !f.repaired).count();
                 out.push_str(&format!(
                     "{}: {} images checked, {} problem(s){}\n",
                     report.pool.display(),
                     report.images,
-                    errors,
+                    report.open_errors(),
                     if report.clean { ", clean" } else { "" }
                 ));
                 emit(&out);
             }
             if !report.clean {
-                let fixable =
-                    report.findings.iter().any(|f| f.severity == "error" && f.repair.is_some() && !f.repaired);
-                let next = if fixable { "; run `subvol pool check --repair`" } else { ", each with what to do" };
+                let next = if report.repair_would_help() {
+                    "; run `subvol pool check --repair`"
+                } else {
+                    ", each with what to do"
+                };
                 return Err(Error::new(ErrorKind::Corrupt, format!("the pool has problems (listed above){next}")));
             }
         }
@@ -135,10 +137,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
         }
         Command::Create { name, size, fs, mkfs_opt, guarantee, extent_hint, thin_unsafe, json: j } => {
-            let extent_hint_bytes = if extent_hint == "0" { 0 } else { parse_size(&extent_hint)? };
-            if extent_hint_bytes % 4096 != 0 || extent_hint_bytes > 1 << 30 {
-                return Err(Error::invalid("--extent-hint must be a multiple of 4K, at most 1G (or 0)"));
-            }
+            let extent_hint_bytes = extent_hint_bytes(&extent_hint)?;
             let fs: FsKind = fs.parse().map_err(Error::invalid)?;
             let (info, outcome) = open()?.create(
                 &name,
@@ -147,7 +146,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     fs,
                     mkfs_opts: mkfs_opt,
                     guarantee,
-                    extent_hint_bytes: extent_hint_bytes as u32,
+                    extent_hint_bytes,
                     thin_unsafe,
                 },
             )?;
@@ -165,30 +164,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
         }
         Command::List { name, snapshots, json: j } => {
-            let pool = open()?;
-            let orphans = pool.orphans_of(name.as_deref())?;
-            let mut list = match &name {
-                Some(n) => match pool.info(n) {
-                    Ok(i) => vec![i],
-                    // Deleted with --keep-snapshots: its snapshots remain;
-                    // deleted while mounted: its orphan is shown.
-                    Err(e) if (snapshots || !orphans.is_empty()) && e.kind == ErrorKind::NotFound => vec![],
-                    Err(e) => return Err(e),
-                },
-                None => pool.list()?,
-            };
-            if snapshots {
-                list.extend(pool.list_snapshots(name.as_deref())?);
-            }
-            pool.fill_space(&mut list)?;
-            if snapshots {
-                list.sort_by(|a, b| {
-                    let key = |s: &SubvolumeInfo| {
-                        (s.name.split('@').next().unwrap_or("").to_string(), is_snapshot(s), s.created.clone())
-                    };
-                    key(a).cmp(&key(b))
-                });
-            }
+            let Listing { objects: list, orphans } = open()?.listing(name.as_deref(), snapshots)?;
             if j.json {
                 // The array stays what scripts parse; orphans are in
                 // `pool status --json`.
@@ -329,11 +305,6 @@ pub fn run(cli: Cli) -> Result<u8> {
             let any = [keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly]
                 .iter()
                 .any(Option::is_some);
-            if any && policy.is_empty() {
-                return Err(Error::invalid(
-                    "every --keep-* rule is 0, which would delete all snapshots; keep at least one",
-                ));
-            }
             let r = open()?.prune(&name, any.then_some(policy), tag.as_deref(), dry_run)?;
             if j.json {
                 json(&r);
@@ -408,9 +379,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             replication::receive(&open()?, args)?;
         }
-        Command::Sync { src, dst, bwlimit, compress, ssh_opt, remote_bin, json: j } => {
-            let runner = sync::Runner { local_pool: cli.pool.clone(), ssh_opts: ssh_opt, remote_bin };
-            sync::sync(&runner, &src, &dst, bwlimit.as_deref(), compress, j.json)?;
+        Command::Sync { src, dst, list, forget, bwlimit, compress, ssh_opt, remote_bin, json: j } => {
+            let args = sync::SyncArgs { src, dst, list, forget, bwlimit, compress, ssh_opt, remote_bin, json: j.json };
+            sync::run(&cli.pool, timeout, &open, args)?;
         }
         Command::Guard { once, interval_ms, low_watermark, high_watermark, prune, log_format } => {
             let pool = open()?;
@@ -805,7 +776,7 @@ fn health(open: &dyn Fn() -> Result<Pool>, warn: Option<String>, crit: Option<St
             } else {
                 emit(&format!("SUBVOL UNKNOWN - {}\n", escape(&e.message)));
             }
-            return subvol_pool::Severity::Unknown.exit_code();
+            return subvol_pool::HealthStatus::Unknown.exit_code();
         }
     };
     if as_json {

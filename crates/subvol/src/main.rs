@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("subvol: error: {}", e.message);
-            ExitCode::from(output::exit_code(e.kind))
+            ExitCode::from(e.kind.exit_code())
         }
     }
 }

@@ -1,26 +1,8 @@
-//! Printing: aligned tables for people, JSON for scripts, and the exit codes
-//! scripts can rely on (documented in README.md).
+//! Printing: aligned tables for people, JSON for scripts. (The exit codes
+//! are the library's: `ErrorKind::exit_code`.)
 
 use serde::Serialize;
 use std::io::Write;
-use subvol_pool::ErrorKind;
-
-/// Exit code for each error kind. A stable contract.
-pub fn exit_code(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::Io => 1,
-        ErrorKind::InvalidArgument => 2,
-        ErrorKind::NotFound => 3,
-        ErrorKind::AlreadyExists => 4,
-        ErrorKind::Busy => 5,
-        ErrorKind::NoSpace => 6,
-        ErrorKind::Unsupported => 7,
-        ErrorKind::Corrupt => 8,
-        ErrorKind::PermissionDenied => 9,
-        ErrorKind::MissingTool => 10,
-        ErrorKind::NotInitialised => 11,
-    }
-}
 
 /// Writes to stdout; a closed pipe (`subvol list | head`) ends quietly.
 pub fn emit(text: &str) {
@@ -84,6 +66,20 @@ impl Table {
     }
 }
 
+/// A duration for people, in its two largest units: `45s`, `12m`,
+/// `3h 20m`, `4d 6h`.
+pub fn format_age(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m"),
+        (0, _, 0) => format!("{h}h"),
+        (0, _, _) => format!("{h}h {m}m"),
+        (_, 0, _) => format!("{d}d"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
 /// `key: value` lines, keys aligned.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -96,6 +92,16 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_read_in_their_two_largest_units() {
+        let cases =
+            [(0, "0s"), (59, "59s"), (60, "1m"), (754, "12m"), (3600, "1h"), (12_000, "3h 20m"), (86_400, "1d")];
+        for (secs, text) in cases {
+            assert_eq!(format_age(secs), text, "{secs}");
+        }
+        assert_eq!(format_age(4 * 86_400 + 6 * 3600 + 59), "4d 6h");
+    }
 
     #[test]
     fn tables_and_fields_escape_what_a_terminal_would_act_on() {

@@ -47,11 +47,7 @@ pub fn send(pool: &Pool, a: SendArgs) -> Result<()> {
         }
         return Ok(());
     }
-    if let Some(l) = a.compress {
-        if !(1..=19).contains(&l) {
-            return Err(Error::invalid("--compress level must be 1-19"));
-        }
-    }
+    a.compress.map(subvol_pool::check_zstd_level).transpose()?;
     let resume =
         a.resume.as_deref().map(|t| t.parse::<ResumeToken>().map_err(|e| Error::invalid(e.to_string()))).transpose()?;
     // -o FILE: a private temporary file, renamed to FILE once complete.

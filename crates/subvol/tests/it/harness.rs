@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_subvol");
 
@@ -384,4 +384,76 @@ fn random_hex() -> String {
     let mut b = [0u8; 8];
     std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An sshd on 127.0.0.1 for this test only, with keys in the test dir.
+pub struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    key: PathBuf,
+    known: PathBuf,
+}
+
+impl Sshd {
+    pub fn start(dir: &Path) -> Sshd {
+        let sshd = ["/usr/sbin/sshd", "/sbin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sshd (openssh-server) is needed");
+        let hostkey = dir.join("hostkey");
+        let key = dir.join("userkey");
+        sh("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", path_str(&hostkey)]);
+        sh("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", path_str(&key)]);
+        let auth = dir.join("authorized_keys");
+        std::fs::copy(dir.join("userkey.pub"), &auth).unwrap();
+        // A port free right now (tests run side by side, in this process
+        // and in others).
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin yes\nPasswordAuthentication no\nStrictModes no\nUsePAM no\nPidFile {}\nSetEnv PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+                hostkey.display(),
+                auth.display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let child =
+            Command::new(sshd).args(["-D", "-e", "-f", path_str(&config)]).stderr(Stdio::null()).spawn().unwrap();
+        let known = dir.join("known_hosts");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Sshd { child, port, key, known }
+    }
+
+    /// The `--ssh-opt` arguments of `subvol sync` that reach this sshd.
+    pub fn opts(&self) -> Vec<String> {
+        [
+            "-p".to_string(),
+            self.port.to_string(),
+            "-i".into(),
+            path_str(&self.key).into(),
+            "-o".into(),
+            "StrictHostKeyChecking=accept-new".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known.display()),
+        ]
+        .into_iter()
+        .flat_map(|o| ["--ssh-opt".to_string(), o])
+        .collect()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

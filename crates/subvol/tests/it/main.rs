@@ -14,6 +14,7 @@ mod operations;
 mod orphans;
 mod pools;
 mod replication;
+mod replication_targets;
 mod shutdown;
 mod snapshots;
 mod space;
