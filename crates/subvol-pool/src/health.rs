@@ -4,7 +4,8 @@
 //!
 //! Findings: a subvolume whose newest snapshot is older than its policy's
 //! finest interval allows (warning past 1.5 intervals, critical past 3, or
-//! the ages given); writers frozen by the guard; free space under the
+//! the ages given); a sync target that far behind, or whose last attempt
+//! failed (from the records `sync` keeps, without contacting it); writers frozen by the guard; free space under the
 //! margin; an overcommitted pool no guard watches; a resumable receive left
 //! unfinished; and every problem `pool check` reports (without repairing).
 
@@ -118,6 +119,26 @@ impl Pool {
             if sev != HealthStatus::Ok {
                 let what = if newest.is_some() { "its newest snapshot is" } else { "it has no snapshot, and it is" };
                 add(&mut findings, sev, format!("{}: {what} {} old", s.name, human_age(age)));
+            }
+        }
+        for t in self.sync_targets(None)? {
+            let interval = subs
+                .iter()
+                .find(|s| s.name == t.target.name)
+                .and_then(|s| s.properties.get(POLICY_PROPERTY))
+                .and_then(|p| p.parse::<KeepPolicy>().ok())
+                .and_then(|p| p.finest_interval_secs())
+                .map(Duration::from_secs);
+            let (name, dest) = (&t.target.name, &t.target.destination);
+            if let Some(f) = &t.target.last_error {
+                let msg = format!("{name}: the last sync to {dest} failed at {}: {}", f.at.format("%F %T"), f.message);
+                add(&mut findings, HealthStatus::Warning, msg);
+            }
+            if let Some(lag) = t.lag_seconds.map(Duration::from_secs) {
+                let sev = snapshot_age_severity(lag, opts, interval);
+                if sev != HealthStatus::Ok {
+                    add(&mut findings, sev, format!("{name}: {dest} is {} behind", human_age(lag)));
+                }
             }
         }
         let status = self.status_of(&subs, &snaps, &self.space()?)?;

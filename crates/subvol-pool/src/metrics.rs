@@ -5,8 +5,9 @@
 //! Cardinality is bounded by the number of subvolumes, not snapshots:
 //! pool families have one sample per pool; subvolume families one per
 //! subvolume; snapshots appear only as per-subvolume aggregates (count,
-//! exclusive bytes, newest and oldest age). A pool of S subvolumes yields at
-//! most 15 + 14 x S samples.
+//! exclusive bytes, newest and oldest age); sync targets one sample each
+//! per family. A pool of S subvolumes and T sync targets yields at most
+//! 15 + 14 x S + 4 x T samples, whatever the number of snapshots.
 
 use crate::error::Result;
 use crate::pool::Pool;
@@ -92,8 +93,34 @@ impl Pool {
         }
         let frozen: BTreeMap<&str, bool> = st.frozen.iter().map(|f| (f.name.as_str(), f.hard)).collect();
         out.extend(subvolume_families(&pool, &subs, &per, &frozen, now));
+        out.extend(sync_families(&pool, &self.sync_targets(None)?));
         Ok(out)
     }
+}
+
+/// Per recorded sync target (subvolume x destination, as `sync` keeps
+/// them): when the last success was, what it sent, how far behind the
+/// destination is, and whether the last attempt failed.
+fn sync_families(pool: &str, targets: &[crate::sync::TargetStatus]) -> Vec<Family> {
+    let mut success = Family::gauge(
+        "subvol_sync_last_success_timestamp_seconds",
+        "When the last successful sync finished (Unix time).",
+    );
+    let mut bytes = Family::gauge("subvol_sync_last_stream_bytes", "Stream bytes the last successful sync sent.");
+    let mut lag = Family::gauge("subvol_sync_lag_seconds", "Age of the newest snapshot both sides hold.");
+    let mut failing = Family::gauge("subvol_sync_failing", "1 if the last attempt failed after the last success.");
+    for t in targets {
+        let l = [("pool", pool), ("subvolume", t.target.name.as_str()), ("target", t.target.destination.as_str())];
+        if let Some(s) = &t.target.last_success {
+            success.push(&l, s.at.timestamp_millis() as f64 / 1000.0);
+            bytes.push(&l, s.stream_bytes as f64);
+        }
+        if let Some(secs) = t.lag_seconds {
+            lag.push(&l, secs as f64);
+        }
+        failing.push(&l, f64::from(u8::from(t.target.last_error.is_some())));
+    }
+    vec![success, bytes, lag, failing]
 }
 
 fn subvolume_families(

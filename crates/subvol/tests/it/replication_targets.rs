@@ -205,6 +205,19 @@ fn a_failed_sync_records_its_error_and_keeps_the_last_success() {
     assert!(after["last_error"]["message"].as_str().unwrap().contains("ssh failed"), "{after}");
     assert_eq!(after["last_error"]["exit_code"], 1);
     assert_eq!(after["last_success"], before["last_success"]);
+    // Monitoring reads the records without contacting the destination.
+    let h = subvol(&a.pool, &["health"]);
+    assert_eq!(h.code, 1, "{h:?}");
+    assert!(h.stdout.contains("v: the last sync to ") && h.stdout.contains("ssh failed"), "{}", h.stdout);
+    let h = subvol(&a.pool, &["health", "--warn-age", "1000d", "--crit-age", "0"]);
+    assert_eq!(h.code, 2, "a destination any age behind is critical with --crit-age 0: {h:?}");
+    let m = subvol(&a.pool, &["metrics"]).ok();
+    assert!(
+        m.lines().any(|l| l.starts_with("subvol_sync_failing{") && l.contains("subvolume=\"v\"") && l.ends_with(" 1")),
+        "{m}"
+    );
+    assert!(m.lines().any(|l| l.starts_with("subvol_sync_lag_seconds{")), "{m}");
+    assert!(m.lines().any(|l| l.starts_with("subvol_sync_last_stream_bytes{")), "{m}");
 
     // Back to the base on the destination: the next `sync v` succeeds and
     // clears the error; only the new base is held on either side.
