@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum OsError {
     /// A system call failed.
-    #[error("{op}{}: {source}", fmt_path(path))]
+    #[error("{op}{}: {}", fmt_path(path), describe(source))]
     Sys {
         op: &'static str,
         path: Option<PathBuf>,
@@ -72,4 +72,76 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
 /// exceeded quota, the words strerror gives ENOSPC and EDQUOT.
 pub(crate) fn names_full_device(line: &str) -> bool {
     line.contains("No space left on device") || line.contains("Disk quota exceeded")
+}
+
+/// The kernel's words for an I/O error with its errno's name, e.g. "No
+/// space left on device (ENOSPC)": the name is what people search for and
+/// what docs cite; Rust's own "(os error 28)" says neither.
+pub fn describe(e: &io::Error) -> String {
+    let Some(n) = e.raw_os_error() else { return e.to_string() };
+    let text = e.to_string();
+    let text = text.strip_suffix(&format!(" (os error {n})")).unwrap_or(&text).to_string();
+    match errno_name(n) {
+        Some(name) => format!("{text} ({name})"),
+        None => format!("{text} (errno {n})"),
+    }
+}
+
+/// The symbolic name of the errno values subvol meets.
+pub fn errno_name(n: i32) -> Option<&'static str> {
+    const NAMES: &[(i32, &str)] = &[
+        (libc::EPERM, "EPERM"),
+        (libc::ENOENT, "ENOENT"),
+        (libc::EINTR, "EINTR"),
+        (libc::EIO, "EIO"),
+        (libc::ENXIO, "ENXIO"),
+        (libc::EBADF, "EBADF"),
+        (libc::EAGAIN, "EAGAIN"),
+        (libc::ENOMEM, "ENOMEM"),
+        (libc::EACCES, "EACCES"),
+        (libc::EBUSY, "EBUSY"),
+        (libc::EEXIST, "EEXIST"),
+        (libc::EXDEV, "EXDEV"),
+        (libc::ENODEV, "ENODEV"),
+        (libc::ENOTDIR, "ENOTDIR"),
+        (libc::EISDIR, "EISDIR"),
+        (libc::EINVAL, "EINVAL"),
+        (libc::ENFILE, "ENFILE"),
+        (libc::EMFILE, "EMFILE"),
+        (libc::ENOTTY, "ENOTTY"),
+        (libc::EFBIG, "EFBIG"),
+        (libc::ENOSPC, "ENOSPC"),
+        (libc::EROFS, "EROFS"),
+        (libc::EPIPE, "EPIPE"),
+        (libc::ENAMETOOLONG, "ENAMETOOLONG"),
+        (libc::ENOTEMPTY, "ENOTEMPTY"),
+        (libc::ELOOP, "ELOOP"),
+        (libc::ENODATA, "ENODATA"),
+        (libc::EOPNOTSUPP, "EOPNOTSUPP"),
+        (libc::ETIMEDOUT, "ETIMEDOUT"),
+        (libc::ECONNREFUSED, "ECONNREFUSED"),
+        (libc::ESTALE, "ESTALE"),
+        (libc::EDQUOT, "EDQUOT"),
+        (libc::ENOKEY, "ENOKEY"),
+        (libc::EUCLEAN, "EUCLEAN"),
+        (libc::ERANGE, "ERANGE"),
+        (libc::E2BIG, "E2BIG"),
+        (libc::ENOSYS, "ENOSYS"),
+    ];
+    NAMES.iter().find(|(v, _)| *v == n).map(|(_, name)| *name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_with_their_errno_name() {
+        let e = io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(describe(&e), "No space left on device (ENOSPC)");
+        let e = OsError::sys("FIFREEZE", Some(Path::new("/mnt/a")), io::Error::from_raw_os_error(libc::EBUSY));
+        assert_eq!(e.to_string(), "FIFREEZE /mnt/a: Device or resource busy (EBUSY)");
+        assert_eq!(describe(&io::Error::from_raw_os_error(4000)), "Unknown error 4000 (errno 4000)");
+        assert_eq!(describe(&io::Error::other("plain")), "plain");
+    }
 }

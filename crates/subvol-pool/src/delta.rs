@@ -20,8 +20,8 @@ pub struct DeltaStats {
 /// Makes `clone` (whose extent map was `clone_map` right after it was made)
 /// byte-identical to `source` as it is now.
 pub fn update_clone(clone: &File, clone_map: &ExtentMap, source: &File) -> Result<DeltaStats> {
-    let size = source.metadata().map_err(|e| Error::io("stat", e))?.len();
-    let clone_size = clone.metadata().map_err(|e| Error::io("stat", e))?.len();
+    let size = source.metadata().map_err(|e| Error::io("cannot stat the image", e))?.len();
+    let clone_size = clone.metadata().map_err(|e| Error::io("cannot stat the clone", e))?.len();
     let src_map = subvol_os::fiemap::fiemap(source, true).map_err(|e| Error::os("cannot map the image", e))?;
     if clone_size != size {
         clone.set_len(size).map_err(|e| Error::io("cannot size the clone", e))?;

@@ -132,10 +132,12 @@ impl Pool {
         }
         let marker = self.layout.destroying_marker();
         std::fs::write(&marker, b"").map_err(|e| Error::io(format!("cannot write {}", marker.display()), e))?;
-        subvol_os::fsync::fsync_dir(&self.layout.meta_dir()).map_err(|e| Error::os("sync", e))?;
+        subvol_os::fsync::fsync_dir(&self.layout.meta_dir())
+            .map_err(|e| Error::os("cannot make the change durable", e))?;
         std::fs::remove_file(self.layout.pool_meta())
             .map_err(|e| Error::io(format!("cannot remove {}", self.layout.pool_meta().display()), e))?;
-        subvol_os::fsync::fsync_dir(&self.layout.meta_dir()).map_err(|e| Error::os("sync", e))?;
+        subvol_os::fsync::fsync_dir(&self.layout.meta_dir())
+            .map_err(|e| Error::os("cannot make the change durable", e))?;
         subvol_os::crash::point("destroy-record-gone");
         drop(lock);
         report.directory_kept = remove_pool_files(&self.layout)?;

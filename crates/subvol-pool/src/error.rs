@@ -50,17 +50,30 @@ impl ErrorKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An error: its kind (the exit code), the one line people read, and the
+/// OS error it came from, kept for `std::error::Error::source` (callers that
+/// log chains, a CSI status, a debugger) without being spelled twice in the
+/// message.
+#[derive(Debug, Clone)]
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error { kind, message: message.into(), source: None }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -74,25 +87,44 @@ impl Error {
             _ if e.is_no_space() => ErrorKind::NoSpace,
             OsError::MissingTool { .. } => ErrorKind::MissingTool,
             OsError::ToolFailed { .. } | OsError::Unexpected(_) => ErrorKind::Io,
-            OsError::Sys { .. } => match e.errno() {
-                Some(libc::ENOENT) => ErrorKind::NotFound,
-                Some(libc::EEXIST) => ErrorKind::AlreadyExists,
-                Some(libc::EBUSY) => ErrorKind::Busy,
-                Some(libc::EPERM) | Some(libc::EACCES) => ErrorKind::PermissionDenied,
-                Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EXDEV) => ErrorKind::Unsupported,
-                _ => ErrorKind::Io,
-            },
+            OsError::Sys { .. } => kind_of_errno(e.errno()),
         };
-        let hint = match kind {
-            ErrorKind::NoSpace => "; free space on the host (delete snapshots or grow the pool)",
-            ErrorKind::PermissionDenied if !subvol_os::is_root() => "; run as root",
-            _ => "",
-        };
-        Error { kind, message: format!("{what}: {e}{hint}") }
+        let message = format!("{what}: {e}{}", hint(kind));
+        Error { kind, message, source: Some(std::sync::Arc::new(e)) }
     }
 
+    /// Wraps an I/O error with what we were doing (which should name the
+    /// file): "cannot open /p/x: No such file or directory (ENOENT)".
     pub fn io(what: impl fmt::Display, e: std::io::Error) -> Self {
-        Self::os(what, OsError::Sys { op: "io", path: None, source: e })
+        let kind = if e.raw_os_error().is_some_and(|n| n == libc::ENOSPC || n == libc::EDQUOT) {
+            ErrorKind::NoSpace
+        } else {
+            kind_of_errno(e.raw_os_error())
+        };
+        let message = format!("{what}: {}{}", subvol_os::error::describe(&e), hint(kind));
+        Error { kind, message, source: Some(std::sync::Arc::new(e)) }
+    }
+}
+
+/// The kind an errno stands for: the one place errno values are read.
+fn kind_of_errno(errno: Option<i32>) -> ErrorKind {
+    match errno {
+        Some(libc::ENOENT) => ErrorKind::NotFound,
+        Some(libc::EEXIST) => ErrorKind::AlreadyExists,
+        Some(libc::EBUSY) => ErrorKind::Busy,
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::NoSpace,
+        Some(libc::EPERM) | Some(libc::EACCES) => ErrorKind::PermissionDenied,
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EXDEV) => ErrorKind::Unsupported,
+        _ => ErrorKind::Io,
+    }
+}
+
+/// What to do, added to the message for the kinds where it is always the same.
+fn hint(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::NoSpace => "; free space on the host (delete snapshots or grow the pool)",
+        ErrorKind::PermissionDenied if !subvol_os::is_root() => "; run as root",
+        _ => "",
     }
 }
 
@@ -102,7 +134,11 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<subvol_core::NameError> for Error {
     fn from(e: subvol_core::NameError) -> Self {

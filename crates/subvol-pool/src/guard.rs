@@ -92,7 +92,8 @@ impl Pool {
     /// `(name, trimmed bytes)` and the host bytes freed meanwhile.
     pub fn trim(&self, names: &[String]) -> Result<(Vec<(String, u64)>, i64)> {
         crate::error::require_root("trim")?;
-        let before = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
+        let before =
+            subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot read the host's free space", e))?;
         let mut out = Vec::new();
         for s in self.list()? {
             if !names.is_empty() && !names.contains(&s.name) {
@@ -124,7 +125,9 @@ impl Pool {
         }
         // Punched blocks are released asynchronously on some hosts.
         let _ = subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir());
-        let after = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?.free_bytes;
+        let after = subvol_os::statfs::statfs(self.root())
+            .map_err(|e| Error::os("cannot read the host's free space", e))?
+            .free_bytes;
         Ok((out, after as i64 - before.free_bytes as i64))
     }
 
@@ -149,7 +152,8 @@ impl Pool {
         if let Err(e) = subvol_os::priority::set_nice(GUARD_NICE) {
             log(Event::new("warning", format!("guard: could not raise its priority ({e}); a busy CPU delays it")));
         }
-        let st = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
+        let st =
+            subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot read the host's free space", e))?;
         let mut outstanding = self.space()?.outstanding_bytes;
         let mut outstanding_at = Instant::now();
         let mut last: Option<(Instant, u64)> = None;

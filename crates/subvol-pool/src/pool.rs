@@ -318,7 +318,7 @@ impl Pool {
     }
 
     pub fn host_fs(&self) -> Result<HostFs> {
-        Ok(subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?.fs)
+        Ok(subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot read the host's free space", e))?.fs)
     }
 
     pub fn mount_base(&self) -> PathBuf {

@@ -12,22 +12,12 @@ pub fn reflink_works(dir: &Path) -> Result<bool> {
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let a = dir.join(format!("probe.{}.a", &nonce[..12]));
     let b = dir.join(format!("probe.{}.b", &nonce[..12]));
+    let failed = |e| Error::io(format!("cannot probe reflinks in {}", dir.display()), e);
     let result = (|| -> Result<bool> {
-        let mut fa = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&a)
-            .map_err(|e| Error::io("reflink probe", e))?;
-        fa.write_all(&[0x5a; 65536]).map_err(|e| Error::io("reflink probe", e))?;
-        fa.sync_all().map_err(|e| Error::io("reflink probe", e))?;
-        let fb = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&b)
-            .map_err(|e| Error::io("reflink probe", e))?;
+        let mut fa = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&a).map_err(failed)?;
+        fa.write_all(&[0x5a; 65536]).map_err(failed)?;
+        fa.sync_all().map_err(failed)?;
+        let fb = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&b).map_err(failed)?;
         Ok(subvol_os::reflink::ficlone(&fb, &fa).is_ok())
     })();
     let _ = std::fs::remove_file(&a);

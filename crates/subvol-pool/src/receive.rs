@@ -541,7 +541,7 @@ impl Pool {
         let dst = self.layout.snapshot_image(&n, &snap);
         crate::recovery::mark_unprotected(&self.layout)?;
         rename_noreplace(&img_path, &dst).map_err(|e| Error::os(format!("cannot publish {n}@{snap}"), e))?;
-        subvol_os::fsync::fsync_dir(&dir).map_err(|e| Error::os("sync", e))?;
+        subvol_os::fsync::fsync_dir(&dir).map_err(|e| Error::os("cannot make the change durable", e))?;
         subvol_os::flags::set_immutable(&file, true).map_err(|e| Error::os("cannot protect the snapshot", e))?;
         crate::recovery::clear_unprotected(&self.layout);
         drop(file);
@@ -703,7 +703,8 @@ impl Pool {
             write_meta(&tmp, &meta)?;
             tmp.sync_all().map_err(|e| Error::io("sync", e))?;
             std::fs::rename(&tmp_path, &image).map_err(|e| Error::io(format!("cannot update {n}"), e))?;
-            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))
+            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
+                .map_err(|e| Error::os("cannot make the change durable", e))
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp_path);

@@ -22,10 +22,11 @@ fn move_if_needed(src: &Path, dst: &Path) -> Result<()> {
 
 fn apply(layout: &Layout, i: &RenameIntent) -> Result<()> {
     move_if_needed(&layout.snapshot_dir(&i.old), &layout.snapshot_dir(&i.new))?;
-    subvol_os::fsync::fsync_dir(&layout.snapshots_dir()).map_err(|e| Error::os("sync", e))?;
+    subvol_os::fsync::fsync_dir(&layout.snapshots_dir()).map_err(|e| Error::os("cannot make the change durable", e))?;
     subvol_os::crash::point("rename-between-moves");
     move_if_needed(&layout.subvolume_image(&i.old), &layout.subvolume_image(&i.new))?;
-    subvol_os::fsync::fsync_dir(&layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
+    subvol_os::fsync::fsync_dir(&layout.subvolumes_dir())
+        .map_err(|e| Error::os("cannot make the change durable", e))?;
     Ok(())
 }
 

@@ -216,7 +216,8 @@ impl Pool {
             tmp.sync_all().map_err(|e| Error::io("cannot sync the clone", e))?;
             subvol_os::crash::point("clone-before-publish");
             rename_noreplace(&tmp_path, &dst).map_err(|e| Error::os(format!("cannot create {new_name}"), e))?;
-            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))
+            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
+                .map_err(|e| Error::os("cannot make the change durable", e))
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp_path);
@@ -279,7 +280,8 @@ impl Pool {
             tmp.sync_all().map_err(|e| Error::io("cannot sync", e))?;
             subvol_os::crash::point("rollback-before-replace");
             std::fs::rename(&tmp_path, &dst).map_err(|e| Error::io(format!("cannot replace {}", dst.display()), e))?;
-            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))
+            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
+                .map_err(|e| Error::os("cannot make the change durable", e))
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp_path);

@@ -288,7 +288,7 @@ impl Pool {
                 .map_err(|e| Error::os(format!("cannot publish {}@{}", j.name, j.snap), e))?;
             tmp_guard.0 = None;
             subvol_os::crash::point("snapshot-before-protect");
-            subvol_os::fsync::fsync_dir(&dir).map_err(|e| Error::os("sync", e))?;
+            subvol_os::fsync::fsync_dir(&dir).map_err(|e| Error::os("cannot make the change durable", e))?;
             subvol_os::flags::set_immutable(&j.tmp, true)
                 .map_err(|e| Error::os("cannot make the snapshot immutable", e))?;
             reports.push(SnapshotReport {

@@ -103,8 +103,9 @@ impl Pool {
 
     fn collect(&self) -> Result<Vec<Item>> {
         let mut images: Vec<(PathBuf, String)> = Vec::new();
-        for entry in
-            std::fs::read_dir(self.layout.subvolumes_dir()).map_err(|e| Error::io("read subvolumes", e))?.flatten()
+        for entry in std::fs::read_dir(self.layout.subvolumes_dir())
+            .map_err(|e| Error::io(format!("cannot read {}", self.layout.subvolumes_dir().display()), e))?
+            .flatten()
         {
             if let Some(n) = crate::layout::name_of_image(Path::new(&entry.file_name())) {
                 images.push((entry.path(), n));
@@ -190,7 +191,8 @@ impl Pool {
 
     /// The budget admission control works with.
     pub fn budget(&self, space: &PoolSpace) -> Result<Budget> {
-        let st = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("statfs", e))?;
+        let st =
+            subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot read the host's free space", e))?;
         let mounted_thin = self.list()?.iter().filter(|s| s.mount_point.is_some() && !s.guarantee).count() as u64;
         Ok(Budget {
             free_bytes: st.free_bytes,

@@ -261,11 +261,13 @@ impl Pool {
         }
         let tmp = self.layout.tmp_image("create", &name);
         let result = self.build_image(&tmp, size, opts).and_then(|meta| {
-            subvol_os::fsync::fsync_dir(&self.layout.tmp_dir()).map_err(|e| Error::os("sync", e))?;
+            subvol_os::fsync::fsync_dir(&self.layout.tmp_dir())
+                .map_err(|e| Error::os("cannot make the change durable", e))?;
             subvol_os::crash::point("create-before-publish");
             rename_noreplace(&tmp, &dst).map_err(|e| Error::os(format!("cannot create subvolume {name:?}"), e))?;
             subvol_os::crash::point("create-after-publish");
-            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
+            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
+                .map_err(|e| Error::os("cannot make the change durable", e))?;
             Ok(meta)
         });
         if result.is_err() {
@@ -676,7 +678,8 @@ impl Pool {
         }
         subvol_os::crash::point("delete-before-unlink");
         std::fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
-        subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir()).map_err(|e| Error::os("sync", e))?;
+        subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
+            .map_err(|e| Error::os("cannot make the change durable", e))?;
         self.remove_default_mount_point(&name);
         Ok(Outcome::Done)
     }
