@@ -6,6 +6,7 @@
 
 pub mod diff;
 pub mod duration;
+pub mod encryption;
 pub mod exposition;
 pub mod extent;
 pub mod fstype;

@@ -9,6 +9,7 @@ pub mod delta;
 mod destroy;
 mod direct_writes;
 mod dirty_cap;
+mod encryption;
 mod error;
 mod extent_cache;
 mod frozen_state;
@@ -44,6 +45,7 @@ mod writeback;
 
 pub use check::{CheckReport, Finding};
 pub use destroy::DestroyReport;
+pub use encryption::{KeySource, LockReport, UnlockReport};
 pub use error::{Error, ErrorKind, Result};
 pub use guard::{GuardFreeze, GuardOptions};
 pub use health::{HealthFinding, HealthOptions, HealthReport, Severity};
