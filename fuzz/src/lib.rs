@@ -13,6 +13,7 @@
 //! size, ...), with `assert!`.
 
 use std::io::{self, Read};
+use subvol_core::encryption::EncryptionRecord;
 use subvol_core::extent::{Extent, ExtentMap};
 use subvol_core::meta::{self, PoolMeta, SubvolumeMeta};
 use subvol_core::retention::KeepPolicy;
@@ -460,6 +461,10 @@ fn meta_check(record: &[u8]) {
         let again = SyncTarget::decode(&t.encode(), Some(&t.file_name()));
         assert!(again.as_ref() == Ok(&t), "SyncTarget does not survive encode: {t:?} -> {again:?}");
     }
+    if let Ok(r) = EncryptionRecord::decode(record) {
+        let again = EncryptionRecord::decode(&r.encode());
+        assert!(again.as_ref() == Ok(&r), "EncryptionRecord does not survive encode: {r:?} -> {again:?}");
+    }
     if let Ok(v) = meta::decode::<serde_json::Value>("intent", 1, record) {
         // Floats need not round-trip exactly through serde_json; everything
         // else must decode again.
@@ -472,7 +477,7 @@ fn meta_check(record: &[u8]) {
 pub fn meta_decode(data: &[u8]) {
     meta_check(data);
     if data.len() <= meta::MAX_META_BYTES {
-        for kind in ["object", "pool", "intent", "sync-target"] {
+        for kind in ["object", "pool", "intent", "sync-target", "encryption"] {
             meta_check(&meta_frame(kind, 1, data));
         }
     }

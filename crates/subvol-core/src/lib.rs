@@ -6,6 +6,7 @@
 
 pub mod diff;
 pub mod duration;
+pub mod encryption;
 pub mod endpoint;
 pub mod exposition;
 pub mod extent;

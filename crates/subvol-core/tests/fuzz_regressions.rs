@@ -78,6 +78,8 @@ fn seeds_are_valid_inputs() {
                 "object"
             } else if name.contains("pool") {
                 "pool"
+            } else if name.contains("encryption") {
+                "encryption"
             } else {
                 "intent"
             };
@@ -86,6 +88,7 @@ fn seeds_are_valid_inputs() {
             subvol_core::SubvolumeMeta::decode(&bytes).is_ok()
                 || subvol_core::PoolMeta::decode(&bytes).is_ok()
                 || subvol_core::meta::decode::<serde_json::Value>("intent", 1, &bytes).is_ok()
+                || subvol_core::encryption::EncryptionRecord::decode(&bytes).is_ok()
         };
         assert!(ok, "{name} does not decode");
     }

@@ -28,6 +28,10 @@ pub const POINTS: &[&str] = &[
     "receive-before-publish",
     "receive-before-follow",
     "destroy-record-gone",
+    "unlock-after-mount",
+    "unlock-after-add-key",
+    "lock-after-remove-key",
+    "lock-after-umount",
 ];
 
 /// The variable naming the crash point to die at.

@@ -125,6 +125,11 @@ impl DirHandle {
             .ok_or_else(|| OsError::Unexpected(format!("{} has no mnt_id", p.display())))
     }
 
+    /// The handle itself, for the mount API (`move_mount` onto it).
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     /// The magic link naming exactly this directory.
     fn proc_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_fd().as_raw_fd()))

@@ -457,12 +457,16 @@ impl Pool {
 
     /// A mounted filesystem the kernel shut down (or made read-only after
     /// an error) comes back only by an unmount and a mount that replays its
-    /// log, which `--repair` must not do under its users.
+    /// log, which `--repair` must not do under its users. Nor may it finish
+    /// a `lock` under them (an encrypted mount whose key is half removed).
     fn check_filesystems(&self, c: &mut Checker) -> Result<()> {
         let mut all = self.list()?;
         all.extend(self.list_snapshots(None)?);
         for advice in all.iter().filter_map(crate::SubvolumeInfo::failure_advice) {
             c.error(advice, None);
+        }
+        for what in crate::encryption::half_locked(&all) {
+            c.error(what, None);
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod delta;
 mod destroy;
 mod direct_writes;
 mod dirty_cap;
+mod encryption;
 mod error;
 mod event;
 mod extent_cache;
@@ -50,6 +51,7 @@ mod writeback;
 
 pub use check::{CheckReport, Finding, Severity};
 pub use destroy::DestroyReport;
+pub use encryption::{KeySource, LockReport, UnlockReport};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, Field};
 pub use guard::{GuardFreeze, GuardOptions};

@@ -90,6 +90,7 @@ impl Pool {
         }
         let file = open_image(&image, false).map_err(|e| Error::io(format!("cannot open {}", image.display()), e))?;
         let meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{name}: {e}")))?;
+        let encrypted = crate::encryption::is_encrypted_image(&file, meta.fs);
         drop(file);
         if meta.fs == FsKind::Raw {
             return Err(Error::invalid(format!(
@@ -128,7 +129,15 @@ impl Pool {
                 return Err(e);
             }
         };
-        if let Err(e) = subvol_os::dirfd::mount_on(&dev.path, &mount_point.dir, meta.fs.as_str(), &mopts) {
+        // An encrypted subvolume shows its encrypted directory only (see
+        // encryption.rs).
+        let mounted = if encrypted {
+            let dir = subvol_core::encryption::DATA_DIR;
+            subvol_os::fsmount::mount_subdir_on(&dev.path, &mount_point.dir, meta.fs.as_str(), &mopts, dir)
+        } else {
+            subvol_os::dirfd::mount_on(&dev.path, &mount_point.dir, meta.fs.as_str(), &mopts)
+        };
+        if let Err(e) = mounted {
             mount_point.remove_if_created();
             return Err(Error::os(format!("cannot mount {name} at {}", target.display()), e));
         }

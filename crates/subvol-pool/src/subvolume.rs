@@ -31,6 +31,8 @@ pub struct CreateOptions {
     /// freeze what has no filesystem subvol mounts, so its user (a VM, a
     /// loop device) may see I/O errors when the host fills.
     pub thin_unsafe: bool,
+    /// Encrypt its files (ext4 only) with the key from here.
+    pub encryption: Option<crate::encryption::KeySource>,
 }
 
 /// Default extent size hint of new images (see `build_image`).
@@ -109,6 +111,12 @@ pub struct SubvolumeInfo {
     /// incremental send carries).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub written_bytes: Option<u64>,
+    /// An ext4 whose files are encrypted (`create --encrypt`); read from the
+    /// image, so snapshots, clones and replicas say so too.
+    pub encrypted: bool,
+    /// Encrypted objects: whether the key is loaded (only while mounted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlocked: Option<bool>,
     /// Set when the image's metadata could not be read (see `pool check`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -241,6 +249,7 @@ impl Pool {
             return Err(Error::invalid(format!("{} is too large; the largest subvolume is 4E", format_size(size))));
         }
         self.check_host_file_size(size, &format!("subvolume {name}"))?;
+        let key = crate::encryption::new_key(opts)?;
         if let Some((tool, package)) = opts.fs.mkfs_tool() {
             if !subvol_os::cmd::have(tool) {
                 return Err(Error::new(
@@ -261,6 +270,9 @@ impl Pool {
         }
         let tmp = self.layout.tmp_image("create", &name);
         let result = self.build_image(&tmp, size, opts).and_then(|meta| {
+            if let Some(key) = &key {
+                self.encrypt_new_image(&name, &tmp, key)?;
+            }
             subvol_os::fsync::fsync_dir(&self.layout.tmp_dir())
                 .map_err(|e| Error::os("cannot make the change durable", e))?;
             subvol_os::crash::point("create-before-publish");
@@ -325,6 +337,7 @@ impl Pool {
                 FsKind::Ext4 => vec!["-q".into(), "-F".into(), "-b".into(), "4096".into()],
                 FsKind::Raw => vec![],
             };
+            args.extend(crate::encryption::mkfs_args(opts));
             args.extend(opts.mkfs_opts.iter().cloned());
             args.push(tmp.to_string_lossy().into_owned());
             subvol_os::cmd::run(tool, package, &args)
@@ -346,18 +359,19 @@ impl Pool {
     /// The existing subvolume NAME, if it is what `create` was asked for.
     fn created_before(&self, name: &str, size: u64, opts: &CreateOptions) -> Result<SubvolumeInfo> {
         let have = self.info(name)?;
-        let asked = (size, opts.fs, opts.guarantee);
-        if (have.virtual_size_bytes, have.fs, have.guarantee) == asked {
+        let asked = (size, opts.fs, opts.guarantee, opts.encryption.is_some());
+        if (have.virtual_size_bytes, have.fs, have.guarantee, have.encrypted) == asked {
             return Ok(have);
         }
-        let show = |(size, fs, guarantee): (u64, FsKind, bool)| {
-            format!("{} {fs}{}", format_size(size), if guarantee { " guaranteed" } else { "" })
+        let show = |(size, fs, guarantee, encrypted): (u64, FsKind, bool, bool)| {
+            let (g, e) = (if guarantee { " guaranteed" } else { "" }, if encrypted { " encrypted" } else { "" });
+            format!("{} {fs}{g}{e}", format_size(size))
         };
         Err(Error::new(
             ErrorKind::AlreadyExists,
             format!(
                 "subvolume {name:?} already exists as {} (asked: {}); pick another name or delete it first",
-                show((have.virtual_size_bytes, have.fs, have.guarantee)),
+                show((have.virtual_size_bytes, have.fs, have.guarantee, have.encrypted)),
                 show(asked)
             ),
         ))
@@ -408,6 +422,8 @@ impl Pool {
             exclusive_bytes: None,
             shared_bytes: None,
             written_bytes: None,
+            encrypted: false,
+            unlocked: None,
             problem: None,
         };
         let file = match open_image(path, false) {
@@ -432,6 +448,7 @@ impl Pool {
                 info.properties = meta.properties;
                 info.tags = meta.tags;
                 info.holds = meta.holds.into_iter().collect();
+                (info.encrypted, info.unlocked) = crate::encryption::state(&file, meta.fs, &info.attachments);
             }
             Err(e) => info.problem = Some(e),
         }

@@ -29,6 +29,19 @@ pub struct JsonFlag {
     pub json: bool,
 }
 
+/// Where an encrypted subvolume's key comes from.
+#[derive(Args, Debug, Clone)]
+#[group(multiple = false)]
+pub struct KeyArgs {
+    /// A file of exactly 64 random bytes, mode 600 (`head -c 64 /dev/urandom`).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// A file holding a passphrase of 8-512 bytes (one trailing newline is
+    /// dropped), mode 600; stretched with Argon2id.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create, inspect and mount pools.
@@ -58,6 +71,28 @@ pub enum Command {
         /// cannot freeze a raw image).
         #[arg(long)]
         thin_unsafe: bool,
+        /// Encrypt its files with the kernel's fscrypt (ext4 only), with the
+        /// key from --key-file or --passphrase-file.
+        #[arg(long)]
+        encrypt: bool,
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Load an encrypted subvolume's key (mounting it first if it is not
+    /// mounted): its file names and contents become readable.
+    Unlock {
+        name: String,
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove an encrypted subvolume's key, then mount it again where it
+    /// was, with nothing decrypted left in memory.
+    Lock {
+        name: String,
         #[command(flatten)]
         json: JsonFlag,
     },

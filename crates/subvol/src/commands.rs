@@ -1,7 +1,7 @@
 //! Dispatch: one function per command, each calling the pool layer and
 //! choosing what to print.
 
-use crate::cli::{Cli, Command, PoolCommand};
+use crate::cli::{Cli, Command, KeyArgs, PoolCommand};
 use crate::output::{emit, fields, json, json_with_outcome, Table};
 use crate::progress;
 use crate::{replication, sync};
@@ -11,7 +11,7 @@ use subvol_core::text::escape;
 use subvol_core::{format_size, parse_size, FsKind};
 use subvol_pool::{
     extent_hint_bytes, is_snapshot, orphan_warning, orphans_held, CreateOptions, Error, ErrorKind, GuardOptions,
-    InitOptions, Listing, MountOptions, Orphan, Pool, PoolStatus, PruneReport, Result, State, SubvolumeInfo,
+    InitOptions, KeySource, Listing, MountOptions, Orphan, Pool, PoolStatus, PruneReport, Result, State, SubvolumeInfo,
     POLICY_PROPERTY,
 };
 
@@ -136,7 +136,14 @@ pub fn run(cli: Cli) -> Result<u8> {
                 }
             }
         }
-        Command::Create { name, size, fs, mkfs_opt, guarantee, extent_hint, thin_unsafe, json: j } => {
+        Command::Create { name, size, fs, mkfs_opt, guarantee, extent_hint, thin_unsafe, encrypt, key, json: j } => {
+            let encryption = match (encrypt, key_source(&key)) {
+                (true, None) => {
+                    return Err(Error::invalid("--encrypt needs --key-file FILE or --passphrase-file FILE"))
+                }
+                (false, Some(_)) => return Err(Error::invalid("--key-file and --passphrase-file go with --encrypt")),
+                (_, source) => source,
+            };
             let extent_hint_bytes = extent_hint_bytes(&extent_hint)?;
             let fs: FsKind = fs.parse().map_err(Error::invalid)?;
             let (info, outcome) = open()?.create(
@@ -148,6 +155,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     guarantee,
                     extent_hint_bytes,
                     thin_unsafe,
+                    encryption,
                 },
             )?;
             if j.json {
@@ -454,6 +462,33 @@ pub fn run(cli: Cli) -> Result<u8> {
                 ));
             }
         }
+        Command::Unlock { name, key, json: j } => {
+            let source =
+                key_source(&key).ok_or_else(|| Error::invalid("give --key-file FILE or --passphrase-file FILE"))?;
+            let r = open()?.unlock_encrypted(&name, &source)?;
+            if j.json {
+                json(&r);
+            } else if r.outcome.changed() {
+                let how = if r.mounted { "mounted and unlocked" } else { "unlocked" };
+                emit(&format!("{how} {} at {}\n", r.name, r.mount_point.display()));
+            } else {
+                emit(&format!("{} is already unlocked at {}\n", r.name, r.mount_point.display()));
+            }
+        }
+        Command::Lock { name, json: j } => {
+            let r = open()?.lock_encrypted(&name)?;
+            if j.json {
+                json(&r);
+            } else {
+                emit(&match (&r.mount_point, r.outcome.changed()) {
+                    (Some(mp), true) => {
+                        format!("locked {} (mounted again at {}, nothing decrypted in memory)\n", r.name, mp.display())
+                    }
+                    (Some(mp), false) => format!("{} is already locked (mounted at {})\n", r.name, mp.display()),
+                    (None, _) => format!("{} is not mounted, so no key is loaded; nothing to lock\n", r.name),
+                });
+            }
+        }
         Command::Umount { name, force, json: j } => {
             let r = open()?.umount(&name, force)?;
             for w in &r.warnings {
@@ -627,6 +662,14 @@ fn properties_of(info: &SubvolumeInfo, only: Option<&str>) -> Result<Vec<Propert
     Ok(out)
 }
 
+fn key_source(k: &KeyArgs) -> Option<KeySource> {
+    match (&k.key_file, &k.passphrase_file) {
+        (Some(f), _) => Some(KeySource::KeyFile(f.clone())),
+        (None, Some(f)) => Some(KeySource::PassphraseFile(f.clone())),
+        (None, None) => None,
+    }
+}
+
 fn render_info(s: &SubvolumeInfo) -> String {
     let mut pairs = vec![
         ("name", s.name.clone()),
@@ -670,6 +713,14 @@ fn render_info(s: &SubvolumeInfo) -> String {
                 None => "NONE: the guard cannot bound this subvolume's flush; run `subvol pool check --repair`".into(),
             },
         ));
+    }
+    if s.encrypted {
+        let key = match s.unlocked {
+            Some(true) => "unlocked",
+            _ if s.mount_point.is_some() => "locked (`subvol unlock` loads the key)",
+            _ => "locked (not mounted)",
+        };
+        pairs.push(("encryption", format!("fscrypt v2, aes-256-xts, {key}")));
     }
     if let Some(o) = &s.origin {
         pairs.push(("origin", o.name.clone()));

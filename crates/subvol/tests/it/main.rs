@@ -6,6 +6,7 @@ mod harness;
 
 mod concurrency;
 mod crash;
+mod encryption;
 mod enospc;
 mod errors;
 mod lifecycle;
