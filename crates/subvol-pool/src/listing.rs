@@ -79,6 +79,8 @@ mod tests {
             exclusive_bytes: None,
             shared_bytes: None,
             written_bytes: None,
+            encrypted: false,
+            unlocked: None,
             problem: None,
         }
     }
