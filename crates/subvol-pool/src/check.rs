@@ -189,8 +189,9 @@ impl Pool {
         }
         let mut images = 0;
         let mut seen = Seen::default();
-        for entry in
-            std::fs::read_dir(self.layout.subvolumes_dir()).map_err(|e| Error::io("read subvolumes", e))?.flatten()
+        for entry in std::fs::read_dir(self.layout.subvolumes_dir())
+            .map_err(|e| Error::io(format!("cannot read {}", self.layout.subvolumes_dir().display()), e))?
+            .flatten()
         {
             let path = entry.path();
             match layout::name_of_image(Path::new(&entry.file_name())) {

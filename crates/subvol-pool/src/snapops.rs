@@ -6,7 +6,7 @@ use crate::kernel::KernelView;
 use crate::outcome::Outcome;
 use crate::pool::Pool;
 use crate::snapshot::{default_snapshot_name, write_meta, Progress, SnapshotReport};
-use crate::subvolume::{held_error, open_image, read_meta, rename_noreplace, where_, SubvolumeInfo};
+use crate::subvolume::{held_error, open_existing, read_meta, rename_noreplace, where_, SubvolumeInfo};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
@@ -82,7 +82,7 @@ impl Pool {
     /// Deletes one snapshot (lock held). Held snapshots are refused.
     pub(crate) fn delete_snapshot_locked(&self, obj: &ObjectName, force: bool) -> Result<()> {
         let path = self.object_image(obj)?;
-        let file = open_image(&path, false).map_err(|e| Error::io("open", e))?;
+        let file = open_existing(&path, false)?;
         if let Ok(meta) = read_meta(&file) {
             if !meta.holds.is_empty() {
                 return Err(held_error(&obj.to_string(), &meta));
@@ -120,7 +120,7 @@ impl Pool {
         change: impl FnOnce(&mut SubvolumeMeta) -> bool,
     ) -> Result<Outcome> {
         let path = self.object_image(obj)?;
-        let file = open_image(&path, false).map_err(|e| Error::io("open", e))?;
+        let file = open_existing(&path, false)?;
         let mut meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
         if !change(&mut meta) {
             return Ok(Outcome::AlreadyDone);
@@ -161,7 +161,7 @@ impl Pool {
             .mode(0o600)
             .open(tmp_path)
             .map_err(|e| Error::io(format!("cannot create {}", tmp_path.display()), e))?;
-        let size = src.metadata().map_err(|e| Error::io("stat", e))?.len();
+        let size = src.metadata().map_err(|e| Error::io("cannot stat the image", e))?.len();
         if self.meta.reflink {
             subvol_os::reflink::ficlone(&tmp, src).map_err(|e| Error::os("cannot clone the image", e))?;
         } else {
@@ -193,7 +193,7 @@ impl Pool {
         let new_name = ObjectName::parse_subvolume(new_name)?.subvolume;
         let _lock = self.lock()?;
         let src_path = self.object_image(&obj)?;
-        let src = open_image(&src_path, false).map_err(|e| Error::io("open", e))?;
+        let src = open_existing(&src_path, false)?;
         let smeta = read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
         let dst = self.layout.subvolume_image(&new_name);
         if std::fs::symlink_metadata(&dst).is_ok() {
@@ -253,7 +253,7 @@ impl Pool {
                 remount = a.mount_points.first().cloned();
                 self.umount_locked(&name)?;
             }
-            let f = open_image(&dst, false).map_err(|e| Error::io("open", e))?;
+            let f = open_existing(&dst, false)?;
             keep_meta = read_meta(&f).ok();
             let pre_name = self.unique_snapshot_name(&[&name], &format!("pre-rollback-{}", default_snapshot_name()));
             let reports: Vec<SnapshotReport> =
@@ -261,7 +261,7 @@ impl Pool {
             pre = reports.into_iter().next().map(|r| r.name);
             subvol_os::crash::point("rollback-after-pre-snapshot");
         }
-        let src = open_image(&snap_path, false).map_err(|e| Error::io("open", e))?;
+        let src = open_existing(&snap_path, false)?;
         let smeta = read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
         let tmp_path = self.layout.tmp_image("rollback", &name);
         let result = (|| {
@@ -331,7 +331,7 @@ impl Pool {
         };
         let mut candidates = Vec::new();
         for (snap, path) in self.snapshot_images(n)? {
-            let f = open_image(&path, false).map_err(|e| Error::io("open", e))?;
+            let f = open_existing(&path, false)?;
             let Ok(meta) = read_meta(&f) else { continue };
             if let Some(t) = tag {
                 if !meta.tags.iter().any(|x| x == t) {
@@ -359,7 +359,7 @@ impl Pool {
 
     fn stored_policy(&self, n: &str) -> Result<Option<KeepPolicy>> {
         let path = self.existing_image(n)?;
-        let f = open_image(&path, false).map_err(|e| Error::io("open", e))?;
+        let f = open_existing(&path, false)?;
         let meta = read_meta(&f).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{n}: {e}")))?;
         match meta.properties.get(POLICY_PROPERTY) {
             None => Ok(None),
@@ -408,11 +408,11 @@ impl Pool {
         validate_property(key, value)?;
         let _lock = self.lock()?;
         let path = self.existing_image(&n)?;
-        let f = open_image(&path, false).map_err(|e| Error::io("open", e))?;
+        let f = open_existing(&path, false)?;
         let mut meta = read_meta(&f).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{n}: {e}")))?;
         if key == crate::space::GUARANTEE_PROPERTY && value == "on" && !crate::space::is_guaranteed(&meta.properties) {
             let space = self.space()?;
-            let virtual_bytes = f.metadata().map_err(|e| Error::io("stat", e))?.len();
+            let virtual_bytes = f.metadata().map_err(|e| Error::io("cannot stat the image", e))?.len();
             let excl = space.images.get(&path).map(|s| s.exclusive_bytes).unwrap_or(0);
             self.admit(&format!("guarantee=on for {n}"), subvol_core::space::still_needed(virtual_bytes, excl))?;
         }
@@ -437,7 +437,7 @@ impl Pool {
             }
         }
         write_meta(&f, &meta)?;
-        f.sync_all().map_err(|e| Error::io("sync", e))
+        f.sync_all().map_err(|e| Error::io("cannot sync the image", e))
     }
 }
 

@@ -321,7 +321,7 @@ fn sync_clone(j: &mut Job) -> Result<()> {
 
 /// Copies the image's data ranges (hosts without reflinks).
 fn sparse_copy(j: &mut Job, progress: Progress<'_>) -> Result<()> {
-    let size = j.src.metadata().map_err(|e| Error::io("stat", e))?.len();
+    let size = j.src.metadata().map_err(|e| Error::io(format!("cannot stat {}", j.name), e))?.len();
     j.tmp.set_len(size).map_err(|e| Error::io("cannot size the snapshot", e))?;
     let ranges = subvol_os::alloc::data_ranges(&j.src, size).map_err(|e| Error::os("cannot scan the image", e))?;
     let total: u64 = ranges.iter().map(|r| r.1).sum();

@@ -144,6 +144,11 @@ fn align_up(n: u64) -> Result<u64> {
 }
 
 /// Opens an image without following symlinks and checks it is a regular file.
+/// [`open_image`] with an error that names the image.
+pub(crate) fn open_existing(path: &Path, write: bool) -> Result<File> {
+    open_image(path, write).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))
+}
+
 pub(crate) fn open_image(path: &Path, write: bool) -> std::io::Result<File> {
     let f = OpenOptions::new().read(true).write(write).custom_flags(libc::O_NOFOLLOW).open(path)?;
     let m = f.metadata()?;
@@ -465,7 +470,7 @@ impl Pool {
         let path = self.existing_image(&name)?;
         let file = open_image(&path, true).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
         let meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("subvolume {name:?}: {e}")))?;
-        let old = file.metadata().map_err(|e| Error::io("stat", e))?.len();
+        let old = file.metadata().map_err(|e| Error::io("cannot stat the image", e))?.len();
         if new_size < old {
             return Err(Error::invalid(format!(
                 "{name} is {} and cannot shrink to {} (shrinking would destroy data); give a size of at least {}",
@@ -656,7 +661,7 @@ impl Pool {
         if recursive {
             // Refuse before changing anything if any snapshot is held.
             for (snap, image) in &snaps {
-                let f = open_image(image, false).map_err(|e| Error::io("open", e))?;
+                let f = open_existing(image, false)?;
                 if let Ok(m) = read_meta(&f) {
                     if !m.holds.is_empty() {
                         return Err(held_error(&format!("{name}@{snap}"), &m));
