@@ -49,6 +49,19 @@ fn create_encrypted(host: &TestHost, name: &str, key: &Path) {
     host.run(&["create", name, "--size", "64M", "--fs", "ext4", "--encrypt", "--key-file", path_str(key)]).ok();
 }
 
+/// A host with an encrypted subvolume `e`, unlocked and mounted: its key
+/// file and mount point; `None` where fscrypt is not there (skipped).
+fn unlocked_host(test: &str) -> Option<(TestHost, PathBuf, PathBuf)> {
+    if !fscrypt(test) {
+        return None;
+    }
+    let host = TestHost::new(HostKind::Xfs, "2G");
+    let key = random_key(&host, "key");
+    create_encrypted(&host, "e", &key);
+    let mp = PathBuf::from(unlock(&host, "e", &key)["mount_point"].as_str().unwrap());
+    Some((host, key, mp))
+}
+
 fn unlock(host: &TestHost, name: &str, key: &Path) -> serde_json::Value {
     host.run(&["unlock", name, "--key-file", path_str(key), "--json"]).json()
 }
@@ -336,13 +349,7 @@ fn bad_keys_are_refused_and_change_nothing() {
 #[test]
 fn clones_and_rollbacks_stay_encrypted() {
     require_privileges!("clones_and_rollbacks_stay_encrypted");
-    if !fscrypt("clones_and_rollbacks_stay_encrypted") {
-        return;
-    }
-    let host = TestHost::new(HostKind::Xfs, "2G");
-    let key = random_key(&host, "key");
-    create_encrypted(&host, "e", &key);
-    let mp = PathBuf::from(unlock(&host, "e", &key)["mount_point"].as_str().unwrap());
+    let Some((host, key, mp)) = unlocked_host("clones_and_rollbacks_stay_encrypted") else { return };
     let files = write_marked_files(&mp, 1);
     host.run(&["snapshot", "e@s1"]).ok();
     let later = write_marked_files(&mp, 2);
@@ -384,13 +391,9 @@ fn clones_and_rollbacks_stay_encrypted() {
 #[test]
 fn kill_during_unlock_and_lock_leaves_what_pool_check_reports() {
     require_privileges!("kill_during_unlock_and_lock_leaves_what_pool_check_reports");
-    if !fscrypt("kill_during_unlock_and_lock_leaves_what_pool_check_reports") {
+    let Some((host, key, mp)) = unlocked_host("kill_during_unlock_and_lock_leaves_what_pool_check_reports") else {
         return;
-    }
-    let host = TestHost::new(HostKind::Xfs, "2G");
-    let key = random_key(&host, "key");
-    create_encrypted(&host, "e", &key);
-    let mp = PathBuf::from(unlock(&host, "e", &key)["mount_point"].as_str().unwrap());
+    };
     let files = write_marked_files(&mp, 1);
     host.run(&["umount", "e"]).ok();
     let points: Vec<&str> = subvol_os::crash::POINTS
