@@ -117,7 +117,10 @@ HOSTDIR=$POOL/bench-host
 BT=$W/btrfs
 BTIMG=$W/btrfs.img
 WPID=
-bench_on_exit() { if [ -n "$WPID" ]; then kill -INT "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; fi; }
+bench_on_exit() {
+    if [ -n "$WPID" ]; then kill -INT "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null; fi
+    if declare -F bench_on_exit_tracefs >/dev/null; then bench_on_exit_tracefs; fi
+}
 
 # ---------------------------------------------------------------- helpers
 # Results: rec PART CASE METRIC VALUE.
@@ -280,7 +283,16 @@ loaded() {
 }
 
 HAVE_PERF=0
+# `perf trace` mounts tracefs when it is not mounted; the machine is left
+# as it was found, so it is unmounted again on exit in that case.
+tracefs_was_mounted=0
+mountpoint -q /sys/kernel/tracing && tracefs_was_mounted=1
 if command -v perf >/dev/null && perf trace -e ioctl -o /dev/null -- true >/dev/null 2>&1; then HAVE_PERF=1; fi
+bench_on_exit_tracefs() {
+    if [ "$tracefs_was_mounted" = 0 ] && mountpoint -q /sys/kernel/tracing; then
+        umount /sys/kernel/tracing 2>/dev/null || true
+    fi
+}
 # traced PART CASE NAME SNAP: a traced extra snapshot if perf can trace.
 traced() { if [ $HAVE_PERF = 1 ]; then traced_snapshot "$@"; fi; }
 
