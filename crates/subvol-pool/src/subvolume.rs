@@ -134,13 +134,10 @@ impl SubvolumeInfo {
     }
 }
 
-/// Image sizes are whole 4 KiB blocks so every host and loop block size fits.
-pub const SIZE_ALIGN: u64 = 4096;
-
-fn align_up(n: u64) -> Result<u64> {
-    n.checked_add(SIZE_ALIGN - 1)
-        .map(|v| v / SIZE_ALIGN * SIZE_ALIGN)
-        .ok_or_else(|| Error::invalid("size is too large"))
+/// `n` bytes as an image size: whole blocks, so every host and loop block
+/// size fits (docs/FORMAT.md).
+fn whole_blocks(n: u64) -> Result<u64> {
+    crate::io_sizes::align_up(n).ok_or_else(|| Error::invalid("size is too large"))
 }
 
 /// Opens an image without following symlinks and checks it is a regular file.
@@ -240,7 +237,7 @@ impl Pool {
     pub fn create(&self, name: &str, opts: &CreateOptions) -> Result<(SubvolumeInfo, Outcome)> {
         let name = ObjectName::parse_subvolume(name)?.subvolume;
         crate::option_rules::check_extent_hint(opts.extent_hint_bytes.into())?;
-        let size = align_up(opts.size_bytes)?;
+        let size = whole_blocks(opts.size_bytes)?;
         let min = opts.fs.min_size_bytes();
         if size < min {
             return Err(Error::invalid(format!(
@@ -250,7 +247,8 @@ impl Pool {
                 format_size(min)
             )));
         }
-        if size > (1u64 << 62) {
+        // The largest image a stream can carry: every subvolume can be sent.
+        if size > subvol_core::stream::MAX_VIRTUAL_SIZE {
             return Err(Error::invalid(format!("{} is too large; the largest subvolume is 4E", format_size(size))));
         }
         self.check_host_file_size(size, &format!("subvolume {name}"))?;
@@ -465,7 +463,7 @@ impl Pool {
     /// that was interrupted after the image was extended.
     pub fn resize(&self, name: &str, new_size: u64) -> Result<SubvolumeInfo> {
         let name = ObjectName::parse_subvolume(name)?.subvolume;
-        let new_size = align_up(new_size)?;
+        let new_size = whole_blocks(new_size)?;
         let _lock = self.lock()?;
         let path = self.existing_image(&name)?;
         let file = open_image(&path, true).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;

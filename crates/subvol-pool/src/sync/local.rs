@@ -4,7 +4,7 @@ use super::side::{SnapshotEntry, SyncSide};
 use crate::error::{Error, ErrorKind, Result};
 use crate::outcome::Outcome;
 use crate::pool::Pool;
-use crate::receive::ReceiveOptions;
+use crate::replication::ReceiveOptions;
 use crate::subvolume::SubvolumeInfo;
 use std::io::{Read, Write};
 use subvol_core::ObjectKind;

@@ -4,24 +4,18 @@
 //! record-sized buffers circulate between the two threads.
 
 use crate::error::{Error, Result};
+use crate::io_sizes::{aligned_start, is_direct_aligned, record_buffer, DIRECT_READ_MIN, READAHEAD_BYTES};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc::{channel, sync_channel};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use subvol_core::diff::Change;
 use subvol_core::stream::MAX_DATA_RECORD;
 
 /// Read pieces that may wait for the consumer.
 const DEPTH: usize = 4;
-/// Pieces at least this long are read with O_DIRECT: sequential runs of
-/// data, which the device serves fastest without the page cache. Shorter
-/// ones are read through the page cache, with readahead advice, so that
-/// scattered small reads overlap.
-const DIRECT_MIN: u64 = 256 * 1024;
-/// O_DIRECT alignment of offsets, lengths and buffers.
-const ALIGN: usize = 4096;
 
 /// One piece of the changes, in stream order: data at most one record long.
-pub(crate) enum Piece<'a> {
+pub(super) enum Piece<'a> {
     Hole { offset: u64, length: u64 },
     Data { offset: u64, data: &'a [u8] },
 }
@@ -35,7 +29,7 @@ enum Item {
 /// Calls `consume` for every piece of `changes` (holes as they are, data
 /// read from `file` in pieces of at most MAX_DATA_RECORD bytes), in order.
 /// `what` names the file in errors. Stops at the first error of either side.
-pub(crate) fn for_each_piece(
+pub(super) fn for_each_piece(
     file: &File,
     changes: &[Change],
     what: &str,
@@ -44,55 +38,15 @@ pub(crate) fn for_each_piece(
     let (full_tx, full_rx) = sync_channel::<Item>(DEPTH);
     let (free_tx, free_rx) = channel::<Vec<u8>>();
     for _ in 0..=DEPTH {
-        let _ = free_tx.send(vec![0u8; MAX_DATA_RECORD as usize + ALIGN]);
+        let _ = free_tx.send(record_buffer());
     }
     // Without O_DIRECT (some filesystems refuse it) everything goes
     // through the page cache.
     let direct = subvol_os::pagecache::reopen_direct(file, false).ok();
     std::thread::scope(|s| {
-        let spawned = std::thread::Builder::new().name("reader".into()).spawn_scoped(s, move || {
-            let direct_min = if direct.is_some() { DIRECT_MIN } else { u64::MAX };
-            let mut ahead = Readahead::new(changes, direct_min);
-            for (i, c) in changes.iter().copied().enumerate() {
-                ahead.advise(file, i);
-                match c {
-                    Change::Hole { offset, length } => {
-                        if full_tx.send(Item::Hole { offset, length }).is_err() {
-                            return;
-                        }
-                    }
-                    Change::Data { offset, length } => {
-                        let end = offset + length;
-                        let mut off = offset;
-                        while off < end {
-                            let len = (end - off).min(MAX_DATA_RECORD) as usize;
-                            // The consumer stopped: it dropped its end.
-                            let Ok(mut buf) = free_rx.recv() else { return };
-                            let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
-                            let dst = &mut buf[start..start + len];
-                            let aligned = off.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN);
-                            let read = match &direct {
-                                Some(d) if length >= direct_min && aligned => {
-                                    // EINVAL: this filesystem wants another
-                                    // alignment; the page cache has none.
-                                    d.read_exact_at(dst, off).or_else(|_| file.read_exact_at(dst, off))
-                                }
-                                _ => file.read_exact_at(dst, off),
-                            };
-                            let item = match read {
-                                Ok(()) => Item::Data { offset: off, buf, start, len },
-                                Err(error) => Item::Failed { offset: off, error },
-                            };
-                            let failed = matches!(item, Item::Failed { .. });
-                            if full_tx.send(item).is_err() || failed {
-                                return;
-                            }
-                            off += len as u64;
-                        }
-                    }
-                }
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("reader".into())
+            .spawn_scoped(s, move || read_changes(file, direct.as_ref(), changes, &full_tx, &free_rx));
         // Without the reader the channel would simply look empty.
         if let Err(e) = spawned {
             return Err(Error::io("cannot start the reader thread", e));
@@ -119,11 +73,63 @@ pub(crate) fn for_each_piece(
     })
 }
 
-/// Bytes of changed data the sender asks the kernel to read ahead of the
-/// record it is writing. Changed ranges are scattered; read one by one from a
-/// cold cache each waits a full device round trip (~150 µs for 4 KiB here),
-/// while advised ahead the reads overlap.
-const READAHEAD_BYTES: u64 = 16 << 20;
+/// The reader thread: sends every change to `full`, data read into
+/// buffers taken from `free`, until the changes end, a read fails or the
+/// consumer hangs up.
+fn read_changes(
+    file: &File,
+    direct: Option<&File>,
+    changes: &[Change],
+    full: &SyncSender<Item>,
+    free: &Receiver<Vec<u8>>,
+) {
+    let direct_min = if direct.is_some() { DIRECT_READ_MIN } else { u64::MAX };
+    let mut ahead = Readahead::new(changes, direct_min);
+    for (i, c) in changes.iter().copied().enumerate() {
+        ahead.advise(file, i);
+        match c {
+            Change::Hole { offset, length } => {
+                if full.send(Item::Hole { offset, length }).is_err() {
+                    return;
+                }
+            }
+            Change::Data { offset, length } => {
+                let end = offset + length;
+                let mut off = offset;
+                while off < end {
+                    let len = (end - off).min(MAX_DATA_RECORD) as usize;
+                    // The consumer stopped: it dropped its end.
+                    let Ok(buf) = free.recv() else { return };
+                    let item = read_piece(file, direct.filter(|_| length >= direct_min), off, len, buf);
+                    let failed = matches!(item, Item::Failed { .. });
+                    if full.send(item).is_err() || failed {
+                        return;
+                    }
+                    off += len as u64;
+                }
+            }
+        }
+    }
+}
+
+/// Reads `len` bytes at `off` into `buf`, with O_DIRECT through `direct`
+/// where given and the piece is aligned.
+fn read_piece(file: &File, direct: Option<&File>, off: u64, len: usize, mut buf: Vec<u8>) -> Item {
+    let start = aligned_start(&buf);
+    let dst = &mut buf[start..start + len];
+    let read = match direct {
+        Some(d) if is_direct_aligned(off, len as u64) => {
+            // EINVAL: this filesystem wants another alignment; the page
+            // cache has none.
+            d.read_exact_at(dst, off).or_else(|_| file.read_exact_at(dst, off))
+        }
+        _ => file.read_exact_at(dst, off),
+    };
+    match read {
+        Ok(()) => Item::Data { offset: off, buf, start, len },
+        Err(error) => Item::Failed { offset: off, error },
+    }
+}
 
 /// Keeps posix_fadvise(WILLNEED) a window ahead of the reads, over the list
 /// of changes to send.

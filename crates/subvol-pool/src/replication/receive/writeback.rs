@@ -9,7 +9,7 @@ use std::fs::File;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
 
-pub(crate) struct BackgroundWriteback {
+pub(super) struct BackgroundWriteback {
     kick: Option<SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -17,7 +17,7 @@ pub(crate) struct BackgroundWriteback {
 impl BackgroundWriteback {
     /// Starts the helper for `file` (without one if the descriptor cannot be
     /// duplicated: writeback then simply happens at fsync).
-    pub(crate) fn start(file: &File) -> Self {
+    pub(super) fn start(file: &File) -> Self {
         let Ok(f) = file.try_clone() else {
             return BackgroundWriteback { kick: None, thread: None };
         };
@@ -35,7 +35,7 @@ impl BackgroundWriteback {
     }
 
     /// Asks for writeback of everything dirty so far; never blocks.
-    pub(crate) fn kick(&self) {
+    pub(super) fn kick(&self) {
         if let Some(tx) = &self.kick {
             let _ = tx.try_send(());
         }

@@ -10,15 +10,10 @@
 //! leaves nothing behind, and its blocks live on in the image it fed.
 
 use crate::error::{Error, Result};
+use crate::io_sizes::{BLOCK_SIZE, STAGE_BATCH_BYTES, STAGE_BELOW};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-
-/// Records shorter than this are staged; longer ones are written in place
-/// (a long write is sequential already, and cloning it gains nothing).
-const STAGE_BELOW: u64 = 256 * 1024;
-/// Scratch bytes written out and cloned in one batch.
-const BATCH_BYTES: u64 = 8 << 20;
 
 /// One staged range: where it sits in the scratch file and in the target.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +24,7 @@ struct Staged {
 }
 
 /// Scratch space for small ranges bound for `target`.
-pub(crate) struct StagedWrites<'a> {
+pub(super) struct StagedWrites<'a> {
     target: &'a File,
     scratch: File,
     /// The host's block size: FICLONERANGE takes whole blocks only.
@@ -50,8 +45,8 @@ pub(crate) struct StagedWrites<'a> {
 impl<'a> StagedWrites<'a> {
     /// Scratch space in `dir` (on the target's filesystem), or None where
     /// the filesystem cannot make unnamed files.
-    pub(crate) fn new(target: &'a File, dir: &Path) -> Option<Self> {
-        let block = subvol_os::statfs::statfs(dir).ok()?.block_size.max(4096);
+    pub(super) fn new(target: &'a File, dir: &Path) -> Option<Self> {
+        let block = subvol_os::statfs::statfs(dir).ok()?.block_size.max(BLOCK_SIZE);
         let scratch = subvol_os::tmpfile::anonymous_file(dir).ok()?;
         Some(StagedWrites {
             target,
@@ -67,7 +62,7 @@ impl<'a> StagedWrites<'a> {
 
     /// Whether a record at `offset` of `len` bytes is staged (else it is
     /// the caller's to write in place).
-    pub(crate) fn accepts(&self, offset: u64, len: u64) -> bool {
+    pub(super) fn accepts(&self, offset: u64, len: u64) -> bool {
         !self.refused
             && len > 0
             && len < STAGE_BELOW
@@ -76,19 +71,19 @@ impl<'a> StagedWrites<'a> {
     }
 
     /// Stages `data` for `target_offset` (which `accepts`).
-    pub(crate) fn stage(&mut self, target_offset: u64, data: &[u8]) -> Result<()> {
+    pub(super) fn stage(&mut self, target_offset: u64, data: &[u8]) -> Result<()> {
         let length = data.len() as u64;
         self.scratch.write_all_at(data, self.cursor).map_err(|e| Error::io("cannot write the scratch file", e))?;
         self.pending.push(Staged { scratch_offset: self.cursor, target_offset, length });
         self.cursor += length;
-        if self.cursor - self.batch_start >= BATCH_BYTES {
+        if self.cursor - self.batch_start >= STAGE_BATCH_BYTES {
             self.flush()?;
         }
         Ok(())
     }
 
     /// The lowest target offset not surely in the target (None: all are).
-    pub(crate) fn first_pending(&self) -> Option<u64> {
+    pub(super) fn first_pending(&self) -> Option<u64> {
         self.pending.iter().map(|s| s.target_offset).min()
     }
 
@@ -96,7 +91,7 @@ impl<'a> StagedWrites<'a> {
     /// stream's records are ascending and disjoint), so order is free.
     /// After an error, every later call fails too: what is pending must be
     /// sent again (see `first_pending`).
-    pub(crate) fn flush(&mut self) -> Result<()> {
+    pub(super) fn flush(&mut self) -> Result<()> {
         if self.failed {
             return Err(Error::io("staged ranges were lost", std::io::Error::from_raw_os_error(libc::EIO)));
         }
@@ -163,6 +158,7 @@ impl<'a> StagedWrites<'a> {
 #[cfg(test)]
 mod tests {
     use super::StagedWrites;
+    use crate::io_sizes::{BLOCK_SIZE, STAGE_BELOW};
     use std::os::unix::fs::FileExt;
 
     /// Staged ranges land where they belong, by reflink where the host has
@@ -188,7 +184,7 @@ mod tests {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            let len = 4096 * (1 + rng % 63);
+            let len = BLOCK_SIZE * (1 + rng % 63);
             let data: Vec<u8> = (0..len).map(|i| (i ^ rng) as u8).collect();
             assert!(st.refused || st.accepts(offset, len));
             if st.accepts(offset, len) {
@@ -197,10 +193,10 @@ mod tests {
                 target.write_all_at(&data, offset).unwrap();
             }
             want[offset as usize..(offset + len) as usize].copy_from_slice(&data);
-            offset += len + 4096 * (rng % 5);
+            offset += len + BLOCK_SIZE * (rng % 5);
         }
-        assert!(!st.accepts(4096, 256 * 1024), "long records are written in place");
-        assert!(!st.accepts(100, 4096), "unaligned records are written in place");
+        assert!(!st.accepts(BLOCK_SIZE, STAGE_BELOW), "long records are written in place");
+        assert!(!st.accepts(100, BLOCK_SIZE), "unaligned records are written in place");
         st.flush().unwrap();
         assert_eq!(st.first_pending(), None);
         let host = subvol_os::statfs::statfs(dir.path()).unwrap().fs;

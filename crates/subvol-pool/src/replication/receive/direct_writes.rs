@@ -9,6 +9,7 @@
 //! circulate, so memory stays at DEPTH records.
 
 use crate::error::{Error, Result};
+use crate::io_sizes::{aligned_start, is_direct_aligned, record_buffer, DIRECT_WRITE_MIN};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,15 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use subvol_core::stream::MAX_DATA_RECORD;
 
-/// Records at least this long go this way; shorter ones are left to the
-/// page cache, which merges neighbours before they reach the device.
-const DIRECT_MIN: u64 = 256 * 1024;
 /// Writer threads, i.e. writes the device has in flight.
 const WRITERS: usize = 4;
 /// Buffers in circulation (in flight or waiting for a writer).
 const DEPTH: usize = 8;
-/// O_DIRECT alignment of offsets, lengths and buffers.
-const ALIGN: usize = 4096;
 
 /// One write for a writer thread: `len` bytes at `buf[start..]`.
 struct Job {
@@ -42,7 +38,7 @@ struct Failure {
     lowest_offset: Option<u64>,
 }
 
-pub(crate) struct DirectWrites {
+pub(super) struct DirectWrites {
     jobs: Option<SyncSender<Job>>,
     /// Buffers coming back from the writers. Only writers hold senders, so
     /// if they are all gone, waiting for a buffer fails instead of hanging.
@@ -56,14 +52,14 @@ pub(crate) struct DirectWrites {
 impl DirectWrites {
     /// Writers for `target`, or None where the filesystem refuses O_DIRECT
     /// or no thread can be started (the caller then writes as before).
-    pub(crate) fn start(target: &File) -> Option<Self> {
+    pub(super) fn start(target: &File) -> Option<Self> {
         let direct = Arc::new(subvol_os::pagecache::reopen_direct(target, true).ok()?);
         // Buffered descriptor for a write O_DIRECT refuses after all.
         let buffered = Arc::new(target.try_clone().ok()?);
         let (jobs_tx, jobs_rx) = sync_channel::<Job>(DEPTH);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let (free_tx, free_rx) = channel::<Vec<u8>>();
-        let spare = (0..DEPTH).map(|_| vec![0u8; MAX_DATA_RECORD as usize + ALIGN]).collect();
+        let spare = (0..DEPTH).map(|_| record_buffer()).collect();
         let failure = Arc::new(Mutex::new(Failure::default()));
         // Set once O_DIRECT refused a write: the rest go buffered.
         let refused = Arc::new(AtomicBool::new(false));
@@ -117,28 +113,26 @@ impl DirectWrites {
     }
 
     /// Whether a record at `offset` of `len` bytes can go this way.
-    pub(crate) fn accepts(offset: u64, len: u64) -> bool {
-        (DIRECT_MIN..=MAX_DATA_RECORD).contains(&len)
-            && offset.is_multiple_of(ALIGN as u64)
-            && len.is_multiple_of(ALIGN as u64)
+    pub(super) fn accepts(offset: u64, len: u64) -> bool {
+        (DIRECT_WRITE_MIN..=MAX_DATA_RECORD).contains(&len) && is_direct_aligned(offset, len)
     }
 
     /// Queues `data` for `offset` (which `accepts`); waits only for a free
     /// buffer. Fails if an earlier write failed.
-    pub(crate) fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+    pub(super) fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.check()?;
         let mut buf = match self.spare.pop() {
             Some(b) => b,
             None => self.free.recv().map_err(|_| Self::gone())?,
         };
-        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let start = aligned_start(&buf);
         buf[start..start + data.len()].copy_from_slice(data);
         let job = Job { offset, buf, start, len: data.len() };
         self.jobs.as_ref().ok_or_else(Self::gone)?.send(job).map_err(|_| Self::gone())
     }
 
     /// Waits until every queued write has finished; fails if one failed.
-    pub(crate) fn wait(&mut self) -> Result<()> {
+    pub(super) fn wait(&mut self) -> Result<()> {
         while self.spare.len() < DEPTH {
             let b = self.free.recv().map_err(|_| Self::gone())?;
             self.spare.push(b);
@@ -147,7 +141,7 @@ impl DirectWrites {
     }
 
     /// The lowest offset whose write failed, if any did.
-    pub(crate) fn lowest_failed(&self) -> Option<u64> {
+    pub(super) fn lowest_failed(&self) -> Option<u64> {
         self.failure.lock().ok().and_then(|f| f.lowest_offset)
     }
 
@@ -184,7 +178,9 @@ impl Drop for DirectWrites {
 #[cfg(test)]
 mod tests {
     use super::DirectWrites;
+    use crate::io_sizes::{BLOCK_SIZE, DIRECT_WRITE_MIN};
     use std::os::unix::fs::FileExt;
+    use subvol_core::stream::MAX_DATA_RECORD;
 
     /// Records written through the writer threads all land, whatever order
     /// the threads finish in; unaligned ones are not accepted.
@@ -205,22 +201,22 @@ mod tests {
         let mut want = vec![0u8; size as usize];
         let mut offset = 0u64;
         let mut n = 0u64;
-        while offset + (1 << 20) <= size {
+        while offset + MAX_DATA_RECORD <= size {
             n += 1;
-            let len = 4096 * (64 + (n * 37) % 193);
+            let len = BLOCK_SIZE * (64 + (n * 37) % 193);
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + n) as u8).collect();
             assert!(DirectWrites::accepts(offset, len));
             w.write(offset, &data).unwrap();
             want[offset as usize..(offset + len) as usize].copy_from_slice(&data);
-            offset += len + 4096 * (n % 3);
+            offset += len + BLOCK_SIZE * (n % 3);
         }
         w.wait().unwrap();
         assert_eq!(w.lowest_failed(), None);
         // Still usable after a wait.
-        w.write(0, &[9u8; 256 * 1024]).unwrap();
-        want[..256 * 1024].fill(9);
+        w.write(0, &[9u8; DIRECT_WRITE_MIN as usize]).unwrap();
+        want[..DIRECT_WRITE_MIN as usize].fill(9);
         drop(w);
-        assert!(!DirectWrites::accepts(512, 1 << 20) && !DirectWrites::accepts(0, 4096));
+        assert!(!DirectWrites::accepts(512, MAX_DATA_RECORD) && !DirectWrites::accepts(0, BLOCK_SIZE));
         let mut got = vec![0u8; size as usize];
         target.read_exact_at(&mut got, 0).unwrap();
         assert!(got == want, "the image differs from the records written");

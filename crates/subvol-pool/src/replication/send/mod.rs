@@ -2,22 +2,23 @@
 //! whose host blocks differ from a base snapshot (incremental), found from
 //! the two extent maps without reading unchanged data.
 
+mod content_diff;
+mod reader;
+
 use crate::error::{Error, ErrorKind, Result};
+use crate::io_sizes::is_block_aligned;
 use crate::pool::Pool;
-use crate::reader::Piece;
 use crate::snapshot::Progress;
 use crate::subvolume::{open_image, read_meta};
+pub(super) use content_diff::content_diff;
+use reader::Piece;
 use serde::Serialize;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use subvol_core::diff::{diff, Change, ExtentDiff};
 use subvol_core::stream::{SnapshotRef, StreamError, StreamHeader, StreamWriter};
 use subvol_core::token::ResumeToken;
 use subvol_core::{ExtentMap, ObjectName, SubvolumeMeta};
-
-/// Block size the content comparison works in (hosts without reflinks).
-const COMPARE_BLOCK: u64 = 64 * 1024;
 
 /// What a send will carry, known before any data is read.
 #[derive(Debug, Clone, Serialize)]
@@ -59,7 +60,7 @@ impl Pool {
         let path = self.object_image(&obj)?;
         let file = open_image(&path, false).map_err(|e| Error::io(format!("cannot open {obj}"), e))?;
         let meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
-        let size = file.metadata().map_err(|e| Error::io("stat", e))?.len();
+        let size = file.metadata().map_err(|e| Error::io("cannot stat the image", e))?.len();
         Ok(Side { obj, file, meta, size })
     }
 
@@ -125,49 +126,15 @@ impl Pool {
         let mut clock = crate::trace::PhaseClock::start("send");
         zstd_level.map(crate::option_rules::check_zstd_level).transpose()?;
         let (target, base) = self.open_pair(name, from)?;
-        let mut resume_offset = 0;
-        if let Some(t) = resume {
-            if t.target != target.meta.guid {
-                return Err(Error::invalid(format!("the resume token is for another snapshot than {}", target.obj)));
-            }
-            if t.base != base.as_ref().map(|b| b.meta.guid) {
-                return Err(Error::invalid(
-                    "the resume token was made for another --from base; give the same --from as the first send",
-                ));
-            }
-            if t.offset > target.size || t.offset % 4096 != 0 {
-                return Err(Error::invalid("the resume token's offset does not fit this snapshot"));
-            }
-            resume_offset = t.offset;
-        }
+        let resume_offset = resume.map(|t| resume_offset(t, &target, base.as_ref())).transpose()?.unwrap_or(0);
         let (d, content_compared) = self.plan(&target, base.as_ref())?;
         clock.mark("plan");
-        let source_name = target.obj.subvolume.clone();
-        let source_guid = target.meta.origin.as_ref().map(|o| o.guid).unwrap_or(target.meta.guid);
-        let header = StreamHeader {
-            stream_guid: uuid::Uuid::new_v4(),
-            source_name,
-            source_guid,
-            snapshot: SnapshotRef { name: target.obj.to_string(), guid: target.meta.guid },
-            created: crate::subvolume::rfc3339(target.meta.created),
-            fs: target.meta.fs.to_string(),
-            tags: target.meta.tags.clone(),
-            base: base.as_ref().map(|b| SnapshotRef { name: b.obj.to_string(), guid: b.meta.guid }),
-            virtual_size: target.size,
-            block_size: 4096,
-            resume_offset,
-        };
-        let stream_err = |e: StreamError| match e {
-            StreamError::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
-                Error::new(ErrorKind::Io, "the receiver went away (broken pipe)")
-            }
-            other => Error::new(ErrorKind::Io, format!("cannot write the stream: {other}")),
-        };
+        let header = stream_header(&target, base.as_ref(), resume_offset);
         let mut w = StreamWriter::new(out, header, zstd_level).map_err(stream_err)?;
         let total = d.data_bytes();
         let mut done = 0u64;
         let changes: Vec<Change> = clip(&d.changes, resume_offset).collect();
-        crate::reader::for_each_piece(&target.file, &changes, &target.obj.to_string(), |piece| {
+        reader::for_each_piece(&target.file, &changes, &target.obj.to_string(), |piece| {
             match piece {
                 Piece::Hole { offset, length } => w.hole(offset, length).map_err(stream_err)?,
                 Piece::Data { offset, data } => {
@@ -196,6 +163,50 @@ impl Pool {
     }
 }
 
+/// Where a resumed stream starts: the token's offset, once the token is
+/// known to name `target` and `base` and its offset to fit.
+fn resume_offset(t: &ResumeToken, target: &Side, base: Option<&Side>) -> Result<u64> {
+    if t.target != target.meta.guid {
+        return Err(Error::invalid(format!("the resume token is for another snapshot than {}", target.obj)));
+    }
+    if t.base != base.map(|b| b.meta.guid) {
+        return Err(Error::invalid(
+            "the resume token was made for another --from base; give the same --from as the first send",
+        ));
+    }
+    if t.offset > target.size || !is_block_aligned(t.offset) {
+        return Err(Error::invalid("the resume token's offset does not fit this snapshot"));
+    }
+    Ok(t.offset)
+}
+
+/// The header of a stream of `target` (incremental from `base`).
+fn stream_header(target: &Side, base: Option<&Side>, resume_offset: u64) -> StreamHeader {
+    StreamHeader {
+        stream_guid: uuid::Uuid::new_v4(),
+        source_name: target.obj.subvolume.clone(),
+        source_guid: target.meta.origin.as_ref().map(|o| o.guid).unwrap_or(target.meta.guid),
+        snapshot: SnapshotRef { name: target.obj.to_string(), guid: target.meta.guid },
+        created: crate::subvolume::rfc3339(target.meta.created),
+        fs: target.meta.fs.to_string(),
+        tags: target.meta.tags.clone(),
+        base: base.map(|b| SnapshotRef { name: b.obj.to_string(), guid: b.meta.guid }),
+        virtual_size: target.size,
+        block_size: subvol_core::stream::BLOCK_SIZE,
+        resume_offset,
+    }
+}
+
+/// A failure to write the stream; a receiver that went away says so.
+fn stream_err(e: StreamError) -> Error {
+    match e {
+        StreamError::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+            Error::new(ErrorKind::Io, "the receiver went away (broken pipe)")
+        }
+        other => Error::new(ErrorKind::Io, format!("cannot write the stream: {other}")),
+    }
+}
+
 /// The changes at or after `from`, the first one cut to start there.
 fn clip(changes: &[Change], from: u64) -> impl Iterator<Item = Change> + '_ {
     changes.iter().filter_map(move |c| {
@@ -209,48 +220,4 @@ fn clip(changes: &[Change], from: u64) -> impl Iterator<Item = Change> + '_ {
             Change::Hole { .. } => Change::Hole { offset: start, length: end - start },
         })
     })
-}
-
-/// Content comparison for hosts without reflinks: reads both images and
-/// reports the blocks that differ.
-pub(crate) fn content_diff(base: &File, base_size: u64, target: &File, size: u64) -> Result<ExtentDiff> {
-    let mut changes: Vec<Change> = Vec::new();
-    let mut push = |c: Change| {
-        if let (Some(Change::Data { offset, length }), Change::Data { offset: o, length: l }) = (changes.last_mut(), c)
-        {
-            if *offset + *length == o {
-                *length += l;
-                return;
-            }
-        }
-        if let (Some(Change::Hole { offset, length }), Change::Hole { offset: o, length: l }) = (changes.last_mut(), c)
-        {
-            if *offset + *length == o {
-                *length += l;
-                return;
-            }
-        }
-        changes.push(c);
-    };
-    let mut a = vec![0u8; COMPARE_BLOCK as usize];
-    let mut b = vec![0u8; COMPARE_BLOCK as usize];
-    let mut off = 0u64;
-    while off < size {
-        let n = (size - off).min(COMPARE_BLOCK) as usize;
-        target.read_exact_at(&mut b[..n], off).map_err(|e| Error::io("cannot read the snapshot", e))?;
-        let base_n = base_size.saturating_sub(off).min(n as u64) as usize;
-        a[..n].fill(0);
-        if base_n > 0 {
-            base.read_exact_at(&mut a[..base_n], off).map_err(|e| Error::io("cannot read the base", e))?;
-        }
-        if a[..n] != b[..n] {
-            if b[..n].iter().all(|&x| x == 0) {
-                push(Change::Hole { offset: off, length: n as u64 });
-            } else {
-                push(Change::Data { offset: off, length: n as u64 });
-            }
-        }
-        off += n as u64;
-    }
-    Ok(ExtentDiff { target_size: size, changes })
 }

@@ -1,0 +1,92 @@
+//! The last step of a receive, still under the pool lock: the subvolume
+//! NAME becomes a clone of the snapshot just published, when it safely can
+//! (absent, or unchanged since the base, or replaced with --force), with
+//! its own metadata and extent size hint. A crash before this step leaves
+//! the snapshot published; receiving the stream again lets NAME follow.
+
+use super::target::Target;
+use super::Receive;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pool::Pool;
+use crate::snapshot::write_meta;
+use crate::subvolume::{open_existing, open_image, read_meta};
+use chrono::Utc;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use subvol_core::SubvolumeMeta;
+
+impl Receive<'_> {
+    /// Lets the subvolume follow the published snapshot at `snapshot`
+    /// unless `target` says it stays; returns whether it followed and, if
+    /// not, why.
+    pub(super) fn let_follow(&mut self, target: Target, snapshot: &Path) -> Result<(bool, Option<String>)> {
+        let followed = match target {
+            Target::Stays(why) => (false, Some(why)),
+            Target::Absent | Target::Follows | Target::Replace => {
+                self.pool.follow(&self.name, snapshot, self.header.source_guid)?;
+                (true, None)
+            }
+        };
+        self.clock.mark("follow");
+        Ok(followed)
+    }
+}
+
+impl Pool {
+    /// Points subvolume `n` at a clone of the received snapshot `snap_path`.
+    pub(super) fn follow(&self, n: &str, snap_path: &Path, source_guid: uuid::Uuid) -> Result<()> {
+        let image = self.layout.subvolume_image(n);
+        // The new image keeps the subvolume's metadata and extent size hint
+        // (a new subvolume gets the default hint). XFS only takes the hint
+        // on a file without extents, so it is set before the clone.
+        let (meta, hint) = match open_image(&image, false) {
+            Ok(f) => {
+                let meta = read_meta(&f).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{n}: {e}")))?;
+                (meta, subvol_os::hints::extent_hints(&f).map(|(ext, _)| ext).unwrap_or(0))
+            }
+            Err(_) => {
+                let src = open_existing(snap_path, false)?;
+                let sm = read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, e))?;
+                let mut m = SubvolumeMeta::new_subvolume(sm.fs, Utc::now());
+                m.guid = source_guid;
+                (m, crate::subvolume::DEFAULT_EXTENT_HINT_BYTES)
+            }
+        };
+        let tmp_path = self.layout.tmp_image("follow", n);
+        let result = (|| {
+            let src = open_existing(snap_path, false)?;
+            let tmp = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp_path)
+                .map_err(|e| Error::io("cannot create the new image", e))?;
+            if hint > 0 {
+                let _ = subvol_os::hints::set_extent_hints(&tmp, Some(hint), None);
+            }
+            if self.meta.reflink {
+                subvol_os::reflink::ficlone(&tmp, &src).map_err(|e| Error::os("cannot clone the snapshot", e))?;
+            } else {
+                let size = src.metadata().map_err(|e| Error::io("cannot stat the image", e))?.len();
+                tmp.set_len(size).map_err(|e| Error::io("cannot size the image", e))?;
+                for (off, len) in subvol_os::alloc::data_ranges(&src, size)
+                    .map_err(|e| Error::os("cannot find the data in the image", e))?
+                {
+                    subvol_os::copy::copy_range(&src, &tmp, off, len, |_| {})
+                        .map_err(|e| Error::os("cannot copy the image", e))?;
+                }
+            }
+            write_meta(&tmp, &meta)?;
+            tmp.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
+            std::fs::rename(&tmp_path, &image).map_err(|e| Error::io(format!("cannot update {n}"), e))?;
+            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
+                .map_err(|e| Error::os("cannot make the change durable", e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp_path);
+        }
+        result
+    }
+}
