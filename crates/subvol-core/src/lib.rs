@@ -4,10 +4,12 @@
 //! without root.
 #![forbid(unsafe_code)]
 
+pub mod capacity;
 pub mod diff;
 pub mod duration;
 pub mod exposition;
 pub mod extent;
+pub mod foreign_name;
 pub mod fstype;
 pub mod meta;
 pub mod mountinfo;

@@ -3,8 +3,11 @@
 //! through `subvol-os` and keeps no state that the kernel already knows (what
 //! is attached and mounted is read from sysfs and mountinfo each time).
 
+mod attach;
 mod backing;
 mod check;
+mod clone_volume;
+mod condition;
 pub mod delta;
 mod destroy;
 mod direct_writes;
@@ -30,6 +33,7 @@ mod outfile;
 mod par;
 mod pool;
 mod probe;
+mod publish;
 mod reader;
 mod receive;
 mod recovery;
@@ -37,6 +41,7 @@ mod rename;
 mod send;
 mod snapops;
 mod snapshot;
+mod snapshot_once;
 mod snapshot_window;
 mod space;
 mod space_floor;
