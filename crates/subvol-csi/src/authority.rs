@@ -87,7 +87,8 @@ impl<S> Rewrite<S> {
             match kind {
                 HEADERS => {
                     let fragment = header_fragment(payload, flags)?;
-                    self.block = Some(Block { stream, end_stream: flags & END_STREAM != 0, fragment: fragment.to_vec() });
+                    self.block =
+                        Some(Block { stream, end_stream: flags & END_STREAM != 0, fragment: fragment.to_vec() });
                 }
                 CONTINUATION => match &mut self.block {
                     Some(b) => b.fragment.extend_from_slice(payload),

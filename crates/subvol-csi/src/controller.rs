@@ -57,15 +57,24 @@ impl Controller for Driver {
         Ok(Response::new(ControllerGetCapabilitiesResponse { capabilities }))
     }
 
-    async fn create_snapshot(&self, r: Request<CreateSnapshotRequest>) -> Result<Response<CreateSnapshotResponse>, Status> {
+    async fn create_snapshot(
+        &self,
+        r: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
         self.with_pool(move |p| snapshots::create(p, r.into_inner())).await.map(Response::new)
     }
 
-    async fn delete_snapshot(&self, r: Request<DeleteSnapshotRequest>) -> Result<Response<DeleteSnapshotResponse>, Status> {
+    async fn delete_snapshot(
+        &self,
+        r: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         self.with_pool(move |p| snapshots::delete(p, r.into_inner())).await.map(Response::new)
     }
 
-    async fn list_snapshots(&self, r: Request<ListSnapshotsRequest>) -> Result<Response<ListSnapshotsResponse>, Status> {
+    async fn list_snapshots(
+        &self,
+        r: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
         self.with_pool(move |p| snapshots::list(p, r.into_inner())).await.map(Response::new)
     }
 }

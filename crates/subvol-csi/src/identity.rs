@@ -11,7 +11,10 @@ use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
 impl Identity for Driver {
-    async fn get_plugin_info(&self, _: Request<GetPluginInfoRequest>) -> Result<Response<GetPluginInfoResponse>, Status> {
+    async fn get_plugin_info(
+        &self,
+        _: Request<GetPluginInfoRequest>,
+    ) -> Result<Response<GetPluginInfoResponse>, Status> {
         Ok(Response::new(GetPluginInfoResponse {
             name: DRIVER_NAME.into(),
             vendor_version: env!("CARGO_PKG_VERSION").into(),
@@ -30,7 +33,9 @@ impl Identity for Driver {
                 service(service::Type::VolumeAccessibilityConstraints),
                 // Grown by NodeExpandVolume while published.
                 PluginCapability {
-                    r#type: Some(Type::VolumeExpansion(VolumeExpansion { r#type: volume_expansion::Type::Online as i32 })),
+                    r#type: Some(Type::VolumeExpansion(VolumeExpansion {
+                        r#type: volume_expansion::Type::Online as i32,
+                    })),
                 },
             ],
         }))

@@ -128,11 +128,7 @@ fn expand(pool: &Pool, req: NodeExpandVolumeRequest) -> Result<NodeExpandVolumeR
         0 => info.virtual_size_bytes,
         r => volume_size(info.fs, r, limit).ok_or_else(|| Status::out_of_range("no size fits the capacity range"))?,
     };
-    let info = if size > info.virtual_size_bytes {
-        pool.resize(&req.volume_id, size).map_err(status)?
-    } else {
-        info
-    };
+    let info = if size > info.virtual_size_bytes { pool.resize(&req.volume_id, size).map_err(status)? } else { info };
     Ok(NodeExpandVolumeResponse { capacity_bytes: info.virtual_size_bytes as i64 })
 }
 
@@ -210,4 +206,3 @@ impl Node for Driver {
         }))
     }
 }
-

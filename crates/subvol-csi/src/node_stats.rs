@@ -27,7 +27,9 @@ pub(crate) fn stats(pool: &Pool, req: NodeGetVolumeStatsRequest) -> Result<NodeG
         return Err(Status::not_found(format!("volume_path {} does not exist", path.display())));
     }
     let usage = match info.fs {
-        FsKind::Raw => vec![VolumeUsage { total: info.virtual_size_bytes as i64, unit: Unit::Bytes as i32, ..Default::default() }],
+        FsKind::Raw => {
+            vec![VolumeUsage { total: info.virtual_size_bytes as i64, unit: Unit::Bytes as i32, ..Default::default() }]
+        }
         _ => {
             let st = subvol_os::statfs::statfs(path)
                 .map_err(|e| Status::internal(format!("cannot statfs {}: {e}", path.display())))?;

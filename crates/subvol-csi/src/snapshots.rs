@@ -73,7 +73,9 @@ pub(crate) fn list(pool: &Pool, req: ListSnapshotsRequest) -> Result<ListSnapsho
     };
     let found: Vec<SubvolumeInfo> = found
         .into_iter()
-        .filter(|s| req.source_volume_id.is_empty() || s.name.split_once('@').map(|p| p.0) == Some(&req.source_volume_id))
+        .filter(|s| {
+            req.source_volume_id.is_empty() || s.name.split_once('@').map(|p| p.0) == Some(&req.source_volume_id)
+        })
         .collect();
     let (page, next_token) = crate::paging::page(found, req.max_entries, &req.starting_token)?;
     let entries = page.iter().map(|s| list_snapshots_response::Entry { snapshot: Some(snapshot(s)) }).collect();

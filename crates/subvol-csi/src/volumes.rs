@@ -110,7 +110,10 @@ pub(crate) fn create(pool: &Pool, req: CreateVolumeRequest, node_id: &str) -> Re
     match info.properties.get(NAME_PROPERTY) {
         Some(n) if *n == req.name => {}
         Some(n) => {
-            return Err(Status::already_exists(format!("subvolume {id} belongs to CSI volume {n:?}, not {:?}", req.name)))
+            return Err(Status::already_exists(format!(
+                "subvolume {id} belongs to CSI volume {n:?}, not {:?}",
+                req.name
+            )))
         }
         None => pool.set_property(&id, NAME_PROPERTY, &req.name).map_err(status)?,
     }

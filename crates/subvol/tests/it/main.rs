@@ -6,6 +6,7 @@ mod harness;
 
 mod concurrency;
 mod crash;
+mod csi;
 mod enospc;
 mod errors;
 mod lifecycle;
