@@ -23,7 +23,9 @@ pub(crate) fn stats(pool: &Pool, req: NodeGetVolumeStatsRequest) -> Result<NodeG
     }
     let info = crate::volumes::existing(pool, &req.volume_id)?;
     let path = std::path::Path::new(&req.volume_path);
-    if !path.exists() {
+    // Only a missing path is NOT_FOUND: a shut-down XFS answers EIO to
+    // stat, and that is a condition to report, not an error.
+    if matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
         return Err(Status::not_found(format!("volume_path {} does not exist", path.display())));
     }
     let usage = match info.fs {

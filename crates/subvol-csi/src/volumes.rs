@@ -71,7 +71,11 @@ pub(crate) fn create(pool: &Pool, req: CreateVolumeRequest, node_id: &str) -> Re
                 extent_hint_bytes: DEFAULT_EXTENT_HINT_BYTES,
                 thin_unsafe: params.thin_unsafe,
             };
-            pool.create(&id, &opts).map_err(status)?.0
+            let info = pool.create(&id, &opts).map_err(status)?.0;
+            if let Some(o) = &info.origin {
+                return Err(Status::already_exists(format!("volume {id} exists, made from {}, not empty", o.name)));
+            }
+            info
         }
         Some(from) => {
             let origin = match from {

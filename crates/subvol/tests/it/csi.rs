@@ -714,3 +714,33 @@ fn csi_answers_whatever_authority_the_client_sends() {
         assert!(data.windows(name.len()).any(|x| x == name), "{authority}: {data:?}");
     }
 }
+
+#[test]
+fn csi_volume_condition_names_a_frozen_or_shut_down_volume() {
+    require_privileges!("csi_volume_condition_names_a_frozen_or_shut_down_volume");
+    let w = World::new();
+    let rt = runtime();
+    let mut c = rt.block_on(Csi::connect(&w.sock));
+    let v = rt.block_on(c.create(create_req("pvc-cond", 400 * MIB, mount_cap(""))));
+    let (st, tg) = (w.staging("c"), w.target("c"));
+    rt.block_on(c.stage_publish(&v.volume_id, mount_cap(""), &st, &tg, false));
+    let condition = |c: &mut Csi| {
+        let req =
+            NodeGetVolumeStatsRequest { volume_id: v.volume_id.clone(), volume_path: tg.clone(), ..Default::default() };
+        rt.block_on(c.node.node_get_volume_stats(req)).unwrap().into_inner().volume_condition.unwrap()
+    };
+    assert!(!condition(&mut c).abnormal);
+    // The guard freezes it (as if the host were nearly full).
+    w.host.run(&["guard", "--once", "--low-watermark", "100T"]).ok();
+    let frozen = condition(&mut c);
+    assert!(frozen.abnormal && frozen.message.contains("frozen by the guard"), "{frozen:?}");
+    w.host.run(&["guard", "--once"]).ok();
+    assert!(!condition(&mut c).abnormal);
+    // The kernel shuts its filesystem down.
+    sh("xfs_io", &["-x", "-c", "shutdown", &st]);
+    let down = condition(&mut c);
+    assert!(down.abnormal && down.message.contains("shut down"), "{down:?}");
+    rt.block_on(c.unpublish_unstage(&v.volume_id, &st, &tg));
+    rt.block_on(c.delete_volume(&v.volume_id));
+    assert!(mounts_under(&w.kube).is_empty());
+}
