@@ -10,10 +10,25 @@ use crate::kernel::KernelView;
 use crate::outcome::Outcome;
 use crate::pool::Pool;
 use crate::subvolume::{open_image, read_meta};
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use subvol_core::ObjectName;
 use subvol_os::loopdev::{self, LoopOptions};
+
+/// Where the device node `loop_device` is bind-mounted (`Pool::bind`): a
+/// mount of the device filesystem's `/loopN`, checked to be that device.
+fn bound_at(loop_device: &Path) -> Vec<PathBuf> {
+    let Some(leaf) = loop_device.file_name() else { return Vec::new() };
+    let root = Path::new("/").join(leaf);
+    let rdev = |p: &Path| std::fs::metadata(p).ok().filter(|m| m.file_type().is_block_device()).map(|m| m.rdev());
+    let mounts = subvol_os::mount::mountinfo().unwrap_or_default();
+    mounts
+        .into_iter()
+        .filter(|m| m.root == root && rdev(&m.mount_point).is_some() && rdev(&m.mount_point) == rdev(loop_device))
+        .map(|m| m.mount_point)
+        .collect()
+}
 
 impl Pool {
     /// Attaches subvolume `name` to a loop device that stays until
@@ -47,7 +62,8 @@ impl Pool {
     }
 
     /// Detaches what `attach` attached. A subvolume that is not attached
-    /// (or not there) is `AlreadyDone`; a mounted one is refused.
+    /// (or not there) is `AlreadyDone`; a mounted one, or one whose device
+    /// is still bound somewhere (`bind`), is refused.
     pub fn detach(&self, name: &str) -> Result<Outcome> {
         let name = ObjectName::parse_subvolume(name)?.subvolume;
         require_root("detach")?;
@@ -66,6 +82,18 @@ impl Pool {
                 ErrorKind::Busy,
                 format!("{name} is mounted at {}; `subvol umount {name}` instead", mp.display()),
             ));
+        }
+        for a in &attachments {
+            if let Some(at) = bound_at(&a.loop_device).first() {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "{name}'s device {} is bound at {}; unbind (unpublish) it first",
+                        a.loop_device.display(),
+                        at.display()
+                    ),
+                ));
+            }
         }
         for a in &attachments {
             let dev = loopdev::open(a.loop_number).map_err(|e| Error::os("cannot open the loop device", e))?;

@@ -24,9 +24,9 @@ impl Pool {
     /// Shows subvolume `name` at `target` too, read-only when asked: a bind
     /// of its mount onto the directory `target` (made if missing), or, when
     /// it is attached without a mount, of its loop device onto the file
-    /// `target` (made if missing). Binding it again there is `AlreadyDone`
-    /// (also when asked read-only and bound read-write: refused,
-    /// AlreadyExists, like a target holding anything else).
+    /// `target` (made if missing). Binding it again there the same way is
+    /// `AlreadyDone`; bound the other way (read-only or not), or holding
+    /// anything else, the target is refused (AlreadyExists).
     pub fn bind(&self, name: &str, target: &Path, read_only: bool) -> Result<Outcome> {
         let name = ObjectName::parse_subvolume(name)?.subvolume;
         require_root("bind")?;
@@ -46,17 +46,17 @@ impl Pool {
                 Some(_) => (m.major, m.minor) == (a.major, a.minor),
                 None => block_rdev(&target).is_some() && block_rdev(&target) == block_rdev(&a.loop_device),
             };
-            if same && (m.is_read_only() || !read_only) {
+            if same && m.is_read_only() == read_only {
                 return Ok(Outcome::AlreadyDone);
             }
+            let how = match (same, m.is_read_only()) {
+                (true, true) => format!("{name}, read-only"),
+                (true, false) => format!("{name}, read-write"),
+                (false, _) => m.source.clone(),
+            };
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
-                format!(
-                    "{} is already a mount point (of {}{}); unpublish it first",
-                    target.display(),
-                    m.source,
-                    if same { ", read-write" } else { "" }
-                ),
+                format!("{} is already a mount point (of {how}); unbind it first", target.display()),
             ));
         }
         let made = match &source {
