@@ -60,6 +60,9 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
         let listener = tokio::net::UnixListener::bind(&path)
             .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        // Whoever can connect can mount and unmount as root: root only.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener).map(|c| c.map(Rewrite::new));
         let driver = Driver {
             pool_dir: Arc::new(config.pool.clone()),

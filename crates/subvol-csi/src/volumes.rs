@@ -52,6 +52,9 @@ pub(crate) fn create(pool: &Pool, req: CreateVolumeRequest, node_id: &str) -> Re
     if req.name.is_empty() {
         return Err(missing("name"));
     }
+    // Checked before anything is made: it is kept in a property.
+    subvol_core::text::validate("the volume name", &req.name, subvol_core::text::MAX_VALUE_LEN)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let params = Params::parse(&req.parameters)?;
     let asked = capability::asked_fs(&req.volume_capabilities, &params)?;
     let fs = asked.unwrap_or(FsKind::Xfs);
