@@ -101,7 +101,10 @@ pub(crate) fn create(pool: &Pool, req: CreateVolumeRequest, node_id: &str) -> Re
                     pool.clone_snapshot(origin, &id, &|_, _| {})
                 }
                 Source::Snapshot(_) => return Err(Status::not_found(format!("{origin:?} is not a snapshot id"))),
-                Source::Volume(_) => pool.clone_subvolume(origin, &id, &|_, _| {}),
+                Source::Volume(_) if ObjectName::parse_subvolume(origin).is_ok() => {
+                    pool.clone_subvolume(origin, &id, &|_, _| {})
+                }
+                Source::Volume(_) => return Err(Status::not_found(format!("{origin:?} is not a volume id"))),
             };
             let info = made.map_err(status)?.0;
             if params.guarantee && !info.guarantee {
