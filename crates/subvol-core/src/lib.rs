@@ -4,12 +4,14 @@
 //! without root.
 #![forbid(unsafe_code)]
 
+pub mod capacity;
 pub mod diff;
 pub mod duration;
 pub mod encryption;
 pub mod endpoint;
 pub mod exposition;
 pub mod extent;
+pub mod foreign_name;
 pub mod fstype;
 pub mod meta;
 pub mod mountinfo;

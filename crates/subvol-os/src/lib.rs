@@ -4,6 +4,7 @@
 //! frozen filesystem thaws, a loop device detaches.
 
 pub mod alloc;
+pub mod bind;
 pub mod bulkstat;
 pub mod cmd;
 pub mod copy;

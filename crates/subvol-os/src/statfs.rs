@@ -14,6 +14,10 @@ pub struct FsStats {
     pub free_bytes: u64,
     /// Free for unprivileged users (f_bavail).
     pub avail_bytes: u64,
+    /// Inodes in all (f_files) and free (f_ffree); 0 on filesystems that
+    /// allocate them on demand and do not count.
+    pub files: u64,
+    pub files_free: u64,
 }
 
 /// `statfs(path)`.
@@ -30,5 +34,7 @@ pub fn statfs(path: &Path) -> OsResult<FsStats> {
         total_bytes: (st.f_blocks as u64).saturating_mul(frsize),
         free_bytes: (st.f_bfree as u64).saturating_mul(frsize),
         avail_bytes: (st.f_bavail as u64).saturating_mul(frsize),
+        files: st.f_files as u64,
+        files_free: st.f_ffree as u64,
     })
 }

@@ -502,6 +502,11 @@ impl Pool {
             if mounted {
                 continue;
             }
+            if !l.backing_deleted && !l.autoclear && std::fs::symlink_metadata(&l.backing_file).is_ok() {
+                // Attached on purpose (`Pool::attach`: a block volume, a VM's
+                // disk); `detach` ends it.
+                continue;
+            }
             if l.backing_deleted || !l.autoclear {
                 let dev = l.path.clone();
                 let number = l.number;

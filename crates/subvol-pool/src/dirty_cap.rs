@@ -63,7 +63,18 @@ impl Pool {
     /// anything can write to it; anything else gets the kernel's limits.
     /// Returns the device and its (major, minor).
     pub(crate) fn attach_image(&self, image: &Path, read_only: bool, thin: bool) -> Result<(LoopDevice, (u32, u32))> {
-        let dev = loopdev::loop_configure(image, LoopOptions { read_only, ..LoopOptions::default() })
+        self.attach_image_with(image, LoopOptions { read_only, ..LoopOptions::default() }, thin)
+    }
+
+    /// `attach_image` with other loop options (`attach` turns autoclear off).
+    pub(crate) fn attach_image_with(
+        &self,
+        image: &Path,
+        opts: LoopOptions,
+        thin: bool,
+    ) -> Result<(LoopDevice, (u32, u32))> {
+        let read_only = opts.read_only;
+        let dev = loopdev::loop_configure(image, opts)
             .map_err(|e| Error::os(format!("cannot attach {} to a loop device", image.display()), e))?;
         let numbers = dev.dev_numbers().map_err(|e| Error::os("cannot identify the loop device", e))?;
         // A loop device keeps its BDI settings across detach and reuse, so

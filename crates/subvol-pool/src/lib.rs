@@ -3,8 +3,11 @@
 //! through `subvol-os` and keeps no state that the kernel already knows (what
 //! is attached and mounted is read from sysfs and mountinfo each time).
 
+mod attach;
 mod backing;
 mod check;
+mod clone_volume;
+mod condition;
 pub mod delta;
 mod destroy;
 mod dirty_cap;
@@ -33,11 +36,13 @@ mod outfile;
 mod par;
 mod pool;
 mod probe;
+mod publish;
 mod recovery;
 mod rename;
 mod replication;
 mod snapops;
 mod snapshot;
+mod snapshot_once;
 mod snapshot_window;
 mod space;
 mod subvolume;

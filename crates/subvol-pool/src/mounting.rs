@@ -325,7 +325,7 @@ impl Drop for TempMount {
 
 /// Autoclear detaches a loop device when its last user goes; wait until the
 /// kernel shows it gone so the next command sees a settled state.
-fn wait_detached(image: &Path, timeout: Duration) {
+pub(crate) fn wait_detached(image: &Path, timeout: Duration) {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if loopdev::find_by_backing_file(image).is_empty() {

@@ -192,7 +192,18 @@ impl Pool {
         let obj = ObjectName::parse_snapshot(snapshot)?;
         let new_name = ObjectName::parse_subvolume(new_name)?.subvolume;
         let _lock = self.lock()?;
-        let src_path = self.object_image(&obj)?;
+        self.clone_snapshot_locked(&obj, &new_name, progress)
+    }
+
+    /// `clone_snapshot` for callers that hold the pool lock.
+    pub(crate) fn clone_snapshot_locked(
+        &self,
+        obj: &ObjectName,
+        new_name: &str,
+        progress: Progress<'_>,
+    ) -> Result<(SubvolumeInfo, Outcome)> {
+        let new_name = new_name.to_string();
+        let src_path = self.object_image(obj)?;
         let src = open_existing(&src_path, false)?;
         let smeta = read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
         let dst = self.layout.subvolume_image(&new_name);

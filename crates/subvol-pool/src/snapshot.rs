@@ -152,7 +152,7 @@ impl Pool {
     /// NAME@SNAP as a finished snapshot of NAME (a retried call), or
     /// `None` when it is not there; refused if it was taken from another
     /// subvolume that had this name.
-    fn taken_before(&self, name: &str, snap: &str) -> Result<Option<SnapshotReport>> {
+    pub(crate) fn taken_before(&self, name: &str, snap: &str) -> Result<Option<SnapshotReport>> {
         let dst = self.layout.snapshot_image(name, snap);
         if std::fs::symlink_metadata(&dst).is_err() {
             return Ok(None);

@@ -389,6 +389,20 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Serve the CSI driver (Kubernetes and other COs) on a Unix socket:
+    /// Identity, Controller and Node for this node's pool (docs/CSI.md).
+    Csi {
+        /// The socket: unix:///path/csi.sock (or the plain path).
+        #[arg(long, value_name = "ENDPOINT")]
+        endpoint: String,
+        /// This node's name: its volumes' topology (topology.subvol.io/node).
+        #[arg(long, value_name = "NODE")]
+        node_id: String,
+        /// The most volumes this node takes, as NodeGetInfo reports it
+        /// (0: no limit of the driver's own).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_volumes: i64,
+    },
     /// Subvolume and snapshot names, one per line, for completion scripts.
     #[command(hide = true)]
     CompleteNames {

@@ -517,6 +517,10 @@ pub fn run(cli: Cli) -> Result<u8> {
                 }
             }
         }
+        Command::Csi { endpoint, node_id, max_volumes } => {
+            let config = subvol_csi::Config { endpoint, node_id, pool: cli.pool.clone(), max_volumes };
+            subvol_csi::serve(config).map_err(|e| Error::new(ErrorKind::Io, e))?;
+        }
         Command::Completions { shell } => emit(&crate::shell::script(shell)),
         Command::Man { dir: None } => emit(&String::from_utf8_lossy(&crate::manpages::main_page()?)),
         Command::Man { dir: Some(dir) } => {

@@ -6,6 +6,7 @@ mod harness;
 
 mod concurrency;
 mod crash;
+mod csi;
 mod encryption;
 mod enospc;
 mod errors;
