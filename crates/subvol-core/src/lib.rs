@@ -4,16 +4,19 @@
 //! without root.
 #![forbid(unsafe_code)]
 
+pub mod chunks;
 pub mod diff;
 pub mod duration;
 pub mod exposition;
 pub mod extent;
 pub mod fstype;
+pub mod manifest;
 pub mod meta;
 pub mod mountinfo;
 pub mod mountopts;
 pub mod name;
 pub mod retention;
+pub mod scrub;
 pub mod size;
 pub mod space;
 pub mod stream;

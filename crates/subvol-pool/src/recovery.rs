@@ -47,8 +47,7 @@ pub fn recover(layout: &Layout) -> Result<Recovered> {
 /// Records that a snapshot is about to lose its immutable flag for a
 /// moment, so recovery re-protects snapshots if we die before restoring it.
 pub fn mark_unprotected(layout: &Layout) -> Result<()> {
-    std::fs::write(layout.unprotected_intent(), b"")
-        .map_err(|e| Error::io("cannot record the snapshot update", e))
+    std::fs::write(layout.unprotected_intent(), b"").map_err(|e| Error::io("cannot record the snapshot update", e))
 }
 
 /// The snapshot is protected again (or gone): drop the record.

@@ -1,12 +1,14 @@
 //! The `subvol` command: parses arguments, calls the pool layer, prints.
 //! No logic of its own beyond choosing words and columns.
 
+mod background;
 mod cli;
 mod commands;
 mod manpages;
 mod output;
 mod progress;
 mod replication;
+mod scrub;
 mod shell;
 mod sync;
 
