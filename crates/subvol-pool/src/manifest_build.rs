@@ -65,6 +65,14 @@ impl OpenSnapshot {
         })
     }
 
+    /// The image's extent map, asked of the host now. Not from the map
+    /// cache: it trusts a snapshot never to change, and a manifest must not
+    /// (a snapshot written to after its immutable flag was lifted has moved
+    /// blocks; a stale map would group its chunks with other snapshots').
+    pub(crate) fn extents(&self) -> Result<ExtentMap> {
+        subvol_os::fiemap::fiemap(&self.file, true).map_err(|e| Error::os(format!("cannot map {}", self.name), e))
+    }
+
     /// Whether the image is still the one at its path (not deleted or
     /// replaced while we read it).
     pub(crate) fn still_there(&self) -> bool {
@@ -163,34 +171,40 @@ impl Pool {
             }
         };
         let store = ManifestStore::new(self.layout.manifests_dir());
-        let mut base: Option<(usize, ExtentMap, Manifest)> = None;
+        // The newest snapshot so far with a manifest file, and the one
+        // loaded as a base (read only when a build needs it: a pool of
+        // many snapshots would otherwise read every manifest each time).
+        let mut newest: Option<usize> = None;
+        let mut loaded: Option<(usize, ExtentMap, Manifest)> = None;
         let mut out = Vec::new();
         for (i, s) in snaps.iter().enumerate() {
             if target.is_some_and(|t| i > t) {
                 break;
             }
             let Some(key) = s.key else { continue };
-            match store.read(&key, s.meta.guid, s.size) {
-                Stored::Found(m) => {
-                    if m.geometry().chunk_size() == CHUNK_SIZE {
-                        base = Some((i, self.snapshot_extents(&s.file, s.meta.guid)?, m));
-                    }
-                    continue;
-                }
-                // Kept as evidence; `pool check` and scrub report it.
-                Stored::Damaged(_) | Stored::OtherSize(_) => continue,
-                Stored::Missing => {}
+            if store.path(&key).exists() {
+                newest = Some(i);
+                continue;
             }
             let build = match (wanted, target) {
                 (Wanted::All, _) => true,
                 (Wanted::Only(_), t) => t == Some(i),
-                (Wanted::Upto(_), t) => t == Some(i) || base.is_some(),
+                (Wanted::Upto(_), t) => t == Some(i) || newest.is_some(),
             };
             if !build {
                 continue;
             }
-            let map = self.snapshot_extents(&s.file, s.meta.guid)?;
-            let based = base.as_ref().map(|(b, bmap, bm)| (&snaps[*b], bmap, bm));
+            if let Some(b) = newest.filter(|&b| loaded.as_ref().map(|l| l.0) != Some(b)) {
+                let bs = &snaps[b];
+                // A damaged base (which `pool check` and scrub report) is
+                // no base: everything is read.
+                loaded = match bs.key.map(|k| store.read(&k, bs.meta.guid, bs.size)) {
+                    Some(Stored::Found(m)) if m.geometry().chunk_size() == CHUNK_SIZE => Some((b, bs.extents()?, m)),
+                    _ => None,
+                };
+            }
+            let map = s.extents()?;
+            let based = loaded.as_ref().filter(|l| Some(l.0) == newest).map(|(b, bmap, bm)| (&snaps[*b], bmap, bm));
             let (m, report) = build_one(s, &map, based, built_by, idle, progress)?;
             store.write(&key, &m)?;
             // Deleted while we read it: its manifest must not outlive it.
@@ -199,7 +213,8 @@ impl Pool {
                 continue;
             }
             out.push(report);
-            base = Some((i, map, m));
+            newest = Some(i);
+            loaded = Some((i, map, m));
         }
         Ok(out)
     }

@@ -452,7 +452,7 @@ impl Pool {
         for (i, m) in members {
             let s = &snaps[i];
             engine_members.push(Member {
-                map: self.snapshot_extents(&s.file, s.meta.guid)?,
+                map: s.extents()?,
                 size: s.size,
                 entries: Interned::of(&m, &mut table),
                 damage: Vec::new(),

@@ -101,11 +101,6 @@ impl Pool {
         Ok(m)
     }
 
-    /// The extent map of one snapshot image, from the cache or FIEMAP.
-    pub(crate) fn snapshot_extents(&self, file: &std::fs::File, guid: uuid::Uuid) -> Result<ExtentMap> {
-        self.snapshot_map(file, guid, &SerialFiemap::default())
-    }
-
     fn collect(&self) -> Result<Vec<Item>> {
         let mut images: Vec<(PathBuf, String)> = Vec::new();
         for entry in

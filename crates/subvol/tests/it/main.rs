@@ -14,6 +14,7 @@ mod operations;
 mod orphans;
 mod pools;
 mod replication;
+mod scrub;
 mod shutdown;
 mod snapshots;
 mod space;
