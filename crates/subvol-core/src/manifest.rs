@@ -405,6 +405,9 @@ impl Manifest {
         }
         let geometry = Geometry::new(u32_at(12), u64_at(16))?;
         let uuid_at = |o: usize| Uuid::from_bytes(b[o..o + 16].try_into().unwrap_or_default());
+        if b[41..48].iter().any(|&x| x != 0) {
+            return Err(damaged("reserved bytes are not zero"));
+        }
         let built_by = match b[40] {
             1 => BuiltBy::Snapshot,
             2 => BuiltBy::Scrub,
