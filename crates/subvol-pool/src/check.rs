@@ -44,6 +44,8 @@ pub(crate) struct Seen {
     cache_entries: HashSet<String>,
     /// File names of the manifests the snapshot images have.
     pub(crate) manifests: HashSet<String>,
+    /// Snapshots (`NAME@SNAP`) that have no manifest yet.
+    pub(crate) without_manifest: Vec<String>,
 }
 
 impl Seen {

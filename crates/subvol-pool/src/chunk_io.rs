@@ -29,15 +29,16 @@ const ALIGN: usize = 4096;
 /// CPU priority of idle readers: below the subvolumes' users.
 const IDLE_NICE: i32 = 10;
 
-/// An image to read: O_DIRECT where the host allows it.
-pub(crate) struct Source {
+/// An image to read: O_DIRECT where the host allows it (a second
+/// descriptor of the caller's open file, which serves the fallback).
+pub(crate) struct Source<'a> {
     direct: Option<File>,
-    file: File,
+    file: &'a File,
 }
 
-impl Source {
-    pub(crate) fn new(file: File) -> Source {
-        Source { direct: subvol_os::pagecache::reopen_direct(&file, false).ok(), file }
+impl<'a> Source<'a> {
+    pub(crate) fn new(file: &'a File) -> Source<'a> {
+        Source { direct: subvol_os::pagecache::reopen_direct(file, false).ok(), file }
     }
 
     fn read(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -228,7 +229,8 @@ mod tests {
         let bytes: Vec<u8> = (0..cs * 10).map(|i| if (i / cs) % 3 == 1 { 0 } else { (i % 251) as u8 }).collect();
         f.write_all(&bytes).unwrap();
         f.flush().unwrap();
-        let sources = vec![Source::new(File::open(f.path()).unwrap())];
+        let file = File::open(f.path()).unwrap();
+        let sources = vec![Source::new(&file)];
         let jobs: Vec<Job<u64>> = (0..10u64)
             .step_by(3)
             .map(|first| Job {

@@ -192,7 +192,8 @@ impl Pool {
     }
 
     /// `pool check` of one snapshot's manifest: a missing one is pending
-    /// work (a warning), a damaged one can verify nothing (an error).
+    /// work (one warning for all, see `check_scrub_files`), a damaged one
+    /// can verify nothing (an error).
     pub(crate) fn check_manifest(
         &self,
         c: &mut Checker,
@@ -206,14 +207,7 @@ impl Pool {
         seen.manifests.insert(file_name(key));
         match store.read(key, m.guid, size) {
             Stored::Found(_) => {}
-            Stored::Missing => {
-                let when = if crate::worker::holder(&self.layout.build_lock()).is_some() {
-                    "it is being built in the background"
-                } else {
-                    "`subvol scrub` creates it"
-                };
-                c.warning(format!("snapshot {name} has no manifest yet ({when})"));
-            }
+            Stored::Missing => seen.without_manifest.push(name.to_string()),
             Stored::OtherSize(mf) => c.error(
                 format!(
                     "snapshot {name} is {size} bytes but was {} when its manifest was built: it was changed after it was taken",
@@ -239,6 +233,16 @@ impl Pool {
     /// found.
     pub(crate) fn check_scrub_files(&self, c: &mut Checker, seen: &Seen) {
         let building = crate::worker::holder(&self.layout.build_lock()).is_some();
+        // Right after a snapshot its manifest is on its way: not worth a
+        // word (nor a `health` warning) while a builder runs.
+        if !building && !seen.without_manifest.is_empty() {
+            let mut names = seen.without_manifest.clone();
+            names.sort();
+            let more = names.len().saturating_sub(5);
+            names.truncate(5);
+            let list = if more > 0 { format!("{} and {more} more", names.join(", ")) } else { names.join(", ") };
+            c.warning(format!("snapshots without a manifest yet: {list} (`subvol scrub` creates them)"));
+        }
         for e in std::fs::read_dir(self.layout.manifests_dir()).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let p = e.path();
@@ -257,6 +261,15 @@ impl Pool {
             }
         }
         let scrubbing = crate::worker::holder(&self.layout.scrub_lock()).is_some();
+        for e in std::fs::read_dir(self.layout.scrub_dir()).into_iter().flatten().flatten() {
+            let p = e.path();
+            if !scrubbing && e.file_name().to_string_lossy().starts_with('.') {
+                c.warning_fixable(
+                    format!("leftover {} of a scrub that died", p.display()),
+                    ("removed", &mut || std::fs::remove_file(&p).is_ok()),
+                );
+            }
+        }
         let progress = self.layout.scrub_progress();
         if !scrubbing && progress.exists() && self.scrub_progress().is_none() {
             c.warning_fixable(

@@ -238,8 +238,7 @@ fn build_one(
     };
     let dirty = dirty_chunks(CHUNK_SIZE, bsize, &diff(bmap, bsize, map, s.size));
     let mut plan = Dirty::new(map, geometry, &dirty, progress);
-    let source = Source::new(s.file.try_clone().map_err(|e| Error::io("dup", e))?);
-    let stats = chunk_io::run(&mut plan, &[source], None, idle)?;
+    let stats = chunk_io::run(&mut plan, &[Source::new(&s.file)], None, idle)?;
     if let Some((i, why)) = plan.unreadable.first() {
         return Err(Error::new(
             ErrorKind::Io,

@@ -457,7 +457,7 @@ impl Pool {
                 entries: Interned::of(&m, &mut table),
                 damage: Vec::new(),
             });
-            sources.push(Source::new(s.file.try_clone().map_err(|e| Error::io("dup", e))?));
+            sources.push(Source::new(&s.file));
             who.push(s);
         }
         let member_guids: Vec<uuid::Uuid> = match pass.prior {

@@ -215,9 +215,8 @@ pub fn background_builders(dir: &Path) -> Vec<u32> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
         let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let under = args.windows(2).any(|w| {
-            w[0] == b"--pool" && Path::new(std::ffi::OsStr::from_bytes(w[1])).starts_with(dir)
-        });
+        let under =
+            args.windows(2).any(|w| w[0] == b"--pool" && Path::new(std::ffi::OsStr::from_bytes(w[1])).starts_with(dir));
         if under && args.contains(&&b"build-manifests"[..]) {
             out.push(pid);
         }
