@@ -121,11 +121,6 @@ impl Geometry {
         let end = start.saturating_add(self.chunk_size.into()).min(self.image_size);
         (start, end - start)
     }
-
-    /// The chunk holding byte `offset`.
-    pub fn chunk_of(&self, offset: u64) -> u64 {
-        offset / u64::from(self.chunk_size)
-    }
 }
 
 /// Who built a manifest, and from what.

@@ -5,11 +5,10 @@
 use crate::error::{OsError, OsResult};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
-/// Raises the soft limit of open files to the hard limit; returns it.
-pub fn raise_open_files() -> OsResult<u64> {
+/// Raises the soft limit of open files to the hard limit.
+pub fn raise_open_files() -> OsResult<()> {
     let lim = getrlimit(Resource::Nofile);
     let want = Rlimit { current: lim.maximum, maximum: lim.maximum };
     setrlimit(Resource::Nofile, want)
-        .map_err(|e| OsError::sys("setrlimit", None, std::io::Error::from_raw_os_error(e.raw_os_error())))?;
-    Ok(lim.maximum.unwrap_or(u64::MAX))
+        .map_err(|e| OsError::sys("setrlimit", None, std::io::Error::from_raw_os_error(e.raw_os_error())))
 }

@@ -32,24 +32,22 @@ pub fn set_io_idle() -> OsResult<()> {
     Ok(())
 }
 
-/// The I/O class of this thread, as ioprio_get reports it (0 none, 1
-/// realtime, 2 best effort, 3 idle), for tests and reports.
-pub fn io_class() -> OsResult<u32> {
-    // SAFETY: ioprio_get takes two integers and touches no memory of ours.
-    let rc = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) };
-    if rc < 0 {
-        return Err(OsError::sys("ioprio_get", None, std::io::Error::last_os_error()));
-    }
-    Ok((rc >> IOPRIO_CLASS_SHIFT) as u32)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// This thread's I/O class as ioprio_get reports it (3: idle).
+    fn io_class() -> libc::c_long {
+        // SAFETY: ioprio_get takes two integers and touches no memory of ours.
+        let rc = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) };
+        assert!(rc >= 0, "ioprio_get: {}", std::io::Error::last_os_error());
+        rc >> IOPRIO_CLASS_SHIFT
+    }
+
     #[test]
     fn idle_class_sticks_and_is_inherited_by_new_threads() {
-        super::set_io_idle().unwrap();
-        assert_eq!(super::io_class().unwrap(), 3);
-        let child = std::thread::spawn(|| super::io_class().unwrap()).join().unwrap();
-        assert_eq!(child, 3);
+        set_io_idle().unwrap();
+        assert_eq!(io_class(), 3);
+        assert_eq!(std::thread::spawn(io_class).join().unwrap(), 3);
     }
 }

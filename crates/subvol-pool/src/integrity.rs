@@ -292,8 +292,8 @@ impl Pool {
                         format!(
                             "the scrub of {} found damage in {}; {}",
                             crate::subvolume::rfc3339(s.scrubbed_at),
-                            crate::scrub::describe_damage(s),
-                            crate::scrub::damage_advice()
+                            crate::scrub_report::describe_damage(s),
+                            crate::scrub_report::damage_advice()
                         ),
                         None,
                     );

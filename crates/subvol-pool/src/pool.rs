@@ -385,7 +385,11 @@ impl Pool {
         let scrub = self.scrub_status(snaps);
         if !scrub.damaged.is_empty() {
             let names: Vec<&str> = scrub.damaged.iter().map(|s| s.name.as_str()).collect();
-            warnings.push(format!("scrub found damage in {}: {}", names.join(", "), crate::scrub::damage_advice()));
+            warnings.push(format!(
+                "scrub found damage in {}: {}",
+                names.join(", "),
+                crate::scrub_report::damage_advice()
+            ));
         }
         Ok(PoolStatus {
             path: self.root().to_path_buf(),

@@ -15,94 +15,20 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::manifest_build::{BuildReport, OpenSnapshot, Wanted};
 use crate::manifest_store::{ManifestStore, Stored};
 use crate::pool::Pool;
+use crate::scrub_report::{NotCovered, ScrubOptions, ScrubReport};
+use crate::scrub_scope::Scope;
 use crate::scrub_verify::{HashTable, Interned, Member, Verify};
 use crate::snapshot::Progress;
 use crate::worker::WorkerLock;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
-use subvol_core::chunks::{layouts, Layout};
+use subvol_core::chunks::Layout;
 use subvol_core::manifest::{BuiltBy, Geometry, CHUNK_SIZE};
-use subvol_core::scrub::{
-    damaged_ranges, DamagedRange, Fault, ScrubProgress, ScrubResults, ScrubRun, SnapshotScrub, Verdict,
-};
-use subvol_core::{format_size, ObjectName};
+use subvol_core::scrub::{damaged_ranges, Fault, ScrubProgress, ScrubResults, ScrubRun, SnapshotScrub, Verdict};
 
-/// How often an running scrub records where it is.
+/// How often a running scrub records where it is.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
-
-/// What to scrub, and how.
-#[derive(Debug, Clone, Default)]
-pub struct ScrubOptions {
-    /// `NAME` (its snapshots), `NAME@SNAP`, or `None` for every snapshot.
-    pub target: Option<String>,
-    /// Leave live subvolumes out of the report.
-    pub snapshots_only: bool,
-    /// Read at most this many bytes per second.
-    pub rate: Option<u64>,
-    /// Read in the idle I/O class, at a low CPU priority.
-    pub idle: bool,
-    /// Start over even if an interrupted scrub of the same scope could resume.
-    pub restart: bool,
-}
-
-/// A live subvolume reading blocks a scrub found damaged in its snapshots.
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveDamage {
-    pub name: String,
-    pub damaged: Vec<DamagedRange>,
-    pub damaged_bytes: u64,
-}
-
-/// A snapshot in scope that this scrub did not verify, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct NotCovered {
-    pub name: String,
-    pub why: String,
-}
-
-/// What one scrub did and found.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScrubReport {
-    pub pool: std::path::PathBuf,
-    /// `--all`, `NAME` or `NAME@SNAP`.
-    pub scope: String,
-    pub started: String,
-    pub finished: String,
-    /// It continued an interrupted scrub from this byte offset.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resumed_at_bytes: Option<u64>,
-    /// Every snapshot verified (or that could not be), by name.
-    pub snapshots: Vec<SnapshotScrub>,
-    /// Manifests this scrub created, from the images as it found them.
-    pub manifests_created: Vec<BuildReport>,
-    /// Live subvolumes in scope: a subvolume changes, so it has no manifest.
-    pub live: Vec<String>,
-    /// Live subvolumes whose image still uses blocks found damaged: their
-    /// current data there is damaged too.
-    pub live_damaged: Vec<LiveDamage>,
-    pub not_covered: Vec<NotCovered>,
-    /// Bytes read to verify (each distinct chunk once), by this run.
-    pub bytes_read: u64,
-    pub chunks_read: u64,
-    /// Bytes of snapshot content verified: every snapshot counted whole.
-    pub bytes_verified: u64,
-    pub duration_us: u64,
-    /// No damage, and every snapshot could be verified.
-    pub clean: bool,
-}
-
-impl ScrubReport {
-    pub fn damaged(&self) -> impl Iterator<Item = &SnapshotScrub> {
-        self.snapshots.iter().filter(|s| s.verdict == Verdict::Damaged)
-    }
-
-    pub fn unverified(&self) -> impl Iterator<Item = &SnapshotScrub> {
-        self.snapshots.iter().filter(|s| s.verdict == Verdict::Unverified)
-    }
-}
 
 /// A subvolume whose missing manifests could not be built: (name, why).
 type BuildFailure = (String, String);
@@ -134,16 +60,6 @@ struct Verified {
     damaged_blocks: Vec<(u64, Layout, Fault)>,
 }
 
-/// What a scope covers.
-struct Scope {
-    label: String,
-    groups: Vec<(String, Wanted)>,
-    /// Live subvolumes the report notes as not covered.
-    live: Vec<String>,
-    /// Live subvolumes checked for blocks the scrub found damaged.
-    neighbours: Vec<String>,
-}
-
 fn outcome(s: &OpenSnapshot, verdict: Verdict, problem: Option<String>, at: DateTime<Utc>) -> SnapshotScrub {
     SnapshotScrub {
         name: s.name.clone(),
@@ -157,84 +73,7 @@ fn outcome(s: &OpenSnapshot, verdict: Verdict, problem: Option<String>, at: Date
     }
 }
 
-/// Words for the fix of damaged snapshots: what there is to do today.
-pub fn damage_advice() -> &'static str {
-    "their data is not what was snapshotted. Restore what you need from a replica \
-     (another pool holding the same snapshots); repairing them in place from a replica \
-     (`subvol scrub --repair-from`) is not available yet. `subvol info NAME@SNAP` lists the damaged byte ranges"
-}
-
 impl Pool {
-    fn scrub_scope(&self, opts: &ScrubOptions) -> Result<Scope> {
-        let Some(target) = &opts.target else {
-            let mut groups: Vec<String> = std::fs::read_dir(self.layout.snapshots_dir())
-                .map(|d| {
-                    d.flatten()
-                        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                        .filter(|n| subvol_core::name::validate_part(n).is_ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            groups.sort();
-            let mut live: Vec<String> = std::fs::read_dir(self.layout.subvolumes_dir())
-                .map_err(|e| Error::io("cannot read the subvolumes", e))?
-                .flatten()
-                .filter_map(|e| crate::layout::name_of_image(Path::new(&e.file_name())))
-                .collect();
-            live.sort();
-            return Ok(Scope {
-                label: "--all".into(),
-                groups: groups.into_iter().map(|g| (g, Wanted::All)).collect(),
-                neighbours: live.clone(),
-                live,
-            });
-        };
-        let obj = ObjectName::parse(target)?;
-        let live = self.layout.subvolume_image(&obj.subvolume).exists();
-        let neighbours = if live { vec![obj.subvolume.clone()] } else { Vec::new() };
-        if let Some(snap) = &obj.snapshot {
-            self.object_image(&obj)?;
-            return Ok(Scope {
-                label: obj.to_string(),
-                groups: vec![(obj.subvolume.clone(), Wanted::Only(snap.clone()))],
-                live: Vec::new(),
-                neighbours,
-            });
-        }
-        if !live && !self.layout.snapshot_dir(&obj.subvolume).exists() {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no subvolume {:?} and no snapshots of it; see `subvol list`", obj.subvolume),
-            ));
-        }
-        Ok(Scope {
-            label: obj.subvolume.clone(),
-            groups: vec![(obj.subvolume, Wanted::All)],
-            live: neighbours.clone(),
-            neighbours,
-        })
-    }
-
-    /// Before the pool goes away (`pool umount`, `pool destroy`): a manifest
-    /// builder is stopped (the next scrub does its work); a running scrub is
-    /// refused unless `force`, which stops it too (the next scrub resumes
-    /// where it last recorded its place).
-    pub(crate) fn stop_readers(&self, force: bool) -> Result<()> {
-        let wait = Duration::from_secs(30);
-        let scrub = self.layout.scrub_lock();
-        if let Some(pid) = crate::worker::holder(&scrub) {
-            if !force {
-                return Err(Error::new(
-                    ErrorKind::Busy,
-                    format!("a scrub (pid {pid}) is running on this pool; wait for it, or use --force to stop it (the next scrub resumes where it stopped)"),
-                ));
-            }
-            crate::worker::stop(&scrub, wait)?;
-        }
-        crate::worker::stop(&self.layout.build_lock(), wait)?;
-        Ok(())
-    }
-
     /// The progress of an interrupted scrub, if one is recorded and readable.
     pub(crate) fn scrub_progress(&self) -> Option<ScrubProgress> {
         ScrubProgress::decode(&std::fs::read(self.layout.scrub_progress()).ok()?).ok()
@@ -510,47 +349,5 @@ impl Pool {
         let damaged_blocks = plan.damaged_layouts();
         drop(plan);
         Ok(Verified { outcomes: found(&damage, Utc::now()), stats, from_chunk: next, damaged_blocks })
-    }
-
-    /// Which live subvolumes among `names` still map chunks to the blocks
-    /// found damaged (`damaged`: position, layout, fault): a snapshot shares
-    /// its blocks with its subvolume until the subvolume overwrites them.
-    fn live_damage(&self, names: &[String], damaged: &[(u64, Layout, Fault)]) -> Vec<LiveDamage> {
-        let chunk = u64::from(CHUNK_SIZE);
-        let mut out = Vec::new();
-        for name in names.iter().filter(|_| !damaged.is_empty()) {
-            let Ok(f) = crate::subvolume::open_image(&self.layout.subvolume_image(name), false) else { continue };
-            let (Ok(map), Ok(meta)) = (subvol_os::fiemap::fiemap(&f, true), f.metadata()) else { continue };
-            let Ok(g) = Geometry::new(CHUNK_SIZE, meta.len()) else { continue };
-            let mut hit: Vec<(u64, Fault)> = damaged
-                .iter()
-                .filter(|(pos, l, _)| layouts(&map, meta.len(), chunk, *pos..*pos + 1).first() == Some(l))
-                .map(|(pos, _, fault)| (*pos, *fault))
-                .collect();
-            hit.sort_unstable();
-            hit.dedup_by_key(|h| h.0);
-            if !hit.is_empty() {
-                let damaged = damaged_ranges(g, &hit);
-                let damaged_bytes = damaged.iter().map(|r| r.length).sum();
-                out.push(LiveDamage { name: name.clone(), damaged, damaged_bytes });
-            }
-        }
-        out
-    }
-}
-
-/// One line on a damaged snapshot: its name, how much, and the first ranges.
-pub fn describe_damage(s: &SnapshotScrub) -> String {
-    let mut ranges: Vec<String> =
-        s.damaged.iter().take(4).map(|r| format!("{}+{} {}", r.offset, r.length, r.fault.as_str())).collect();
-    if s.damaged.len() > 4 {
-        ranges.push(format!("{} more", s.damaged.len() - 4));
-    }
-    match (&s.problem, ranges.is_empty()) {
-        (Some(p), true) => format!("{}: {p}", s.name),
-        (Some(p), false) => {
-            format!("{}: {p}; {} damaged at {}", s.name, format_size(s.damaged_bytes), ranges.join(", "))
-        }
-        (None, _) => format!("{}: {} damaged at {}", s.name, format_size(s.damaged_bytes), ranges.join(", ")),
     }
 }

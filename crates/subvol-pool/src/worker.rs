@@ -101,6 +101,28 @@ pub(crate) fn stop(path: &Path, timeout: Duration) -> Result<Option<u32>> {
     Ok(Some(pid))
 }
 
+impl crate::pool::Pool {
+    /// Before the pool goes away (`pool umount`, `pool destroy`): a manifest
+    /// builder is stopped (the next scrub does its work); a running scrub is
+    /// refused unless `force`, which stops it too (the next scrub resumes
+    /// where it last recorded its place).
+    pub(crate) fn stop_readers(&self, force: bool) -> Result<()> {
+        let wait = Duration::from_secs(30);
+        let scrub = self.layout.scrub_lock();
+        if let Some(pid) = crate::worker::holder(&scrub) {
+            if !force {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!("a scrub (pid {pid}) is running on this pool; wait for it, or use --force to stop it (the next scrub resumes where it stopped)"),
+                ));
+            }
+            crate::worker::stop(&scrub, wait)?;
+        }
+        crate::worker::stop(&self.layout.build_lock(), wait)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
