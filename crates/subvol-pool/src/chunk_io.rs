@@ -90,10 +90,19 @@ pub(crate) struct ReadStats {
     pub(crate) chunks_read: u64,
 }
 
-/// Runs `plan` over `sources`, at most `rate` bytes per second if given;
-/// with `idle`, the reads take the idle I/O class and the hashing a low CPU
-/// priority (the calling thread keeps its own).
-pub(crate) fn run<P: Plan>(plan: &mut P, sources: &[Source], rate: Option<u64>, idle: bool) -> Result<ReadStats> {
+/// How politely to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Pace {
+    /// At most this many bytes per second.
+    pub(crate) rate: Option<u64>,
+    /// Reads in the idle I/O class, hashing at a low CPU priority (the
+    /// calling thread keeps its own).
+    pub(crate) idle: bool,
+}
+
+/// Runs `plan` over `sources` at `pace`.
+pub(crate) fn run<P: Plan>(plan: &mut P, sources: &[Source], pace: Pace) -> Result<ReadStats> {
+    let Pace { rate, idle } = pace;
     let (job_tx, job_rx) = sync_channel::<Job<P::Tag>>(QUEUE);
     let job_rx = Mutex::new(job_rx);
     let (out_tx, out_rx) = channel::<(P::Tag, Outcome)>();
@@ -240,7 +249,7 @@ mod tests {
             })
             .collect();
         let mut plan = Everything { jobs, got: Vec::new() };
-        let stats = run(&mut plan, &sources, Some(1 << 30), true).unwrap();
+        let stats = run(&mut plan, &sources, Pace { rate: Some(1 << 30), idle: true }).unwrap();
         assert_eq!(stats.bytes_read, cs * 10);
         assert_eq!(stats.chunks_read, 10);
         plan.got.sort_by_key(|g| g.0);

@@ -8,7 +8,7 @@
 //! copied. A 1% change of an image costs about 1% of it (rounded up to
 //! whole chunks), not a full read.
 
-use crate::chunk_io::{self, Job, Outcome, Plan, Source, MAX_READ};
+use crate::chunk_io::{self, Job, Outcome, Pace, Plan, Source, MAX_READ};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extent_cache::CacheKey;
 use crate::manifest_store::{ManifestStore, Stored};
@@ -143,7 +143,7 @@ impl Pool {
         let _lock = crate::worker::WorkerLock::take(&self.layout.build_lock(), on_wait)?;
         let mut out = Vec::new();
         for (group, w) in &wanted {
-            out.extend(self.build_group(group, w, BuiltBy::Snapshot, idle, progress)?);
+            out.extend(self.build_group(group, w, BuiltBy::Snapshot, Pace { rate: None, idle }, progress)?);
         }
         Ok(out)
     }
@@ -156,7 +156,7 @@ impl Pool {
         group: &str,
         wanted: &Wanted,
         built_by: BuiltBy,
-        idle: bool,
+        pace: Pace,
         progress: Progress<'_>,
     ) -> Result<Vec<BuildReport>> {
         let snaps = self.open_group(group)?;
@@ -205,7 +205,7 @@ impl Pool {
             }
             let map = s.extents()?;
             let based = loaded.as_ref().filter(|l| Some(l.0) == newest).map(|(b, bmap, bm)| (&snaps[*b], bmap, bm));
-            let (m, report) = build_one(s, &map, based, built_by, idle, progress)?;
+            let (m, report) = build_one(s, &map, based, built_by, pace, progress)?;
             store.write(&key, &m)?;
             // Deleted while we read it: its manifest must not outlive it.
             if !s.still_there() {
@@ -226,7 +226,7 @@ fn build_one(
     map: &ExtentMap,
     base: Option<(&OpenSnapshot, &ExtentMap, &Manifest)>,
     built_by: BuiltBy,
-    idle: bool,
+    pace: Pace,
     progress: Progress<'_>,
 ) -> Result<(Manifest, BuildReport)> {
     let start = Instant::now();
@@ -238,7 +238,7 @@ fn build_one(
     };
     let dirty = dirty_chunks(CHUNK_SIZE, bsize, &diff(bmap, bsize, map, s.size));
     let mut plan = Dirty::new(map, geometry, &dirty, progress);
-    let stats = chunk_io::run(&mut plan, &[Source::new(&s.file)], None, idle)?;
+    let stats = chunk_io::run(&mut plan, &[Source::new(&s.file)], pace)?;
     if let Some((i, why)) = plan.unreadable.first() {
         return Err(Error::new(
             ErrorKind::Io,

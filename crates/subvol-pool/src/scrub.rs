@@ -191,7 +191,7 @@ impl Pool {
         let mut created = Vec::new();
         let mut failed = Vec::new();
         for (group, wanted) in &scope.groups {
-            match self.build_group(group, wanted, BuiltBy::Scrub, opts.idle, progress) {
+            match self.build_group(group, wanted, BuiltBy::Scrub, opts.pace(), progress) {
                 Ok(r) => created.extend(r),
                 Err(e) => failed.push((group.clone(), e.message)),
             }
@@ -344,7 +344,7 @@ impl Pool {
             let _ = subvol_os::fsync::write_atomic(&layout.scrub_progress(), &record.encode());
         };
         let mut plan = Verify::new(engine_members, table, chunk, next, &mut save);
-        let stats = chunk_io::run(&mut plan, &sources, pass.opts.rate, pass.opts.idle)?;
+        let stats = chunk_io::run(&mut plan, &sources, pass.opts.pace())?;
         let damage = plan.damage_before(u64::MAX);
         let damaged_blocks = plan.damaged_layouts();
         drop(plan);

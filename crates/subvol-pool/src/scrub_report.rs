@@ -22,6 +22,13 @@ pub struct ScrubOptions {
     pub restart: bool,
 }
 
+impl ScrubOptions {
+    /// Every read of the scrub, manifests it creates included, goes at this pace.
+    pub(crate) fn pace(&self) -> crate::chunk_io::Pace {
+        crate::chunk_io::Pace { rate: self.rate, idle: self.idle }
+    }
+}
+
 /// A live subvolume reading blocks a scrub found damaged in its snapshots.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveDamage {
