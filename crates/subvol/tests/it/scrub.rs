@@ -459,3 +459,27 @@ fn scrub_runs_beside_a_mounted_subvolume_and_its_writer() {
     assert_eq!(host.info("db")["integrity"]["manifest"], "none");
     host.run(&["umount", "db"]).ok();
 }
+
+/// On a host without reflinks snapshots are copies: nothing is shared, so
+/// each manifest reads all its data and a scrub reads every snapshot; a
+/// changed byte is still found in exactly its snapshot.
+#[test]
+fn scrub_on_a_host_without_reflinks_reads_every_copy() {
+    require_privileges!("scrub_on_a_host_without_reflinks_reads_every_copy");
+    let host = TestHost::new(HostKind::Ext4, "2G");
+    host.run(&["create", "r", "--size", "64M", "--fs", "raw"]).ok();
+    let img = image(&host, "r");
+    write_at(&img, 0, 8 * MIB, 11);
+    host.run(&["snapshot", "r@s1"]).ok();
+    write_at(&img, 0, 4096, 12);
+    host.run(&["snapshot", "r@s2"]).ok();
+    settle(&host);
+    assert_eq!(host.info("r@s2")["integrity"]["details"]["bytes_read"], 8 * MIB, "a copy shares nothing with its base");
+    let j = host.run(&["scrub", "--all", "--json"]).json();
+    assert_eq!(j["bytes_read"], 16 * MIB);
+    assert_eq!(j["clean"], true);
+    flip_in_snapshot(&image(&host, "r@s2"), 3 * C + 9);
+    let j = host.run(&["scrub", "--all", "--json"]).fails(8, "scrub found damage in r@s2:").json();
+    assert_eq!(ranges(&j, "r@s2"), vec![(3 * C, C, "mismatch".into())]);
+    assert!(ranges(&j, "r@s1").is_empty());
+}
