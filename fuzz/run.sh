@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"
 shift || true
-all=(stream_decode stream_fixup stream_roundtrip meta_decode extent_map resume_token mountinfo size name keep_policy)
+all=(stream_decode stream_fixup stream_roundtrip meta_decode extent_map manifest_decode resume_token mountinfo size name keep_policy)
 [[ $# -gt 0 ]] && targets=("$@") || targets=("${all[@]}")
 
 export RUSTC_BOOTSTRAP=1

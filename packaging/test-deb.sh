@@ -16,7 +16,7 @@ dpkg -i "$deb" >/dev/null
 man -w subvol >/dev/null
 man -w subvol-pool-init >/dev/null
 bash -c 'source /usr/share/bash-completion/completions/subvol && complete -p subvol' | grep -q _subvol_names
-for unit in subvol-guard.service subvol-pool.service subvol-autosnap.timer subvol-metrics.timer; do
+for unit in subvol-guard.service subvol-pool.service subvol-autosnap.timer subvol-metrics.timer subvol-scrub.timer; do
     test -f "/lib/systemd/system/$unit"
 done
 ! grep -q /usr/local/bin /lib/systemd/system/subvol-*.service

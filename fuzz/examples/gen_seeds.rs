@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use subvol_core::extent::{Extent, ExtentFlags, ExtentMap};
+use subvol_core::manifest::{BuiltBy, Entry, Geometry, Manifest, Provenance};
 use subvol_core::meta::{self, PoolMeta, SubvolumeMeta};
+use subvol_core::scrub::{ScrubProgress, ScrubResults};
 use subvol_core::stream::{SnapshotRef, StreamHeader, StreamWriter};
 use subvol_core::token::ResumeToken;
 use uuid::Uuid;
@@ -107,6 +109,47 @@ fn main() {
     put("extent_map", "empty", &ExtentMap::default().to_bytes());
     let bytes = m.to_bytes();
     put("extent_map", "extents", &bytes[16..bytes.len() - 32]);
+
+    // Manifests: one with runs and zero chunks, an empty one; and the
+    // bodies after the magic (the framed path).
+    let prov = Provenance {
+        built_by: BuiltBy::Snapshot,
+        base: Some(Uuid::from_u128(0x55)),
+        built_at: 1_780_000_000,
+        bytes_read: 524_288,
+        chunks_hashed: 2,
+        chunks_copied: 3,
+        build_us: 1234,
+    };
+    let g = Geometry::new(65536, 7 * 65536 + 4096).unwrap();
+    let entries = [Entry::Data([1; 32]), Entry::Zero, Entry::Data([2; 32]), Entry::Data([3; 32]), Entry::Zero];
+    let man = Manifest::from_entries(g, Uuid::from_u128(0x66), prov, entries.into_iter().chain([Entry::Zero, Entry::Zero, Entry::Data([4; 32])]));
+    let empty = Manifest::from_entries(Geometry::new(262144, 0).unwrap(), Uuid::nil(), Provenance { built_by: BuiltBy::Scrub, base: None, ..prov }, []);
+    put("manifest_decode", "runs", &man.to_bytes());
+    put("manifest_decode", "empty", &empty.to_bytes());
+    let b = man.to_bytes();
+    put("manifest_decode", "body", &b[8..b.len() - 32]);
+
+    // Scrub records.
+    let found = serde_json::json!({
+        "name": "web@a", "guid": Uuid::from_u128(0x77), "verdict": "damaged", "manifest_created": true,
+        "damaged": [{"offset": 262144, "length": 262144, "fault": "mismatch"}], "damaged_bytes": 262144,
+        "scrubbed_at": "2026-06-01T00:00:00Z"
+    });
+    let progress: ScrubProgress = serde_json::from_value(serde_json::json!({
+        "scope": "--all", "started": "2026-06-01T00:00:00Z", "chunk_size": 262144, "next_chunk": 40,
+        "total_chunks": 4096, "members": [Uuid::from_u128(0x77), Uuid::from_u128(0x78)], "found": [found.clone()]
+    }))
+    .unwrap();
+    let results: ScrubResults = serde_json::from_value(serde_json::json!({
+        "last": {"scope": "web", "started": "2026-06-01T00:00:00Z", "finished": "2026-06-01T01:00:00Z",
+                 "resumed": true, "snapshots": 2, "damaged": 1, "unverified": 0, "manifests_created": 1,
+                 "bytes_read": 1u64 << 30, "bytes_verified": 8u64 << 30},
+        "snapshots": {Uuid::from_u128(0x77).to_string(): found}
+    }))
+    .unwrap();
+    put("meta_decode", "scrub-progress", &progress.encode());
+    put("meta_decode", "scrub-results", &results.encode());
 
     // Resume tokens.
     let full_tok = ResumeToken { target: Uuid::from_u128(0xabc), base: None, offset: 1 << 30 };

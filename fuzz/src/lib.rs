@@ -15,8 +15,10 @@
 use std::io::{self, Read};
 use subvol_core::encryption::EncryptionRecord;
 use subvol_core::extent::{Extent, ExtentMap};
+use subvol_core::manifest::Manifest;
 use subvol_core::meta::{self, PoolMeta, SubvolumeMeta};
 use subvol_core::retention::KeepPolicy;
+use subvol_core::scrub::{ScrubProgress, ScrubResults};
 use subvol_core::stream::{self, Record, SnapshotRef, StreamHeader, StreamReader, StreamWriter, Totals};
 use subvol_core::sync_target::SyncTarget;
 use subvol_core::token::ResumeToken;
@@ -465,6 +467,14 @@ fn meta_check(record: &[u8]) {
         let again = EncryptionRecord::decode(&r.encode());
         assert!(again.as_ref() == Ok(&r), "EncryptionRecord does not survive encode: {r:?} -> {again:?}");
     }
+    if let Ok(p) = ScrubProgress::decode(record) {
+        let again = ScrubProgress::decode(&p.encode());
+        assert!(again.as_ref() == Ok(&p), "ScrubProgress does not survive encode: {p:?} -> {again:?}");
+    }
+    if let Ok(r) = ScrubResults::decode(record) {
+        let again = ScrubResults::decode(&r.encode());
+        assert!(again.as_ref() == Ok(&r), "ScrubResults does not survive encode: {r:?} -> {again:?}");
+    }
     if let Ok(v) = meta::decode::<serde_json::Value>("intent", 1, record) {
         // Floats need not round-trip exactly through serde_json; everything
         // else must decode again.
@@ -477,7 +487,7 @@ fn meta_check(record: &[u8]) {
 pub fn meta_decode(data: &[u8]) {
     meta_check(data);
     if data.len() <= meta::MAX_META_BYTES {
-        for kind in ["object", "pool", "intent", "sync-target", "encryption"] {
+        for kind in ["object", "pool", "intent", "sync-target", "encryption", "scrub-progress", "scrub-results"] {
             meta_check(&meta_frame(kind, 1, data));
         }
     }
@@ -542,6 +552,30 @@ pub fn extent_map(data: &[u8]) {
     body.extend_from_slice(&(n as u64).to_le_bytes());
     body.extend_from_slice(&data[..n * 28]);
     extent_check(&with_hash(body));
+}
+
+// ---------------------------------------------------------------------------
+// Manifests
+// ---------------------------------------------------------------------------
+
+fn manifest_check(bytes: &[u8]) {
+    if let Ok(m) = Manifest::from_bytes(bytes) {
+        // One encoding per manifest: what decodes is what it encodes to.
+        assert!(m.to_bytes() == bytes, "a decoded manifest encodes differently: {m:?}");
+        let g = m.geometry();
+        assert!(m.data_chunks() <= g.chunks(), "more data chunks than chunks: {m:?}");
+        assert!(m.entry(g.chunks()) == subvol_core::manifest::Entry::Zero);
+    }
+}
+
+/// Target `manifest_decode`: the input as a manifest file, and as the body
+/// of one with a valid checksum (so the header, run table and root checks
+/// are reached): never panics; what decodes re-encodes to the same bytes.
+pub fn manifest_decode(data: &[u8]) {
+    manifest_check(data);
+    let mut body = b"SVMANFST".to_vec();
+    body.extend_from_slice(data);
+    manifest_check(&with_hash(body));
 }
 
 // ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod capacity;
+pub mod chunks;
 pub mod diff;
 pub mod duration;
 pub mod encryption;
@@ -13,11 +14,13 @@ pub mod exposition;
 pub mod extent;
 pub mod foreign_name;
 pub mod fstype;
+pub mod manifest;
 pub mod meta;
 pub mod mountinfo;
 pub mod mountopts;
 pub mod name;
 pub mod retention;
+pub mod scrub;
 pub mod size;
 pub mod space;
 pub mod stream;

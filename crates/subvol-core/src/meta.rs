@@ -30,8 +30,8 @@ pub const MAX_META_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetaError {
-    #[error("metadata is {0} bytes, more than the {MAX_META_BYTES} allowed")]
-    TooLarge(usize),
+    #[error("metadata is {0} bytes, more than the {1} allowed")]
+    TooLarge(usize, usize),
     #[error("metadata has no header line")]
     NoHeader,
     #[error("metadata header {0:?} is not a subvol header")]
@@ -59,8 +59,19 @@ pub fn encode<T: Serialize>(kind: &str, version: u32, value: &T) -> Vec<u8> {
 
 /// Decodes a record written by [`encode`], checking type, version and hash.
 pub fn decode<T: DeserializeOwned>(kind: &str, max_version: u32, bytes: &[u8]) -> Result<T, MetaError> {
-    if bytes.len() > MAX_META_BYTES {
-        return Err(MetaError::TooLarge(bytes.len()));
+    decode_at_most(kind, max_version, bytes, MAX_META_BYTES)
+}
+
+/// [`decode`] for records that may exceed an xattr's size (files of the
+/// pool, such as scrub results), up to `max_bytes`.
+pub fn decode_at_most<T: DeserializeOwned>(
+    kind: &str,
+    max_version: u32,
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<T, MetaError> {
+    if bytes.len() > max_bytes {
+        return Err(MetaError::TooLarge(bytes.len(), max_bytes));
     }
     let nl = bytes.iter().position(|&b| b == b'\n').ok_or(MetaError::NoHeader)?;
     let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| MetaError::BadHeader("<not utf-8>".into()))?;

@@ -50,6 +50,7 @@ mod seeds {
         stream_roundtrip,
         meta_decode,
         extent_map,
+        manifest_decode,
         resume_token,
         mountinfo,
         size,
@@ -89,8 +90,22 @@ fn seeds_are_valid_inputs() {
                 || subvol_core::PoolMeta::decode(&bytes).is_ok()
                 || subvol_core::meta::decode::<serde_json::Value>("intent", 1, &bytes).is_ok()
                 || subvol_core::encryption::EncryptionRecord::decode(&bytes).is_ok()
+                || subvol_core::scrub::ScrubProgress::decode(&bytes).is_ok()
+                || subvol_core::scrub::ScrubResults::decode(&bytes).is_ok()
         };
         assert!(ok, "{name} does not decode");
+    }
+    for (path, bytes) in corpus("manifest_decode") {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let framed = |b: &[u8]| {
+            let mut body = b"SVMANFST".to_vec();
+            body.extend_from_slice(b);
+            let sum = blake3::hash(&body);
+            body.extend_from_slice(sum.as_bytes());
+            body
+        };
+        let bytes = if name == "seed-body" { framed(&bytes) } else { bytes };
+        assert!(subvol_core::manifest::Manifest::from_bytes(&bytes).is_ok(), "{name} does not decode");
     }
     for (path, bytes) in corpus("mountinfo") {
         assert!(!subvol_core::mountinfo::parse(&String::from_utf8_lossy(&bytes)).is_empty(), "{}", path.display());

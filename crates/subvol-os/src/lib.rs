@@ -20,6 +20,7 @@ pub mod fsync;
 pub mod health;
 pub mod hints;
 pub mod inode;
+pub mod limits;
 pub mod loopdev;
 pub mod mount;
 pub mod pagecache;

@@ -40,3 +40,16 @@ impl Drop for SignalBlock {
         }
     }
 }
+
+/// Sends SIGTERM to a process (a background worker of the pool that must
+/// stop before the pool is unmounted). ESRCH, a process already gone, is
+/// success.
+pub fn terminate(pid: u32) -> OsResult<()> {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return Err(OsError::Unexpected(format!("{pid} is not a process id")));
+    };
+    match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(OsError::sys("kill", None, std::io::Error::from_raw_os_error(e.raw_os_error()))),
+    }
+}

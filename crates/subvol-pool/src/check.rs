@@ -74,11 +74,21 @@ impl CheckReport {
 
 /// What the image checks gathered for the pool-wide ones.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// Snapshot names (`NAME@SNAP`) by guid.
     snapshot_guids: HashMap<uuid::Uuid, Vec<String>>,
     /// File names of the cache entries the snapshot images have.
     cache_entries: HashSet<String>,
+    /// File names of the manifests the snapshot images have.
+    pub(crate) manifests: HashSet<String>,
+    /// Snapshots (`NAME@SNAP`) that have no manifest yet.
+    pub(crate) without_manifest: Vec<String>,
+}
+
+impl Seen {
+    pub(crate) fn has_snapshot(&self, guid: &uuid::Uuid) -> bool {
+        self.snapshot_guids.contains_key(guid)
+    }
 }
 
 /// A guid names one snapshot in a pool: receives find their base by it.
@@ -103,21 +113,21 @@ fn check_shared_guids(c: &mut Checker, seen: &Seen) {
     }
 }
 
-struct Checker {
-    repair: bool,
+pub(crate) struct Checker {
+    pub(crate) repair: bool,
     findings: Vec<Finding>,
 }
 
 impl Checker {
-    fn error(&mut self, what: String, repair: Option<(&str, &mut dyn FnMut() -> bool)>) {
+    pub(crate) fn error(&mut self, what: String, repair: Option<(&str, &mut dyn FnMut() -> bool)>) {
         self.add(Severity::Error, what, repair)
     }
 
-    fn warning(&mut self, what: String) {
+    pub(crate) fn warning(&mut self, what: String) {
         self.add(Severity::Warning, what, None)
     }
 
-    fn warning_fixable(&mut self, what: String, repair: (&str, &mut dyn FnMut() -> bool)) {
+    pub(crate) fn warning_fixable(&mut self, what: String, repair: (&str, &mut dyn FnMut() -> bool)) {
         self.add(Severity::Warning, what, Some(repair))
     }
 
@@ -224,6 +234,7 @@ impl Pool {
         check_shared_guids(&mut c, &seen);
         self.check_mount_points(&mut c);
         self.check_cache(&mut c, &seen);
+        self.check_scrub_files(&mut c, &seen);
         let orphan_loops = self.check_orphans(&mut c)?;
         self.check_loops(&mut c, &orphan_loops)?;
         self.check_dirty_caps(&mut c)?;
@@ -345,6 +356,7 @@ impl Pool {
             seen.snapshot_guids.entry(m.guid).or_default().push(name.to_string());
             if let Some(key) = CacheKey::of(&file, m.guid) {
                 seen.cache_entries.insert(key.file_name());
+                self.check_manifest(c, &key, &m, name, meta.len(), seen);
             }
         }
         if m.kind != kind {

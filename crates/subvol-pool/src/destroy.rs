@@ -84,6 +84,7 @@ impl Pool {
         if let Some(name) = crate::recovery::running_receive(&self.layout) {
             return Err(Error::new(ErrorKind::Busy, format!("a receive into {name} is running; stop it first")));
         }
+        self.stop_readers(force)?;
         let subvolumes = self.list()?;
         let snapshots = self.list_snapshots(None)?;
         report.subvolumes = subvolumes.len();

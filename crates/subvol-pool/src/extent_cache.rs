@@ -31,10 +31,15 @@ impl CacheKey {
         Some(CacheKey { guid, ino, generation })
     }
 
-    /// `GUID-INO-GEN.extents`: the guid as 32 lowercase hex digits, the
-    /// inode number and generation in decimal.
+    /// `GUID-INO-GEN`: the guid as 32 lowercase hex digits, the inode
+    /// number and generation in decimal. Manifests use it too.
+    pub(crate) fn stem(&self) -> String {
+        format!("{}-{}-{}", self.guid.simple(), self.ino, self.generation)
+    }
+
+    /// `GUID-INO-GEN.extents`.
     pub(crate) fn file_name(&self) -> String {
-        format!("{}-{}-{}.extents", self.guid.simple(), self.ino, self.generation)
+        format!("{}.extents", self.stem())
     }
 }
 

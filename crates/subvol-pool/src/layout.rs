@@ -25,6 +25,10 @@ pub const RECEIVE_DIR: &str = ".subvol/receive";
 pub const CACHE_DIR: &str = ".subvol/cache";
 /// Where `sync` sent each subvolume (see sync::targets).
 pub const SYNC_DIR: &str = ".subvol/sync";
+/// Manifests of snapshot images (see manifest_store).
+pub const MANIFESTS_DIR: &str = ".subvol/manifests";
+/// What scrubs keep: their locks, an interrupted scrub's progress, results.
+pub const SCRUB_DIR: &str = ".subvol/scrub";
 /// Default parent of mount points.
 pub const MOUNT_DIR: &str = "mnt";
 /// Extension of every image file.
@@ -134,6 +138,35 @@ impl Layout {
 
     pub fn sync_dir(&self) -> PathBuf {
         self.root.join(SYNC_DIR)
+    }
+
+    pub fn manifests_dir(&self) -> PathBuf {
+        self.root.join(MANIFESTS_DIR)
+    }
+
+    pub fn scrub_dir(&self) -> PathBuf {
+        self.root.join(SCRUB_DIR)
+    }
+
+    /// Held (flock, with the holder's pid) by a running scrub.
+    pub fn scrub_lock(&self) -> PathBuf {
+        self.scrub_dir().join("lock")
+    }
+
+    /// Held by whoever builds manifests (after a snapshot, or a scrub), so
+    /// two builders never hash the same snapshot at once.
+    pub fn build_lock(&self) -> PathBuf {
+        self.scrub_dir().join("build.lock")
+    }
+
+    /// Where an interrupted scrub stopped (a `scrub-progress` record).
+    pub fn scrub_progress(&self) -> PathBuf {
+        self.scrub_dir().join("progress")
+    }
+
+    /// What scrubs found (a `scrub-results` record).
+    pub fn scrub_results(&self) -> PathBuf {
+        self.scrub_dir().join("results")
     }
 
     pub fn default_mount_base(&self) -> PathBuf {

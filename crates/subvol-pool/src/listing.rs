@@ -81,6 +81,7 @@ mod tests {
             written_bytes: None,
             encrypted: false,
             unlocked: None,
+            integrity: None,
             problem: None,
         }
     }

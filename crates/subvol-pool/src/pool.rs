@@ -70,9 +70,11 @@ pub struct PoolStatus {
     /// `pool check --repair`).
     pub orphans: Vec<crate::Orphan>,
     pub problems: Vec<String>,
+    /// The last scrub, damaged snapshots, manifests.
+    pub scrub: crate::ScrubStatus,
     /// What the user should act on: no guard on an overcommitted pool, free
     /// space under the margin, uncapped thin subvolumes, filesystems the
-    /// kernel shut down.
+    /// kernel shut down, snapshots a scrub found damaged.
     pub warnings: Vec<String>,
 }
 
@@ -82,6 +84,9 @@ pub struct Pool {
     pub(crate) meta: PoolMeta,
     lock_timeout: Duration,
     on_lock_wait: Box<dyn Fn() + Send + Sync>,
+    /// How manifests of new snapshots are built off the command's path
+    /// (`None`: right away, in the snapshot command).
+    pub(crate) background: Option<crate::Background>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -164,7 +169,13 @@ impl Pool {
                 }
             }
         }
-        let pool = Pool { layout, meta, lock_timeout: Duration::from_secs(300), on_lock_wait: Box::new(|| {}) };
+        let pool = Pool {
+            layout,
+            meta,
+            lock_timeout: Duration::from_secs(300),
+            on_lock_wait: Box::new(|| {}),
+            background: None,
+        };
         pool.recover_if_idle();
         Ok(pool)
     }
@@ -291,7 +302,13 @@ impl Pool {
         subvol_os::fsync::write_atomic(&layout.pool_meta(), &meta.encode())
             .map_err(|e| Error::os("cannot write pool metadata", e))?;
         subvol_os::fsync::fsync_dir(&root).map_err(|e| Error::os("cannot sync the pool", e))?;
-        Ok(Pool { layout, meta, lock_timeout: Duration::from_secs(300), on_lock_wait: Box::new(|| {}) })
+        Ok(Pool {
+            layout,
+            meta,
+            lock_timeout: Duration::from_secs(300),
+            on_lock_wait: Box::new(|| {}),
+            background: None,
+        })
     }
 
     /// How long mutating commands wait for the pool lock, and what to call
@@ -299,6 +316,13 @@ impl Pool {
     pub fn set_lock_wait(&mut self, timeout: Duration, on_wait: Box<dyn Fn() + Send + Sync>) {
         self.lock_timeout = timeout;
         self.on_lock_wait = on_wait;
+    }
+
+    /// Builds the manifests of new snapshots with `start` (the CLI starts a
+    /// detached copy of itself), so that `snapshot` returns as soon as the
+    /// snapshot is published. Where `start` declines, they are built inline.
+    pub fn set_background(&mut self, start: crate::Background) {
+        self.background = Some(start);
     }
 
     /// Takes the pool lock and runs the cheap recovery every mutating
@@ -363,6 +387,15 @@ impl Pool {
             ));
         }
         warnings.extend(subs.iter().chain(snaps).filter_map(SubvolumeInfo::failure_advice));
+        let scrub = self.scrub_status(snaps);
+        if !scrub.damaged.is_empty() {
+            let names: Vec<&str> = scrub.damaged.iter().map(|s| s.name.as_str()).collect();
+            warnings.push(format!(
+                "scrub found damage in {}: {}",
+                names.join(", "),
+                crate::scrub_report::damage_advice()
+            ));
+        }
         Ok(PoolStatus {
             path: self.root().to_path_buf(),
             uuid: self.meta.uuid.to_string(),
@@ -394,6 +427,7 @@ impl Pool {
             uncapped_thin,
             orphans,
             problems,
+            scrub,
             warnings,
         })
     }
@@ -423,6 +457,7 @@ impl Pool {
     pub fn umount_backing(self, force: bool) -> Result<()> {
         require_root("pool umount")?;
         let _lock = self.lock()?;
+        self.stop_readers(force)?;
         let kernel = KernelView::read()?;
         let mut all = self.list()?;
         all.extend(self.list_snapshots(None)?);

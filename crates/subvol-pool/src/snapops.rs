@@ -83,10 +83,12 @@ impl Pool {
     pub(crate) fn delete_snapshot_locked(&self, obj: &ObjectName, force: bool) -> Result<()> {
         let path = self.object_image(obj)?;
         let file = open_existing(&path, false)?;
+        let mut manifest_key = None;
         if let Ok(meta) = read_meta(&file) {
             if !meta.holds.is_empty() {
                 return Err(held_error(&obj.to_string(), &meta));
             }
+            manifest_key = crate::extent_cache::CacheKey::of(&file, meta.guid);
         }
         let kernel = KernelView::read()?;
         if let Some(a) = kernel.attachments(&path).first() {
@@ -104,6 +106,9 @@ impl Pool {
         drop(file);
         std::fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
         crate::recovery::clear_unprotected(&self.layout);
+        if let Some(key) = manifest_key {
+            crate::manifest_store::ManifestStore::new(self.layout.manifests_dir()).remove(&key);
+        }
         let dir = self.layout.snapshot_dir(&obj.subvolume);
         let _ = subvol_os::fsync::fsync_dir(&dir);
         // The directory goes with the last snapshot.

@@ -305,6 +305,7 @@ impl Pool {
             });
         }
         crate::recovery::clear_unprotected(&self.layout);
+        self.manifests_after_snapshot(&reports);
         Ok(reports)
     }
 }

@@ -120,6 +120,9 @@ pub struct SubvolumeInfo {
     /// Set when the image's metadata could not be read (see `pool check`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Its manifest and what scrubs found (filled by `info`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<crate::Integrity>,
 }
 
 impl SubvolumeInfo {
@@ -428,6 +431,7 @@ impl Pool {
             encrypted: false,
             unlocked: None,
             problem: None,
+            integrity: None,
         };
         let file = match open_image(path, false) {
             Ok(f) => f,

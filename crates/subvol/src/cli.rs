@@ -357,6 +357,31 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Verify snapshots against their manifests: every chunk is read (each
+    /// shared block once) and compared with what the snapshot held.
+    Scrub {
+        /// NAME (its snapshots) or NAME@SNAP.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every snapshot in the pool.
+        #[arg(long)]
+        all: bool,
+        /// Say nothing about live subvolumes (they have no manifest).
+        #[arg(long)]
+        snapshots_only: bool,
+        /// Read at most this many bytes per second, e.g. 50M.
+        #[arg(long, value_name = "RATE")]
+        bwlimit: Option<String>,
+        /// I/O class of the reads: idle (served when nothing else waits) or
+        /// best-effort (like other programs).
+        #[arg(long, value_name = "CLASS", default_value = "idle", value_parser = ["idle", "best-effort"])]
+        io_class: String,
+        /// Start from the beginning, not where an interrupted scrub stopped.
+        #[arg(long)]
+        restart: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Check what an admin pages on (late snapshots, frozen writers, low
     /// space, no guard, unfinished receives, pool check problems); exit 0 OK,
     /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN, as monitoring plugins do.
@@ -403,6 +428,10 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         max_volumes: i64,
     },
+    /// Build the manifests of new snapshots (NAME@SNAP...): what a snapshot
+    /// starts in the background.
+    #[command(hide = true)]
+    BuildManifests { names: Vec<String> },
     /// Subvolume and snapshot names, one per line, for completion scripts.
     #[command(hide = true)]
     CompleteNames {

@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             timeout,
             Box::new(|| eprintln!("subvol: waiting for the pool lock (another subvol command is running)...")),
         );
+        pool.set_background(Box::new(crate::background::start));
         Ok(pool)
     };
     match cli.command {
@@ -190,7 +191,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             let pool = open()?;
             let mut info = vec![pool.info(&name)?];
             pool.fill_space(&mut info)?;
-            let info = info.remove(0);
+            let mut info = info.remove(0);
+            pool.fill_integrity(&mut info);
             if j.json {
                 json(&info);
             } else {
@@ -505,6 +507,20 @@ pub fn run(cli: Cli) -> Result<u8> {
                 }
             }
         }
+        Command::Scrub { name, all: _, snapshots_only, bwlimit, io_class, restart, json: j } => {
+            let opts = subvol_pool::ScrubOptions {
+                target: name,
+                snapshots_only,
+                rate: None,
+                idle: io_class == "idle",
+                restart,
+            };
+            crate::scrub::run(&open()?, opts, bwlimit.as_deref(), j.json)?;
+        }
+        Command::BuildManifests { names } => {
+            // Detached, without a terminal: the outcome shows in `info`.
+            open()?.build_after_snapshot(&names, true, &|_| {}, &|_, _| {})?;
+        }
         Command::Metrics { output } => {
             let text = subvol_core::exposition::render(&open()?.metrics()?);
             match output {
@@ -741,6 +757,9 @@ fn render_info(s: &SubvolumeInfo) -> String {
     if let Some(p) = &s.problem {
         pairs.push(("problem", p.clone()));
     }
+    if let Some(i) = &s.integrity {
+        pairs.extend(crate::scrub::info_fields(i));
+    }
     fields(&pairs)
 }
 
@@ -790,6 +809,7 @@ fn render_status(st: &PoolStatus) -> String {
             format!("{} ({}), holding {}", st.orphans.len(), names.join(", "), orphans_held(&st.orphans)),
         ));
     }
+    pairs.extend(crate::scrub::status_fields(&st.scrub));
     for f in &st.frozen {
         pairs.push(("frozen", format!("{} at {} since {}: {}", f.name, f.mount_point.display(), f.at, f.reason)));
     }

@@ -1,6 +1,7 @@
 //! The `subvol` command: parses arguments, calls the pool layer, prints.
 //! No logic of its own beyond choosing words and columns.
 
+mod background;
 mod cli;
 mod commands;
 mod logline;
@@ -8,6 +9,7 @@ mod manpages;
 mod output;
 mod progress;
 mod replication;
+mod scrub;
 mod shell;
 mod sync;
 

@@ -9,7 +9,7 @@ use clap_complete::Shell;
 
 /// Subcommands whose operands are (or may be) existing NAME or NAME@SNAP.
 fn commands_taking_names() -> Vec<String> {
-    let no_names = ["create", "pool", "completions", "man", "complete-names", "guard", "help"];
+    let no_names = ["create", "pool", "completions", "man", "complete-names", "build-manifests", "guard", "help"];
     crate::cli::Cli::command()
         .get_subcommands()
         .filter(|c| c.get_arguments().any(|a| a.is_positional()))

@@ -2,6 +2,7 @@
 //! dir, holding a pool. Everything is torn down on drop, test failure or not.
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -205,8 +206,36 @@ pub fn loops_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Pids of `subvol` processes started detached by a snapshot (the
+/// manifest builders: `subvol --pool POOL build-manifests ...`) on a pool at
+/// or below `dir`.
+pub fn background_builders(dir: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let under =
+            args.windows(2).any(|w| w[0] == b"--pool" && Path::new(std::ffi::OsStr::from_bytes(w[1])).starts_with(dir));
+        if under && args.contains(&&b"build-manifests"[..]) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits (at most a minute) for the manifest builders of pools below `dir`
+/// to finish: they hold files of the pool open, and write manifests.
+pub fn wait_for_builders(dir: &Path) {
+    let start = std::time::Instant::now();
+    while !background_builders(dir).is_empty() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Unmounts and detaches everything below `dir`.
 pub fn teardown(dir: &Path) {
+    wait_for_builders(dir);
     for m in mounts_under(dir) {
         let _ = Command::new("fsfreeze").arg("--unfreeze").arg(&m).output();
         if !Command::new("umount").arg(&m).output().map(|o| o.status.success()).unwrap_or(false) {
@@ -247,8 +276,10 @@ impl Drop for TestHost {
 }
 
 /// A listing of every file under `dir` with its size, to show a failed
-/// command left a pool untouched.
+/// command left a pool untouched (once the manifest builders of earlier
+/// snapshots are done).
 pub fn tree_state(dir: &Path) -> Vec<(PathBuf, u64)> {
+    wait_for_builders(dir);
     fn walk(d: &Path, out: &mut Vec<(PathBuf, u64)>) {
         for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
             let p = e.path();

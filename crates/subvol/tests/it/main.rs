@@ -17,6 +17,7 @@ mod orphans;
 mod pools;
 mod replication;
 mod replication_targets;
+mod scrub;
 mod shutdown;
 mod snapshots;
 mod space;
