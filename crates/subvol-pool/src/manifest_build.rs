@@ -43,6 +43,15 @@ pub struct BuildReport {
     pub build_us: u64,
 }
 
+/// What building a subvolume's missing manifests did.
+#[derive(Debug, Default)]
+pub(crate) struct Built {
+    pub(crate) reports: Vec<BuildReport>,
+    /// Snapshots (`NAME@SNAP`) whose manifest could not be built, and why
+    /// (an unreadable chunk, a full host): the others are built anyway.
+    pub(crate) failed: Vec<(String, String)>,
+}
+
 /// A snapshot image opened for reading.
 pub(crate) struct OpenSnapshot {
     /// `NAME@SNAP`.
@@ -143,7 +152,11 @@ impl Pool {
         let _lock = crate::worker::WorkerLock::take(&self.layout.build_lock(), on_wait)?;
         let mut out = Vec::new();
         for (group, w) in &wanted {
-            out.extend(self.build_group(group, w, BuiltBy::Snapshot, Pace { rate: None, idle }, progress)?);
+            let built = self.build_group(group, w, BuiltBy::Snapshot, Pace { rate: None, idle }, progress)?;
+            if let Some((name, why)) = built.failed.first() {
+                return Err(Error::new(ErrorKind::Io, format!("the manifest of {name} could not be built: {why}")));
+            }
+            out.extend(built.reports);
         }
         Ok(out)
     }
@@ -158,7 +171,7 @@ impl Pool {
         built_by: BuiltBy,
         pace: Pace,
         progress: Progress<'_>,
-    ) -> Result<Vec<BuildReport>> {
+    ) -> Result<Built> {
         let snaps = self.open_group(group)?;
         let target = match wanted {
             Wanted::All => None,
@@ -166,7 +179,7 @@ impl Pool {
                 let full = format!("{group}@{s}");
                 match snaps.iter().position(|x| x.name == full) {
                     Some(i) => Some(i),
-                    None => return Ok(Vec::new()),
+                    None => return Ok(Built::default()),
                 }
             }
         };
@@ -176,7 +189,7 @@ impl Pool {
         // many snapshots would otherwise read every manifest each time).
         let mut newest: Option<usize> = None;
         let mut loaded: Option<(usize, ExtentMap, Manifest)> = None;
-        let mut out = Vec::new();
+        let mut out = Built::default();
         for (i, s) in snaps.iter().enumerate() {
             if target.is_some_and(|t| i > t) {
                 break;
@@ -203,16 +216,25 @@ impl Pool {
                     _ => None,
                 };
             }
-            let map = s.extents()?;
             let based = loaded.as_ref().filter(|l| Some(l.0) == newest).map(|(b, bmap, bm)| (&snaps[*b], bmap, bm));
-            let (m, report) = build_one(s, &map, based, built_by, pace, progress)?;
-            store.write(&key, &m)?;
+            let made = s.extents().and_then(|map| {
+                let (m, report) = build_one(s, &map, based, built_by, pace, progress)?;
+                store.write(&key, &m)?;
+                Ok((map, m, report))
+            });
+            let (map, m, report) = match made {
+                Ok(x) => x,
+                Err(e) => {
+                    out.failed.push((s.name.clone(), e.message));
+                    continue;
+                }
+            };
             // Deleted while we read it: its manifest must not outlive it.
             if !s.still_there() {
                 store.remove(&key);
                 continue;
             }
-            out.push(report);
+            out.reports.push(report);
             newest = Some(i);
             loaded = Some((i, map, m));
         }

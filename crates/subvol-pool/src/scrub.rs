@@ -30,7 +30,8 @@ use subvol_core::scrub::{damaged_ranges, Fault, ScrubProgress, ScrubResults, Scr
 /// How often a running scrub records where it is.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 
-/// A subvolume whose missing manifests could not be built: (name, why).
+/// A snapshot (`NAME@SNAP`) or subvolume (`NAME`, none of its snapshots)
+/// whose missing manifest could not be built, and why.
 type BuildFailure = (String, String);
 
 /// One scrub's settings, for the verification pass.
@@ -192,7 +193,10 @@ impl Pool {
         let mut failed = Vec::new();
         for (group, wanted) in &scope.groups {
             match self.build_group(group, wanted, BuiltBy::Scrub, opts.pace(), progress) {
-                Ok(r) => created.extend(r),
+                Ok(built) => {
+                    created.extend(built.reports);
+                    failed.extend(built.failed);
+                }
                 Err(e) => failed.push((group.clone(), e.message)),
             }
         }
@@ -251,7 +255,7 @@ impl Pool {
                     let group = s.name.split('@').next().unwrap_or_default();
                     let why = build_failed
                         .iter()
-                        .find(|(g, _)| g == group)
+                        .find(|(n, _)| *n == s.name || n == group)
                         .map(|(_, e)| e.clone())
                         .unwrap_or_else(|| "it was deleted or replaced meanwhile".into());
                     unverified(format!("it has no manifest, and none could be created: {why}"))

@@ -224,11 +224,44 @@ pub fn background_builders(dir: &Path) -> Vec<u32> {
     out
 }
 
-/// Waits (at most a minute) for the manifest builders of pools below `dir`
-/// to finish: they hold files of the pool open, and write manifests.
+/// The manifest-builder locks (`.subvol/scrub/build.lock`) of the pools at
+/// or below `dir` (a few levels down; images and mounts are not entered).
+fn build_locks(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+    let lock = dir.join(".subvol/scrub/build.lock");
+    if lock.exists() {
+        out.push(lock);
+    }
+    if depth == 0 {
+        return;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let skip = [".subvol", "mnt", "subvolumes", "snapshots"].iter().any(|n| name == OsStr::new(n));
+        if !skip && e.file_type().is_ok_and(|t| t.is_dir()) {
+            build_locks(&e.path(), depth - 1, out);
+        }
+    }
+}
+
+/// Whether a manifest builder holds the lock at `path` now.
+fn held(path: &Path) -> bool {
+    std::fs::File::open(path).is_ok_and(|f| f.try_lock_shared().is_err())
+}
+
+/// Waits (at most two minutes) for the manifest builders of pools below
+/// `dir` to finish: they hold files of the pool open, and write manifests.
+/// Quiet means no builder process and no builder lock held, seen twice.
 pub fn wait_for_builders(dir: &Path) {
     let start = std::time::Instant::now();
-    while !background_builders(dir).is_empty() && start.elapsed().as_secs() < 60 {
+    let mut quiet = 0;
+    while quiet < 2 && start.elapsed().as_secs() < 120 {
+        let mut locks = Vec::new();
+        build_locks(dir, 3, &mut locks);
+        if background_builders(dir).is_empty() && !locks.iter().any(|l| held(l)) {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
