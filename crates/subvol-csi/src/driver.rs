@@ -21,6 +21,8 @@ pub(crate) struct Driver {
     /// NodeGetInfo's max_volumes_per_node (0: no limit of the driver's own;
     /// loop devices are made on demand).
     pub max_volumes: i64,
+    /// See `Config::background`.
+    pub background: Option<fn(&std::path::Path, &[String]) -> bool>,
 }
 
 impl Driver {
@@ -31,9 +33,13 @@ impl Driver {
         f: impl FnOnce(&Pool) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
         let dir = self.pool_dir.clone();
+        let background = self.background;
         tokio::task::spawn_blocking(move || {
             let mut pool = Pool::open(&dir).map_err(status)?;
             pool.set_lock_wait(LOCK_WAIT, Box::new(|| {}));
+            if let Some(start) = background {
+                pool.set_background(Box::new(start));
+            }
             f(&pool)
         })
         .await

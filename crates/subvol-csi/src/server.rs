@@ -19,6 +19,10 @@ pub struct Config {
     pub pool: PathBuf,
     /// NodeGetInfo's max_volumes_per_node (0: none of the driver's own).
     pub max_volumes: i64,
+    /// How new snapshots get their manifests off the call's path (the CLI
+    /// starts a detached copy of itself); `None` builds them inside
+    /// CreateSnapshot.
+    pub background: Option<fn(&std::path::Path, &[String]) -> bool>,
 }
 
 /// The socket path of an endpoint.
@@ -68,6 +72,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             pool_dir: Arc::new(config.pool.clone()),
             node_id: Arc::new(config.node_id.clone()),
             max_volumes: config.max_volumes,
+            background: config.background,
         };
         eprintln!(
             "subvol csi: serving {} for node {} on {} (pool {})",

@@ -534,7 +534,13 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
         }
         Command::Csi { endpoint, node_id, max_volumes } => {
-            let config = subvol_csi::Config { endpoint, node_id, pool: cli.pool.clone(), max_volumes };
+            let config = subvol_csi::Config {
+                endpoint,
+                node_id,
+                pool: cli.pool.clone(),
+                max_volumes,
+                background: Some(crate::background::start),
+            };
             subvol_csi::serve(config).map_err(|e| Error::new(ErrorKind::Io, e))?;
         }
         Command::Completions { shell } => emit(&crate::shell::script(shell)),
