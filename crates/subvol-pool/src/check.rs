@@ -260,8 +260,8 @@ impl Pool {
                 );
             }
         }
+        let kernel = KernelView::read().ok();
         for f in self.guard_frozen() {
-            let kernel = KernelView::read().ok();
             let mounted = kernel.as_ref().is_some_and(|k| k.mount_at(&f.mount_point).is_some());
             if mounted {
                 c.warning(format!("{} is frozen by the guard since {}: {}", f.name, f.at, f.reason));

@@ -109,7 +109,7 @@ impl Pool {
         for (snap, path) in self.snapshot_images(name)? {
             let Ok(file) = open_image(&path, false) else { continue };
             let Ok(meta) = read_meta(&file) else { continue };
-            let size = file.metadata().map_err(|e| Error::io("stat", e))?.len();
+            let size = file.metadata().map_err(|e| Error::io("cannot stat the snapshot image", e))?.len();
             let key = CacheKey::of(&file, meta.guid);
             out.push(OpenSnapshot { name: format!("{name}@{snap}"), path, file, meta, key, size });
         }
