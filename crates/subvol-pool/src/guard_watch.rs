@@ -7,7 +7,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::Pool;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Held by the running guard; released on drop or death.
@@ -72,17 +72,7 @@ impl Pool {
 
     /// The pid of the guard watching this pool, if one is running.
     pub fn guard_watching(&self) -> Option<u32> {
-        let mut file =
-            OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(self.layout.guard_lock_file()).ok()?;
-        match file.try_lock_shared() {
-            Ok(()) => None,
-            Err(TryLockError::WouldBlock) => {
-                let mut s = String::new();
-                let _ = file.read_to_string(&mut s);
-                Some(s.trim().parse().unwrap_or(0))
-            }
-            Err(TryLockError::Error(_)) => None,
-        }
+        crate::worker::holder(&self.layout.guard_lock_file())
     }
 }
 
