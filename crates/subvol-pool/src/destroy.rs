@@ -164,10 +164,19 @@ fn remove_pool_files(layout: &Layout) -> Result<Option<String>> {
     }
     let _ = std::fs::remove_dir(&base);
     let meta = root.join(META_DIR);
-    match std::fs::remove_dir_all(&meta) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("cannot remove {}", meta.display()), e)),
+    // A manifest builder a snapshot started just before may still be
+    // writing in .subvol (it opened the pool before its record went): stop
+    // it and try again, a few times.
+    for attempt in 0.. {
+        match std::fs::remove_dir_all(&meta) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && attempt < 20 => {
+                let _ = crate::worker::stop(&layout.build_lock(), std::time::Duration::from_secs(5));
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(Error::io(format!("cannot remove {}", meta.display()), e)),
+        }
     }
     Ok(remove_dir_if_empty(root))
 }

@@ -68,11 +68,13 @@ impl ManifestStore {
     /// Stores a manifest durably, replacing any earlier one.
     pub(crate) fn write(&self, key: &CacheKey, manifest: &Manifest) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(&self.dir)
-            .map_err(|e| Error::io(format!("cannot create {}", self.dir.display()), e))?;
+        // Not recursive: a builder still running while `pool destroy`
+        // removes the pool must not bring its metadata directory back.
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(format!("cannot create {}", self.dir.display()), e)),
+        }
         subvol_os::fsync::write_atomic(&self.path(key), &manifest.to_bytes())
             .map_err(|e| Error::os("cannot write the manifest", e))
     }

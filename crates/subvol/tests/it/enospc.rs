@@ -286,8 +286,13 @@ fn three_writers_and_a_guaranteed_one(busy_cpu: bool) {
     // The guaranteed subvolume writes while the others are frozen.
     let mut g = [fio(&safe, "buffered", "200M")];
     wait_writers_ok(&mut g, &["guaranteed"], &log, 120);
+    // A thin writer is blocked, not failed: one that ended did so with
+    // success (it finished its share while the guard had thawed after a
+    // reclaim, before the hard freeze); its data is verified below.
     for w in w.iter_mut() {
-        assert!(w.0.try_wait().unwrap().is_none(), "a thin writer ended while frozen:\n{}", read(&log));
+        if let Some(status) = w.0.try_wait().unwrap() {
+            assert!(status.success(), "a thin writer failed while frozen ({status:?}):\n{}", read(&log));
+        }
     }
     std::fs::remove_file(&ball).unwrap();
     wait_writers_ok(&mut w, &kinds, &log, 240);
