@@ -322,7 +322,9 @@ pub fn tree_state(dir: &Path) -> Vec<(PathBuf, u64)> {
                     continue;
                 }
                 walk(&p, out);
-            } else if p.file_name() != Some(OsStr::new("lock")) {
+            } else if !(p.extension().is_some_and(|x| x == "lock") || p.file_name() == Some(OsStr::new("lock"))) {
+                // Locks (the pool's, the guard's, a builder's) hold the pid
+                // of their last holder: runtime, not what the pool holds.
                 out.push((p, m.len()));
             }
         }
