@@ -100,32 +100,11 @@ pub fn layouts(map: &ExtentMap, size: u64, chunk_size: u64, chunks: Range<u64>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extent::test_blocks::{map_of, Blocks, BS};
     use crate::extent::Extent;
     use proptest::prelude::*;
 
-    const BS: u64 = 4096;
     const CS: u64 = 4 * BS;
-
-    /// None = hole, Some((phys, unwritten)); a written block's bytes are a
-    /// function of its physical block.
-    type Blocks = Vec<Option<(u64, bool)>>;
-
-    fn map_of(blocks: &Blocks, split: bool) -> ExtentMap {
-        let mut ex: Vec<Extent> = Vec::new();
-        for (i, b) in blocks.iter().enumerate() {
-            let Some((phys, unwritten)) = *b else { continue };
-            let logical = i as u64 * BS;
-            let flags = if unwritten { ExtentFlags(ExtentFlags::UNWRITTEN) } else { ExtentFlags(0) };
-            if let Some(last) = ex.last_mut() {
-                if !split && last.end() == logical && last.physical + last.length == phys * BS && last.flags == flags {
-                    last.length += BS;
-                    continue;
-                }
-            }
-            ex.push(Extent { logical, physical: phys * BS, length: BS, flags });
-        }
-        ExtentMap::new(ex).unwrap()
-    }
 
     /// The bytes of chunk `i` as (block content ids), None = zeroes.
     fn content(blocks: &Blocks, size_blocks: usize, i: u64) -> Vec<Option<u64>> {

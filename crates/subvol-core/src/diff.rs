@@ -175,29 +175,12 @@ pub fn diff(base: &ExtentMap, base_size: u64, target: &ExtentMap, target_size: u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    const BS: u64 = 4096;
-
-    /// A file as blocks: None = hole, Some((phys, unwritten)).
-    type Blocks = Vec<Option<(u64, bool)>>;
+    use crate::extent::test_blocks::{Blocks, BS};
 
     fn map_of(blocks: &Blocks) -> ExtentMap {
-        let mut ex: Vec<Extent> = Vec::new();
-        for (i, b) in blocks.iter().enumerate() {
-            let Some((phys, unwritten)) = *b else { continue };
-            let logical = i as u64 * BS;
-            let flags = if unwritten { ExtentFlags(ExtentFlags::UNWRITTEN) } else { ExtentFlags(0) };
-            if let Some(last) = ex.last_mut() {
-                if last.end() == logical && last.physical + last.length == phys * BS && last.flags == flags {
-                    last.length += BS;
-                    continue;
-                }
-            }
-            ex.push(Extent { logical, physical: phys * BS, length: BS, flags });
-        }
-        ExtentMap::new(ex).unwrap()
+        crate::extent::test_blocks::map_of(blocks, false)
     }
+    use proptest::prelude::*;
 
     /// What each block reads as: Some(phys) = that block's data, None = zeroes.
     fn content(blocks: &Blocks, size_blocks: usize) -> Vec<Option<u64>> {

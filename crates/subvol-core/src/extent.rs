@@ -172,3 +172,36 @@ mod tests {
         assert_eq!(ExtentMap::from_bytes(&b[..b.len() - 1]), None);
     }
 }
+
+/// The block model the property tests of the diff, the manifests and the
+/// chunk layouts share: a file as 4 KiB blocks, each a hole (`None`) or
+/// written at a physical block (`Some((phys, unwritten))`); a written
+/// block's bytes are a function of its physical block, which is what the
+/// extent diff relies on (equal address, equal bytes).
+#[cfg(test)]
+pub(crate) mod test_blocks {
+    use super::{Extent, ExtentFlags, ExtentMap};
+
+    pub(crate) const BS: u64 = 4096;
+
+    pub(crate) type Blocks = Vec<Option<(u64, bool)>>;
+
+    /// The extent map of `blocks`: adjacent blocks merge into one extent
+    /// unless `split` (one extent per block, as a fragmented file maps).
+    pub(crate) fn map_of(blocks: &Blocks, split: bool) -> ExtentMap {
+        let mut ex: Vec<Extent> = Vec::new();
+        for (i, b) in blocks.iter().enumerate() {
+            let Some((phys, unwritten)) = *b else { continue };
+            let logical = i as u64 * BS;
+            let flags = if unwritten { ExtentFlags(ExtentFlags::UNWRITTEN) } else { ExtentFlags(0) };
+            if let Some(last) = ex.last_mut() {
+                if !split && last.end() == logical && last.physical + last.length == phys * BS && last.flags == flags {
+                    last.length += BS;
+                    continue;
+                }
+            }
+            ex.push(Extent { logical, physical: phys * BS, length: BS, flags });
+        }
+        ExtentMap::new(ex).unwrap()
+    }
+}

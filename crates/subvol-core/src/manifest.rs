@@ -497,11 +497,15 @@ pub fn dirty_chunks(chunk_size: u32, base_size: u64, diff: &ExtentDiff) -> Vec<R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extent::test_blocks::{Blocks, BS};
+
+    fn map_of(blocks: &Blocks) -> ExtentMap {
+        crate::extent::test_blocks::map_of(blocks, false)
+    }
     use crate::diff::diff;
     use crate::extent::{Extent, ExtentFlags, ExtentMap};
     use proptest::prelude::*;
 
-    const BS: u64 = 4096;
     /// Small chunks keep the model's images small: 4 blocks per chunk.
     const CS: u32 = 16384;
 
@@ -515,28 +519,6 @@ mod tests {
             chunks_copied: 3,
             build_us: 4,
         }
-    }
-
-    /// A file as blocks: None = hole, Some((phys, unwritten)). Content of a
-    /// written block is a function of its physical block (what the extent
-    /// diff relies on: equal physical address, equal bytes).
-    type Blocks = Vec<Option<(u64, bool)>>;
-
-    fn map_of(blocks: &Blocks) -> ExtentMap {
-        let mut ex: Vec<Extent> = Vec::new();
-        for (i, b) in blocks.iter().enumerate() {
-            let Some((phys, unwritten)) = *b else { continue };
-            let logical = i as u64 * BS;
-            let flags = if unwritten { ExtentFlags(ExtentFlags::UNWRITTEN) } else { ExtentFlags(0) };
-            if let Some(last) = ex.last_mut() {
-                if last.end() == logical && last.physical + last.length == phys * BS && last.flags == flags {
-                    last.length += BS;
-                    continue;
-                }
-            }
-            ex.push(Extent { logical, physical: phys * BS, length: BS, flags });
-        }
-        ExtentMap::new(ex).unwrap()
     }
 
     /// The bytes of the image. Physical block 0 holds zeroes (written

@@ -363,7 +363,7 @@ impl Pool {
         space: &crate::PoolSpace,
     ) -> Result<PoolStatus> {
         let stats = subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot stat the pool", e))?;
-        let budget = self.budget(space)?;
+        let budget = crate::space::budget_from(space, subs, &stats);
         let allocated_bytes = subs.iter().chain(snaps.iter()).map(|s| s.allocated_bytes).sum();
         let virtual_bytes: u64 = subs.iter().map(|s| s.virtual_size_bytes).sum();
         let problems = subs.iter().filter_map(|s| s.problem.as_ref().map(|p| format!("{}: {p}", s.name))).collect();

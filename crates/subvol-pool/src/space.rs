@@ -40,6 +40,24 @@ pub struct PoolSpace {
     pub outstanding_bytes: u64,
 }
 
+/// The margin admission control keeps for a host of `capacity_bytes` with
+/// the mounted thin subvolumes of `subs` (one rule, for admission, status
+/// and the receive floor).
+pub(crate) fn admission_margin(capacity_bytes: u64, subs: &[crate::SubvolumeInfo]) -> u64 {
+    let mounted_thin = subs.iter().filter(|s| s.mount_point.is_some() && !s.guarantee).count() as u64;
+    margin(capacity_bytes, mounted_thin, DIRTY_LIMIT_BYTES)
+}
+
+/// The budget from a space sweep, a listing and a statfs the caller already
+/// has (status needs all three; listing again would double its cost).
+pub(crate) fn budget_from(space: &PoolSpace, subs: &[crate::SubvolumeInfo], st: &subvol_os::statfs::FsStats) -> Budget {
+    Budget {
+        free_bytes: st.free_bytes,
+        outstanding_bytes: space.outstanding_bytes,
+        margin_bytes: admission_margin(st.total_bytes, subs),
+    }
+}
+
 impl PoolSpace {
     /// Puts each image's figures into its listing entry.
     pub fn apply(&self, infos: &mut [crate::SubvolumeInfo]) {
@@ -193,12 +211,7 @@ impl Pool {
     pub fn budget(&self, space: &PoolSpace) -> Result<Budget> {
         let st =
             subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot read the host's free space", e))?;
-        let mounted_thin = self.list()?.iter().filter(|s| s.mount_point.is_some() && !s.guarantee).count() as u64;
-        Ok(Budget {
-            free_bytes: st.free_bytes,
-            outstanding_bytes: space.outstanding_bytes,
-            margin_bytes: margin(st.total_bytes, mounted_thin, DIRTY_LIMIT_BYTES),
-        })
+        Ok(budget_from(space, &self.list()?, &st))
     }
 
     /// Refuses an operation that would add `extra` bytes to what the pool

@@ -6,10 +6,9 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::io_sizes::SPACE_CHECK_BYTES;
 use crate::pool::Pool;
-use crate::space::DIRTY_LIMIT_BYTES;
 use std::path::PathBuf;
 use subvol_core::size::format_size;
-use subvol_core::space::{margin, receive_floor};
+use subvol_core::space::receive_floor;
 
 /// The host's free space must stay above `floor_bytes` while a receive runs.
 pub(super) struct SpaceFloor {
@@ -28,14 +27,13 @@ impl Pool {
     pub(super) fn receive_space_floor(&self, n: &str) -> Result<SpaceFloor> {
         let subs = self.list()?;
         let outstanding_bytes = if subs.iter().any(|s| s.guarantee) { self.space()?.outstanding_bytes } else { 0 };
-        let mounted_thin = subs.iter().filter(|s| s.mount_point.is_some() && !s.guarantee).count() as u64;
         let st =
             subvol_os::statfs::statfs(self.root()).map_err(|e| Error::os("cannot read the host's free space", e))?;
         let floor = SpaceFloor {
             root: self.root().to_path_buf(),
             floor_bytes: receive_floor(
                 outstanding_bytes,
-                margin(st.total_bytes, mounted_thin, DIRTY_LIMIT_BYTES),
+                crate::space::admission_margin(st.total_bytes, &subs),
                 st.total_bytes,
             ),
             outstanding_bytes,
