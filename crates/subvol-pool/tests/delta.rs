@@ -3,28 +3,13 @@
 //! since the clone: writes small and large, holes punched, preallocation,
 //! growth. Checked on real XFS and btrfs hosts, many random rounds.
 
+mod common;
+use common::{privileged, sh};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use subvol_pool::delta::update_clone;
-
-fn sh(prog: &str, args: &[&str]) -> String {
-    let out = Command::new(prog).args(args).output().unwrap_or_else(|e| panic!("{prog}: {e}"));
-    assert!(out.status.success(), "{prog} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn privileged(name: &str) -> bool {
-    if subvol_os::is_root() && Path::new("/dev/loop-control").exists() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{name} would be SKIPPED (needs root), but CI=true forbids it");
-    }
-    eprintln!("SKIPPED {name}: needs root");
-    false
-}
 
 /// A loop-mounted host filesystem in a temp dir, gone on drop.
 struct Host {

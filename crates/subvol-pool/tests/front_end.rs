@@ -5,27 +5,12 @@
 //! onto a file, and unbind leaving mounts that are not the pool's alone.
 //! Everything under the host is unmounted and detached on drop.
 
+mod common;
+use common::{privileged, sh};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use subvol_core::FsKind;
 use subvol_pool::{CreateOptions, ErrorKind, InitOptions, MountOptions, Outcome, Pool, DEFAULT_EXTENT_HINT_BYTES};
-
-fn sh(prog: &str, args: &[&str]) -> String {
-    let out = Command::new(prog).args(args).output().unwrap_or_else(|e| panic!("{prog}: {e}"));
-    assert!(out.status.success(), "{prog} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn privileged(name: &str) -> bool {
-    if subvol_os::is_root() && Path::new("/dev/loop-control").exists() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{name} would be SKIPPED (needs root), but CI=true forbids it");
-    }
-    eprintln!("SKIPPED {name}: needs root");
-    false
-}
 
 /// A loop-mounted XFS with a pool in it; everything below its directory is
 /// unmounted and detached on drop.
