@@ -503,7 +503,7 @@ mod tests {
         crate::extent::test_blocks::map_of(blocks, false)
     }
     use crate::diff::diff;
-    use crate::extent::{Extent, ExtentFlags, ExtentMap};
+    use crate::extent::ExtentMap;
     use proptest::prelude::*;
 
     /// Small chunks keep the model's images small: 4 blocks per chunk.
