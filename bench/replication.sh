@@ -30,7 +30,17 @@
 # base (untimed), so each run changes the same image (about 2 x the changed
 # 4 KiB ranges in extents for the 4k pattern, a few dozen for 1m).
 # Stream bytes are counted separately (`... send | wc -c`), not in the timed
-# pipe. Peak RSS of each side comes from /usr/bin/time -v. Full copies
+# pipe.
+#
+# Chained steady state (part `chained`): what an hourly replication costs as
+# the image's history grows. From the base, CHAINED_ROUNDS (default 20)
+# rounds each change CHANGE_PCT % in random 4 KiB writes (the same on the
+# btrfs file), take a snapshot on each side (timed, warm: as a user runs it)
+# and replicate it incrementally from the previous round's snapshot (timed,
+# cold), snapshots kept. Per round: the live image's and the received
+# image's extent counts, snapshot time (subvol, btrfs), increment time
+# (subvol, btrfs), subvol's phase times (SUBVOL_TRACE), byte-exactness of
+# every round (sha256 of both sides). Peak RSS of each side comes from /usr/bin/time -v. Full copies
 # (cp --reflink=never --sparse=always to pool B's XFS, full subvol send |
 # receive, full subvol send > /dev/null) are measured RUNS times, cold, next
 # to the device's sequential read rate (dd iflag=direct bs=1M and fio
@@ -52,7 +62,10 @@
 #   TMPBASE     where the temporary directory is made (default /var/tmp)
 #   FIO_WAIT    seconds to wait for other fio processes to finish before
 #               measuring (default 900)
-#   QUICK=1     smoke run: SIZE_GIB=1 RUNS=1 (explicit values win)
+#   PARTS       which parts run (default "full incremental chained")
+#   CHAINED_ROUNDS  rounds of the chained part (default 20)
+#   QUICK=1     smoke run: SIZE_GIB=1 RUNS=1 CHAINED_ROUNDS=3 (explicit
+#               values win)
 
 set -euo pipefail
 
@@ -62,8 +75,10 @@ BENCH_NAME=replication.sh
 . "$REPO/bench/lib.sh"
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-    : "${SIZE_GIB:=1}" "${RUNS:=1}"
+    : "${SIZE_GIB:=1}" "${RUNS:=1}" "${CHAINED_ROUNDS:=3}"
 fi
+PARTS=${PARTS:-full incremental chained}
+CHAINED_ROUNDS=${CHAINED_ROUNDS:-20}
 RUNS=${RUNS:-3}
 FULL_RUNS=${FULL_RUNS:-$RUNS}
 SIZE_GIB=${SIZE_GIB:-4}
@@ -74,7 +89,8 @@ FIO_WAIT=${FIO_WAIT:-900}
 
 bench_require fio python3 losetup findmnt mkfs.btrfs btrfs rsync sha256sum xfs_io cp jq
 [ -x /usr/bin/time ] || die "/usr/bin/time is not installed (apt-get install time)"
-need_posint RUNS FULL_RUNS SIZE_GIB CHANGE_PCT
+need_posint RUNS FULL_RUNS SIZE_GIB CHANGE_PCT CHAINED_ROUNDS
+for p in $PARTS; do case $p in full | incremental | chained) ;; *) die "PARTS are full, incremental and/or chained: $p" ;; esac; done
 for p in $PATTERNS; do case $p in 4k | 1m) ;; *) die "PATTERNS are 4k and/or 1m: $p" ;; esac; done
 
 SUBVOL=$(bench_subvol "$REPO") || die "no subvol binary"
@@ -209,6 +225,7 @@ timed_pipe init btrfs btrfs -q send "$BT/snaps/base" -- btrfs -q receive "$BT/ds
 verify init btrfs "$BASE_HASH" "$BT/dst/base/img"
 
 # ---------------------------------------------------------------- device read rate and full copies
+has_part full || FULL_RUNS=0
 wait_quiet "full copies"
 note "device sequential read rate and full copies"
 for r in $(seq 1 "$FULL_RUNS"); do
@@ -253,6 +270,7 @@ reset_to_base() { # reset_to_base NEW
 }
 cp --reflink=always "$BHOST/rsync.img" "$BHOST/rsync-base.img"
 SEED=4242
+has_part incremental || PATTERNS=""
 for p in $PATTERNS; do
     for r in $(seq 1 "$RUNS"); do
         wait_quiet "incremental $p"
@@ -298,6 +316,64 @@ for p in $PATTERNS; do
     done
 done
 
+# ---------------------------------------------------------------- chained
+# Rounds on top of each other, snapshots kept, as a user replicating every
+# hour runs it. Both sides start at the base.
+# trace_ms FILE OP PHASE: the ms of one SUBVOL_TRACE phase (0 if absent).
+trace_ms() { awk -v op="$2" -v ph="$3" '$2 == "trace" && $3 == op && $4 == ph { s += $5 } END { printf "%.1f", s + 0 }' "$1"; }
+if has_part chained; then
+    PREV=base
+    for r in $(seq 1 "$CHAINED_ROUNDS"); do
+        wait_quiet "chained round $r"
+        NEW=c$r
+        SEED=$((SEED + 1))
+        note "chained round $r/$CHAINED_ROUNDS: change ${CHG_MIB} MiB (4k writes), $PREV -> $NEW"
+        change "$IMG" 4k "$SEED"
+        change "$BT/src/img" 4k "$SEED"
+        sync -f "$BT"
+        rec chained "$r" extents_live "$(extents "$IMG")"
+        bench_settle
+        t=$(now)
+        SUBVOL_TRACE=1 sva snapshot "v@$NEW" >/dev/null 2>"$W/snap.trace"
+        rec chained "$r" snap_subvol "$(ms_since "$t")"
+        t=$(now)
+        btrfs -q subvolume snapshot -r "$BT/src" "$BT/snaps/$NEW" >/dev/null
+        rec chained "$r" snap_btrfs "$(ms_since "$t")"
+        SRC=$(image_of "$PA" "v@$NEW")
+        # The manifest builder that the snapshot started is part of the
+        # snapshot's cost, not the increment's: it runs before the pipe.
+        wait_quiet "chained round $r builder"
+        cold
+        t=$(now)
+        set +e
+        SUBVOL_TRACE=1 "$SUBVOL" --pool "$PA" send "v@$NEW" --from "v@$PREV" 2>"$W/send.trace" |
+            SUBVOL_TRACE=1 "$SUBVOL" --pool "$PB" receive v >/dev/null 2>"$W/recv.trace"
+        st=("${PIPESTATUS[@]}")
+        set -e
+        rec chained "$r" incr_subvol "$(s_since "$t")"
+        [ "${st[0]}" = 0 ] && [ "${st[1]}" = 0 ] || {
+            cat "$W/send.trace" "$W/recv.trace" >&2
+            die "chained round $r: subvol send | receive failed (${st[*]})"
+        }
+        for ph in plan data; do rec chained "$r" "send_$ph" "$(trace_ms "$W/send.trace" send "$ph")"; done
+        for ph in check setup apply sync publish follow; do rec chained "$r" "recv_$ph" "$(trace_ms "$W/recv.trace" receive "$ph")"; done
+        cold
+        t=$(now)
+        btrfs -q send -p "$BT/snaps/$PREV" "$BT/snaps/$NEW" 2>/dev/null | btrfs -q receive "$BT/dst" >/dev/null 2>&1
+        rec chained "$r" incr_btrfs "$(s_since "$t")"
+        GOT=$(image_of "$PB" "v@$NEW")
+        rec chained "$r" extents_received "$(extents "$GOT")"
+        SRC_HASH=$(hash_of "$SRC")
+        if [ "$(hash_of "$GOT")" = "$SRC_HASH" ] && [ "$(hash_of "$BT/dst/$NEW/img")" = "$SRC_HASH" ]; then
+            rec chained "$r" exact 1
+        else
+            rec chained "$r" exact 0
+            echo "MISMATCH chained round $r: v@$NEW differs between source, pool B and btrfs" >>"$NOTES"
+        fi
+        PREV=$NEW
+    done
+fi
+
 # ---------------------------------------------------------------- report
 note "done; writing the report"
 {
@@ -308,10 +384,10 @@ note "done; writing the report"
         "$("$SUBVOL" --version 2>/dev/null || echo subvol), $(btrfs --version | head -1), $(rsync --version | head -1 | awk '{ print $1, $2, $3 }')"
     echo "image ${SIZE_GIB} GiB random data; change ${CHG_MIB} MiB (${CHG_B} B) per run; RUNS=$RUNS; cold caches (sync; drop_caches) and a settled host (no device writes for 2 s) before every timed command"
     echo
-    python3 - "$RES" "$CHG_B" "$SIZE_B" "$PATTERNS" <<'PY'
+    python3 - "$RES" "$CHG_B" "$SIZE_B" "$PATTERNS" "$PARTS" <<'PY'
 import sys, statistics
 from collections import defaultdict
-res, chg, size, patterns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split()
+res, chg, size, patterns, parts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split()
 d = defaultdict(list)
 for line in open(res):
     sec, case, metric, val = line.rstrip("\n").split("\t")
@@ -338,7 +414,7 @@ print("## Full copy and device read rate (medians)")
 print()
 print("| what | wall s | GiB/s | peak RSS MiB (send / recv) | byte-exact |")
 print("|---|---:|---:|---|---|")
-for n in full_names:
+for n in (full_names if "full" in parts else []):
     w = med("full", n, "wall")
     rs = med("full", n, "rss") if med("full", n, "rss") is not None else None
     rss = f(rs, "{:.1f}") if rs is not None else (f(med("full", n, "rss_send"), "{:.1f}") + " / " + f(med("full", n, "rss_recv"), "{:.1f}") if med("full", n, "rss_send") is not None else "-")
@@ -394,6 +470,31 @@ for p in patterns:
     rs = [x for k in ("rss_send", "rss_recv") for x in d.get((p, "subvol", k), [])]
     if rs:
         targets.append((f"{p}: subvol RSS < 100 MiB (max of all runs, send and receive)", f"{max(rs):.1f} MiB", max(rs) < 100))
+rounds = sorted({int(c) for (sec, c, m) in d if sec == "chained"})
+if rounds:
+    one = lambda r, m: (d.get(("chained", str(r), m)) or [None])[0]
+    print(f"## Chained steady state: {len(rounds)} rounds of {chg // (1 << 20)} MiB in random 4 KiB writes, snapshots kept")
+    print()
+    print("| round | extents live / received | snapshot ms subvol / btrfs | increment s subvol / btrfs | subvol / btrfs | send plan ms | recv check / setup / follow ms | byte-exact |")
+    print("|---:|---|---|---|---:|---:|---|---|")
+    for r in rounds:
+        si, bi = one(r, "incr_subvol"), one(r, "incr_btrfs")
+        print(f"| {r} | {f(one(r, 'extents_live'), '{:.0f}')} / {f(one(r, 'extents_received'), '{:.0f}')} | "
+              f"{f(one(r, 'snap_subvol'), '{:.0f}')} / {f(one(r, 'snap_btrfs'), '{:.0f}')} | {f(si)} / {f(bi)} | "
+              f"{f(si / bi if si and bi else None, '{:.2f}x')} | {f(one(r, 'send_plan'), '{:.0f}')} | "
+              f"{f(one(r, 'recv_check'), '{:.0f}')} / {f(one(r, 'recv_setup'), '{:.0f}')} / {f(one(r, 'recv_follow'), '{:.0f}')} | "
+              f"{'yes' if one(r, 'exact') == 1 else 'NO'} |")
+    print()
+    first, last = rounds[0], rounds[-1]
+    s1, sn, bn = one(first, "incr_subvol"), one(last, "incr_subvol"), one(last, "incr_btrfs")
+    snap_n = one(last, "snap_subvol")
+    if s1 and sn:
+        targets.append((f"chained: round {last} increment (snapshot excluded) <= 1.2x round {first}", f"{sn:.3f} s vs {s1:.3f} s ({sn / s1:.2f}x)", sn <= 1.2 * s1))
+    if sn and bn:
+        targets.append((f"chained: round {last} increment <= 0.8x btrfs's", f"{sn:.3f} s vs {bn:.3f} s ({sn / bn:.2f}x)", sn <= 0.8 * bn))
+    if snap_n is not None:
+        targets.append((f"chained: round {last} snapshot < 100 ms", f"{snap_n:.0f} ms at {f(one(last, 'extents_live'), '{:.0f}')} extents", snap_n < 100))
+    targets.append(("chained: every round byte-exact", "yes" if all(one(r, "exact") == 1 for r in rounds) else "NO", all(one(r, "exact") == 1 for r in rounds)))
 rs = [x for k in ("rss_send", "rss_recv") for x in d.get(("full", full_names[4], k), []) + d.get(("init", "subvol", k), [])]
 rs += d.get(("full", full_names[2], "rss"), [])
 if rs:

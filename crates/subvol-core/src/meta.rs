@@ -139,6 +139,31 @@ pub struct SubvolumeMeta {
     /// Absent on subvolumes and on snapshots older than this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentStamp>,
+    /// A subvolume that became a clone of a received snapshot: which one,
+    /// and its image's stamp right after. While the stamp still matches,
+    /// the subvolume is known to equal that snapshot without comparing
+    /// their extent maps (O(1) instead of O(extents) per receive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followed: Option<Followed>,
+}
+
+/// See [`SubvolumeMeta::followed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Followed {
+    /// The guid of the snapshot the subvolume was made a clone of.
+    pub snapshot_guid: Uuid,
+    /// The subvolume image's size and modification time after the clone.
+    pub stamp: ContentStamp,
+}
+
+impl Followed {
+    /// Whether a subvolume with this record and the image stamp `now` still
+    /// holds exactly the snapshot `guid`. Any write to the image (through
+    /// its loop device, a trim, a resize) moves its modification time or
+    /// size, so a match means no write since the clone.
+    pub fn still_equals(&self, guid: Uuid, now: &ContentStamp) -> bool {
+        self.snapshot_guid == guid && self.stamp == *now
+    }
 }
 
 /// What any write to a file changes: its size or its modification time.
@@ -176,6 +201,7 @@ impl SubvolumeMeta {
             tags: Vec::new(),
             holds: BTreeSet::new(),
             content: None,
+            followed: None,
         }
     }
 
@@ -227,6 +253,21 @@ mod tests {
         m.guid = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
         m.properties.insert("k".into(), "v".into());
         m
+    }
+
+    #[test]
+    fn a_follow_record_holds_only_for_its_snapshot_and_an_unchanged_stamp() {
+        let stamp = ContentStamp { size_bytes: 1 << 30, mtime_ns: 1_700_000_000_123_456_789 };
+        let g = Uuid::from_u128(7);
+        let f = Followed { snapshot_guid: g, stamp };
+        assert!(f.still_equals(g, &stamp));
+        assert!(!f.still_equals(Uuid::from_u128(8), &stamp), "another snapshot");
+        assert!(!f.still_equals(g, &ContentStamp { mtime_ns: stamp.mtime_ns + 1, ..stamp }), "written since");
+        assert!(!f.still_equals(g, &ContentStamp { size_bytes: stamp.size_bytes + 4096, ..stamp }), "resized");
+        let mut m = sample();
+        m.followed = Some(f);
+        assert_eq!(SubvolumeMeta::decode(&m.encode()).unwrap(), m, "the record round-trips");
+        assert!(!String::from_utf8_lossy(&sample().encode()).contains("followed"), "absent when unset");
     }
 
     #[test]

@@ -8,11 +8,20 @@
 //! generation, which no other file on the host has or will have: an entry
 //! never serves another file, nor a file that later took the same inode
 //! number.
+//!
+//! An entry is only read or written for a *sealed* image: a snapshot whose
+//! size and modification time still equal the content stamp recorded when
+//! it was taken or received. Snapshots are immutable, but root can lift the
+//! flag and write; such an image has moved blocks, and a stale map would
+//! make a send leave out what changed. A stamp that no longer matches (or
+//! an image from before stamps) is mapped afresh every time.
 
+use crate::error::{Error, Result};
+use crate::pool::Pool;
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::PathBuf;
-use subvol_core::ExtentMap;
+use subvol_core::{ExtentMap, ObjectKind, SubvolumeMeta};
 
 /// What names the cache entry of one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +72,55 @@ impl ExtentCache {
     pub(crate) fn write(&self, key: &CacheKey, map: &ExtentMap) {
         let _ = std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&self.dir);
         let _ = subvol_os::fsync::write_replace_unsynced(&self.dir.join(key.file_name()), &map.to_bytes());
+    }
+}
+
+/// Whether `file` is a snapshot image unchanged since its content stamp
+/// was recorded (see the module doc).
+fn sealed(file: &File, meta: &SubvolumeMeta) -> bool {
+    meta.kind == ObjectKind::Snapshot
+        && meta.content.is_some_and(|c| crate::snapshot::content_stamp(file).is_ok_and(|now| now == c))
+}
+
+impl Pool {
+    /// The extent map of a snapshot image: the cached one while the image
+    /// is sealed, else from FIEMAP now (cached when sealed). Sends, the
+    /// receive's base check and the space figures all take maps here, so a
+    /// snapshot is mapped once in its life however often it is sent or
+    /// listed.
+    pub(crate) fn snapshot_map(&self, file: &File, meta: &SubvolumeMeta) -> Result<ExtentMap> {
+        self.snapshot_map_with(file, meta, &|f| {
+            subvol_os::fiemap::fiemap(f, true).map_err(|e| Error::os("cannot map an image", e))
+        })
+    }
+
+    /// `snapshot_map`, mapping with `map_now` where the cache cannot serve.
+    pub(crate) fn snapshot_map_with(
+        &self,
+        file: &File,
+        meta: &SubvolumeMeta,
+        map_now: &dyn Fn(&File) -> Result<ExtentMap>,
+    ) -> Result<ExtentMap> {
+        let key = if sealed(file, meta) { CacheKey::of(file, meta.guid) } else { None };
+        let cache = ExtentCache::new(self.layout.cache_dir());
+        if let Some(m) = key.as_ref().and_then(|k| cache.read(k)) {
+            return Ok(m);
+        }
+        let m = map_now(file)?;
+        self.remember_map(file, meta, &m);
+        Ok(m)
+    }
+
+    /// Caches `map`, just taken of `file` by FIEMAP, if the image is (still)
+    /// sealed. For callers that must map afresh anyway (the manifest
+    /// builder) so that a later send finds the map.
+    pub(crate) fn remember_map(&self, file: &File, meta: &SubvolumeMeta, map: &ExtentMap) {
+        if !sealed(file, meta) {
+            return;
+        }
+        if let Some(key) = CacheKey::of(file, meta.guid) {
+            ExtentCache::new(self.layout.cache_dir()).write(&key, map);
+        }
     }
 }
 

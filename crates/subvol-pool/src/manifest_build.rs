@@ -218,6 +218,9 @@ impl Pool {
             }
             let based = loaded.as_ref().filter(|l| Some(l.0) == newest).map(|(b, bmap, bm)| (&snaps[*b], bmap, bm));
             let made = s.extents().and_then(|map| {
+                // Fresh, so a send of this snapshot can take it from the
+                // cache instead of mapping the image again.
+                self.remember_map(&s.file, &s.meta, &map);
                 let (m, report) = build_one(s, &map, based, built_by, pace, progress)?;
                 store.write(&key, &m)?;
                 Ok((map, m, report))

@@ -7,7 +7,6 @@
 //! each time.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::extent_cache::{CacheKey, ExtentCache};
 use crate::pool::Pool;
 use crate::subvolume::{open_image, read_meta};
 use serde::Serialize;
@@ -107,18 +106,6 @@ pub(crate) fn is_guaranteed(props: &std::collections::BTreeMap<String, String>) 
 }
 
 impl Pool {
-    /// The extent map of a snapshot, from the cache or FIEMAP (then cached).
-    fn snapshot_map(&self, file: &std::fs::File, guid: uuid::Uuid, fiemap: &SerialFiemap) -> Result<ExtentMap> {
-        let Some(key) = CacheKey::of(file, guid) else { return fiemap.map(file) };
-        let cache = ExtentCache::new(self.layout.cache_dir());
-        if let Some(m) = cache.read(&key) {
-            return Ok(m);
-        }
-        let m = fiemap.map(file)?;
-        cache.write(&key, &m);
-        Ok(m)
-    }
-
     fn collect(&self) -> Result<Vec<Item>> {
         let mut images: Vec<(PathBuf, String)> = Vec::new();
         for entry in std::fs::read_dir(self.layout.subvolumes_dir())
@@ -143,7 +130,7 @@ impl Pool {
             let Ok(meta) = read_meta(&f) else { return Ok(None) };
             let virtual_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
             let map = match meta.kind {
-                ObjectKind::Snapshot => self.snapshot_map(&f, meta.guid, &fiemap)?,
+                ObjectKind::Snapshot => self.snapshot_map_with(&f, &meta, &|f| fiemap.map(f))?,
                 ObjectKind::Subvolume => fiemap.map(&f)?,
             };
             Ok(Some(Item {

@@ -34,3 +34,11 @@ impl PhaseClock {
         }
     }
 }
+
+/// Prints `subvol: trace <operation> <what>` when tracing: which of several
+/// ways an operation took (tests assert on it; nothing else reads it).
+pub fn note(operation: &str, what: &str) {
+    if enabled() {
+        eprintln!("subvol: trace {operation} {what}");
+    }
+}

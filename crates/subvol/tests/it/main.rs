@@ -21,3 +21,4 @@ mod scrub;
 mod shutdown;
 mod snapshots;
 mod space;
+mod steady_state;

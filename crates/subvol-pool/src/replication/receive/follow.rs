@@ -14,6 +14,7 @@ use chrono::Utc;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use subvol_core::meta::Followed;
 use subvol_core::SubvolumeMeta;
 
 impl Receive<'_> {
@@ -24,7 +25,7 @@ impl Receive<'_> {
         let followed = match target {
             Target::Stays(why) => (false, Some(why)),
             Target::Absent | Target::Follows | Target::Replace => {
-                self.pool.follow(&self.name, snapshot, self.header.source_guid)?;
+                self.pool.follow(&self.name, snapshot, self.header.source_guid, self.header.snapshot.guid)?;
                 (true, None)
             }
         };
@@ -34,13 +35,21 @@ impl Receive<'_> {
 }
 
 impl Pool {
-    /// Points subvolume `n` at a clone of the received snapshot `snap_path`.
-    pub(super) fn follow(&self, n: &str, snap_path: &Path, source_guid: uuid::Uuid) -> Result<()> {
+    /// Points subvolume `n` at a clone of the received snapshot `snap_path`
+    /// (guid `snapshot_guid`; `source_guid` names a new subvolume), and
+    /// records that it did (`SubvolumeMeta::followed`).
+    pub(super) fn follow(
+        &self,
+        n: &str,
+        snap_path: &Path,
+        source_guid: uuid::Uuid,
+        snapshot_guid: uuid::Uuid,
+    ) -> Result<()> {
         let image = self.layout.subvolume_image(n);
         // The new image keeps the subvolume's metadata and extent size hint
         // (a new subvolume gets the default hint). XFS only takes the hint
         // on a file without extents, so it is set before the clone.
-        let (meta, hint) = match open_image(&image, false) {
+        let (mut meta, hint) = match open_image(&image, false) {
             Ok(f) => {
                 let meta = read_meta(&f).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{n}: {e}")))?;
                 (meta, subvol_os::hints::extent_hints(&f).map(|(ext, _)| ext).unwrap_or(0))
@@ -78,6 +87,10 @@ impl Pool {
                         .map_err(|e| Error::os("cannot copy the image", e))?;
                 }
             }
+            // The stamp after the last data write; the xattr below changes
+            // only the change time.
+            let stamp = crate::snapshot::content_stamp(&tmp)?;
+            meta.followed = Some(Followed { snapshot_guid, stamp });
             write_meta(&tmp, &meta)?;
             tmp.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
             std::fs::rename(&tmp_path, &image).map_err(|e| Error::io(format!("cannot update {n}"), e))?;

@@ -55,7 +55,7 @@ impl Receive<'_> {
             }
         }
         if follow {
-            self.pool.follow(n, &have.image, h.source_guid)?;
+            self.pool.follow(n, &have.image, h.source_guid, h.snapshot.guid)?;
         }
         let note = if follow { "the subvolume now follows it" } else { "nothing changed" };
         Ok(Some(ReceiveReport {

@@ -164,8 +164,10 @@ impl Receive<'_> {
 }
 
 impl Pool {
-    /// Whether `image` differs from `base` (by host blocks, or contents
-    /// without reflinks).
+    /// Whether `image` differs from the snapshot `base`: not if the image
+    /// still carries the follow record of that very snapshot (O(1));
+    /// otherwise by host blocks (the base's map from the extent cache), or
+    /// by contents without reflinks.
     pub(super) fn changed_since(&self, image: &Path, base: &Path) -> Result<bool> {
         let a = open_existing(base, false)?;
         let b = open_existing(image, false)?;
@@ -176,8 +178,16 @@ impl Pool {
         if sa != sb {
             return Ok(true);
         }
+        let base_meta =
+            read_meta(&a).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{}: {e}", base.display())))?;
+        let followed = read_meta(&b).ok().and_then(|m| m.followed);
+        let now = crate::snapshot::content_stamp(&b)?;
+        if followed.is_some_and(|f| f.still_equals(base_meta.guid, &now)) {
+            crate::trace::note("receive", "target unchanged by its follow record");
+            return Ok(false);
+        }
         if self.meta.reflink {
-            let ma = subvol_os::fiemap::fiemap(&a, true).map_err(|e| Error::os("cannot map the image", e))?;
+            let ma = self.snapshot_map(&a, &base_meta)?;
             let mb = subvol_os::fiemap::fiemap(&b, true).map_err(|e| Error::os("cannot map the image", e))?;
             return Ok(!subvol_core::diff::diff(&ma, sa, &mb, sb).is_empty());
         }

@@ -64,15 +64,17 @@ impl Pool {
         Ok(Side { obj, file, meta, size })
     }
 
-    /// The changes from `base` (or from nothing) to `target`.
+    /// The changes from `base` (or from nothing) to `target`. Both maps
+    /// come from the extent cache while the snapshots are sealed (the
+    /// manifest builder caches a new snapshot's map in the background), so
+    /// an increment does not pay two FIEMAPs of whole images.
     fn plan(&self, target: &Side, base: Option<&Side>) -> Result<(ExtentDiff, bool)> {
-        let tmap =
-            subvol_os::fiemap::fiemap(&target.file, true).map_err(|e| Error::os("cannot map the snapshot", e))?;
+        let tmap = self.snapshot_map(&target.file, &target.meta)?;
         let Some(base) = base else {
             return Ok((diff(&ExtentMap::default(), 0, &tmap, target.size), false));
         };
         if self.meta.reflink {
-            let bmap = subvol_os::fiemap::fiemap(&base.file, true).map_err(|e| Error::os("cannot map the base", e))?;
+            let bmap = self.snapshot_map(&base.file, &base.meta)?;
             return Ok((diff(&bmap, base.size, &tmap, target.size), false));
         }
         // No shared blocks to compare: compare contents block by block.

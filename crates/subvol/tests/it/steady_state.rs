@@ -1,0 +1,128 @@
+//! Issue 15: what an increment costs must follow the change, not the
+//! image's history. These tests pin the shortcuts that make a chained
+//! increment cheaper (maps from the extent cache, the follow record) to
+//! the cases where they would be wrong: then the full comparison runs.
+
+use crate::harness::*;
+use crate::require_privileges;
+use std::path::{Path, PathBuf};
+
+fn image(host: &TestHost, name: &str) -> PathBuf {
+    PathBuf::from(host.info(name)["image"].as_str().unwrap())
+}
+
+/// `dd` of `kib` KiB from `src` into `img` at `at_kib`, in place.
+fn dd(src: &str, img: &Path, at_kib: u64, kib: u64) {
+    sh(
+        "dd",
+        &[
+            &format!("if={src}"),
+            &format!("of={}", img.display()),
+            "bs=64k",
+            &format!("seek={}", at_kib / 64),
+            &format!("count={}", kib / 64),
+            "conv=notrunc,fsync",
+            "status=none",
+        ],
+    );
+}
+
+fn receive(pool: &Path, file: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["receive", "v", "--input", path_str(file)];
+    args.extend_from_slice(extra);
+    subvol_env(pool, &args, &[("SUBVOL_TRACE", "1")])
+}
+
+const BY_RECORD: &str = "target unchanged by its follow record";
+
+/// Three snapshots of a raw subvolume `v`, each 1 MiB different, and
+/// their streams (full s1, s2 from s1, s3 from s2) in `dir`.
+fn three_streams(a: &TestHost, dir: &Path) -> [PathBuf; 3] {
+    a.run(&["create", "v", "--size", "32M", "--fs", "raw"]).ok();
+    let img = image(a, "v");
+    dd("/dev/urandom", &img, 0, 16 << 10);
+    let files = [dir.join("s1"), dir.join("s2"), dir.join("s3")];
+    for (i, f) in files.iter().enumerate() {
+        if i > 0 {
+            dd("/dev/urandom", &img, (i as u64) << 12, 1024);
+        }
+        let snap = format!("v@s{}", i + 1);
+        a.run(&["snapshot", &snap]).ok();
+        let mut args = vec!["send".to_string(), snap];
+        if i > 0 {
+            args.extend(["--from".to_string(), format!("v@s{i}")]);
+        }
+        args.extend(["-o".to_string(), path_str(f).to_string()]);
+        a.run(&args.iter().map(String::as_str).collect::<Vec<_>>()).ok();
+    }
+    files
+}
+
+/// A subvolume that followed a received snapshot is known unchanged by its
+/// follow record (no maps or contents compared), and a write to its image
+/// since, even one byte-range on the host, is still noticed.
+fn followed_subvolume(kind: HostKind) {
+    let a = TestHost::new(kind, "2G");
+    let dir = tempdir();
+    let [s1, s2, s3] = three_streams(&a, dir.path());
+    let b = TestHost::new(kind, "2G");
+    receive(&b.pool, &s1, &[]).ok();
+    let r = receive(&b.pool, &s2, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(BY_RECORD), "the full receive left no follow record: {}", r.stderr);
+    assert_eq!(hash_file(&image(&b, "v")), hash_file(&image(&a, "v@s2")));
+    // The image written on the host, as a mounted subvolume would write it.
+    dd("/dev/zero", &image(&b, "v"), 8 << 10, 64);
+    let r = receive(&b.pool, &s3, &[]).fails(5, "v differs from the stream's base v@s2");
+    assert!(!r.stderr.contains(BY_RECORD), "{}", r.stderr);
+    receive(&b.pool, &s3, &["--force"]).ok();
+    assert_eq!(hash_file(&image(&b, "v")), hash_file(&image(&a, "v@s3")));
+    b.run(&["pool", "check"]).ok();
+}
+
+#[test]
+fn a_followed_subvolume_is_known_by_its_record_and_a_later_write_is_noticed_on_xfs() {
+    require_privileges!("a_followed_subvolume_is_known_by_its_record_and_a_later_write_is_noticed_on_xfs");
+    followed_subvolume(HostKind::Xfs);
+}
+
+/// On ext4 the fallback compares contents (no reflinks): the record saves
+/// reading both images whole.
+#[test]
+fn a_followed_subvolume_is_known_by_its_record_and_a_later_write_is_noticed_on_ext4() {
+    require_privileges!("a_followed_subvolume_is_known_by_its_record_and_a_later_write_is_noticed_on_ext4");
+    followed_subvolume(HostKind::Ext4);
+}
+
+/// The manifest builder caches a new snapshot's extent map, and sends take
+/// maps from the cache; a snapshot written after its immutable flag was
+/// lifted no longer matches its content stamp, so it is mapped afresh and
+/// the stream carries what was written (a stale map would leave it out).
+#[test]
+fn a_snapshot_written_behind_the_pools_back_is_sent_from_a_fresh_map() {
+    require_privileges!("a_snapshot_written_behind_the_pools_back_is_sent_from_a_fresh_map");
+    let a = TestHost::new(HostKind::Xfs, "2G");
+    let dir = tempdir();
+    let [s1, _, _] = three_streams(&a, dir.path());
+    wait_for_builders(&a.pool);
+    let cache = a.pool.join(".subvol/cache");
+    let cached = |name: &str| {
+        let guid = a.info(name)["guid"].as_str().unwrap().replace('-', "");
+        std::fs::read_dir(&cache).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(&guid) && e.file_name().to_string_lossy().ends_with(".extents")
+        })
+    };
+    for s in ["v@s1", "v@s2", "v@s3"] {
+        assert!(cached(s), "no cached map of {s} after the manifest builder ran");
+    }
+    let b = TestHost::new(HostKind::Xfs, "2G");
+    receive(&b.pool, &s1, &[]).ok();
+    // 64 KiB at 20 MiB: a hole in s1 and in s2 as taken.
+    let s2 = image(&a, "v@s2");
+    sh("chattr", &["-i", path_str(&s2)]);
+    dd("/dev/urandom", &s2, 20 << 10, 64);
+    sh("chattr", &["+i", path_str(&s2)]);
+    let (s, r) = pipe(&a.pool, &["v@s2", "--from", "v@s1"], &b.pool, &["v"]);
+    assert_eq!((s.code, r.code), (0, 0), "{s:?} {r:?}");
+    assert_eq!(hash_file(&image(&b, "v@s2")), hash_file(&s2), "the stream left out what was written to v@s2");
+}
