@@ -36,6 +36,19 @@ pub fn extent_hints(fd: impl AsFd) -> OsResult<(u32, u32)> {
     Ok((ext, cow))
 }
 
+/// The number of extents the host keeps for the file's data, as XFS counts
+/// them (its extent records; 0 on hosts that do not fill the count in, such
+/// as ext4 and btrfs). One inode read instead of FIEMAP's walk.
+pub fn extent_count(fd: impl AsFd) -> OsResult<u32> {
+    let mut x = FsXattr::default();
+    // SAFETY: as in `extent_hints`.
+    let rc = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), FS_IOC_FSGETXATTR, &mut x as *mut FsXattr) };
+    if rc < 0 {
+        return Err(OsError::sys("FS_IOC_FSGETXATTR", None, std::io::Error::last_os_error()));
+    }
+    Ok(x.fsx_nextents)
+}
+
 /// Sets the extent size hint (only allowed while the file has no extents)
 /// and/or the CoW extent size hint, in bytes; `None` leaves one unchanged,
 /// a CoW hint of 0 removes it.

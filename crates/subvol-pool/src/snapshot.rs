@@ -63,6 +63,9 @@ struct Job {
     src: File,
     meta: SubvolumeMeta,
     mount_point: Option<PathBuf>,
+    /// Whether a loop device has the image (mounted or not): only then can
+    /// anything write it while the snapshot is taken.
+    attached: bool,
     tmp_path: PathBuf,
     tmp: File,
     tmp_map: Option<subvol_core::ExtentMap>,
@@ -225,6 +228,7 @@ impl Pool {
                 src,
                 meta,
                 mount_point,
+                attached: !attachments.is_empty(),
                 tmp_path,
                 tmp,
                 tmp_map: None,
@@ -247,13 +251,17 @@ impl Pool {
         }
         let mounted = jobs.iter().filter(|j| j.mount_point.is_some()).count() as u64;
         self.refuse_without_flush_room("snapshot now", mounted)?;
-        // Phase 1, writers running: clone the whole image and map the clone.
+        // Phase 1, writers running: clone the whole image and map the clone
+        // (an image no loop device has has no writers: its clone is final).
         if reflink {
             for j in &mut jobs {
                 subvol_os::reflink::ficlone(&j.tmp, &j.src)
                     .map_err(|e| Error::os(format!("cannot clone {}", j.name), e))?;
-                j.tmp_map =
-                    Some(subvol_os::fiemap::fiemap(&j.tmp, false).map_err(|e| Error::os("cannot map the clone", e))?);
+                if j.attached {
+                    j.tmp_map = Some(
+                        subvol_os::fiemap::fiemap(&j.tmp, false).map_err(|e| Error::os("cannot map the clone", e))?,
+                    );
+                }
             }
         }
         subvol_os::crash::point("snapshot-after-preclone");
@@ -311,7 +319,17 @@ impl Pool {
 }
 
 /// Re-clones into the pre-made clone what changed since it was made.
+/// An image no loop device has cannot have changed (the pool lock keeps
+/// any attach out): its two O(extents) maps are skipped, and its extent
+/// count comes from the inode where the host keeps one.
 fn sync_clone(j: &mut Job) -> Result<()> {
+    if !j.attached {
+        j.extents = match subvol_os::hints::extent_count(&j.src) {
+            Ok(n) if n > 0 => n as usize,
+            _ => subvol_os::fiemap::fiemap(&j.src, false).map(|m| m.len()).unwrap_or(0),
+        };
+        return Ok(());
+    }
     let empty = subvol_core::ExtentMap::default();
     let stats = crate::delta::update_clone(&j.tmp, j.tmp_map.as_ref().unwrap_or(&empty), &j.src)
         .map_err(|e| Error::new(e.kind, format!("{}: {}", j.name, e.message)))?;
