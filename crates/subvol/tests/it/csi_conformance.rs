@@ -16,6 +16,7 @@ use subvol_csi::proto::controller_service_capability::Type as CtlType;
 use subvol_csi::proto::node_service_capability::rpc::Type as NodeRpc;
 use subvol_csi::proto::node_service_capability::Type as NodeType;
 use subvol_csi::proto::plugin_capability::service::Type as PluginService;
+use subvol_csi::proto::plugin_capability::volume_expansion::Type as Expansion;
 use subvol_csi::proto::plugin_capability::Type as PluginType;
 use subvol_csi::proto::*;
 use tonic::{Code, Response, Status};
@@ -107,222 +108,474 @@ fn csi_conformance_identity_and_controller() {
     require_privileges!("csi_conformance_identity_and_controller");
     let w = World::new();
     let mut r = Rules::default();
-    runtime().block_on(async {
-        let mut c = Csi::connect(&w.sock).await;
-        // Identity.
-        let info = r.ok("GetPluginInfo answers", c.ident.get_plugin_info(GetPluginInfoRequest {}).await);
-        let info = info.unwrap_or_default();
-        let dns = |n: &str| {
-            n.len() <= 63
-                && n.starts_with(|ch: char| ch.is_ascii_alphanumeric())
-                && n.ends_with(|ch: char| ch.is_ascii_alphanumeric())
-                && n.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
-        };
-        r.check("GetPluginInfo: name is a domain name of at most 63 characters", dns(&info.name), &info.name);
-        r.check("GetPluginInfo: vendor_version is set", !info.vendor_version.is_empty(), &info);
-        let plugin = r.ok("GetPluginCapabilities answers", c.ident.get_plugin_capabilities(GetPluginCapabilitiesRequest {}).await);
-        let controller_service = plugin.iter().flat_map(|p| &p.capabilities).any(|c| {
-            matches!(&c.r#type, Some(PluginType::Service(s)) if s.r#type == PluginService::ControllerService as i32)
-        });
-        r.check("GetPluginCapabilities: CONTROLLER_SERVICE, since the Controller is served", controller_service, &plugin);
-        r.ok("Probe answers", c.ident.probe(ProbeRequest {}).await);
-        let caps = r.ok("ControllerGetCapabilities answers", c.ctl.controller_get_capabilities(ControllerGetCapabilitiesRequest {}).await);
-        let caps = caps.as_ref().map(ctl_caps).unwrap_or_default();
-        for want in [
-            CtlRpc::CreateDeleteVolume,
-            CtlRpc::ListVolumes,
-            CtlRpc::GetCapacity,
-            CtlRpc::CreateDeleteSnapshot,
-            CtlRpc::ListSnapshots,
-            CtlRpc::CloneVolume,
-            CtlRpc::VolumeCondition,
-            CtlRpc::GetVolume,
-            CtlRpc::GetSnapshot,
-        ] {
-            r.check(&format!("ControllerGetCapabilities: {want:?} (served)"), caps.contains(&want), &caps);
-        }
-        for not in [CtlRpc::PublishUnpublishVolume, CtlRpc::ExpandVolume, CtlRpc::ModifyVolume, CtlRpc::ListVolumesPublishedNodes] {
-            r.check(&format!("ControllerGetCapabilities: no {not:?} (not served)"), !caps.contains(&not), &caps);
-        }
-
-        // CreateVolume.
-        let base = create_req("conf-a", 400 * MIB, mount_cap(""));
-        r.code("CreateVolume without name: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.create_volume(create_req("", 400 * MIB, mount_cap(""))).await);
-        let mut no_caps = base.clone();
-        no_caps.volume_capabilities.clear();
-        r.code("CreateVolume without volume_capabilities: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.create_volume(no_caps).await);
-        let mut negative = base.clone();
-        negative.capacity_range = Some(CapacityRange { required_bytes: -1, limit_bytes: 0 });
-        r.code("CreateVolume with a negative required_bytes: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.create_volume(negative).await);
-        let mut inverted = base.clone();
-        inverted.capacity_range = Some(CapacityRange { required_bytes: 800 * MIB, limit_bytes: 400 * MIB });
-        r.code("CreateVolume with a capacity range nothing fits: OUT_OF_RANGE", Code::OutOfRange, c.ctl.create_volume(inverted).await);
-        let mut mutable = base.clone();
-        mutable.mutable_parameters = HashMap::from([("iops".into(), "1".into())]);
-        r.code("CreateVolume with mutable_parameters but no MODIFY_VOLUME: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.create_volume(mutable).await);
-        r.code(
-            "CreateVolume from a snapshot that does not exist: NOT_FOUND",
-            Code::NotFound,
-            c.ctl.create_volume(from_snapshot(create_req("conf-r", 400 * MIB, mount_cap("")), "csi-none@csi-none")).await,
-        );
-        r.code(
-            "CreateVolume from a volume that does not exist: NOT_FOUND",
-            Code::NotFound,
-            c.ctl.create_volume(from_volume(create_req("conf-r", 400 * MIB, mount_cap("")), "csi-none")).await,
-        );
-        let a = r.ok("CreateVolume makes a volume", c.ctl.create_volume(base.clone()).await).and_then(|v| v.volume).unwrap_or_default();
-        let again = r.ok("CreateVolume again, same name and parameters: OK", c.ctl.create_volume(base.clone()).await);
-        r.check("CreateVolume again: the same volume", again.as_ref().and_then(|v| v.volume.as_ref()) == Some(&a), &again);
-        r.check("CreateVolume: volume_id is set", !a.volume_id.is_empty(), &a);
-        r.check("CreateVolume: capacity_bytes at least required_bytes", a.capacity_bytes >= 400 * MIB, &a);
-        r.code(
-            "CreateVolume of a name in use with another capacity: ALREADY_EXISTS",
-            Code::AlreadyExists,
-            c.ctl.create_volume(create_req("conf-a", 600 * MIB, mount_cap(""))).await,
-        );
-        r.code(
-            "CreateVolume of a name in use with another fs type: ALREADY_EXISTS",
-            Code::AlreadyExists,
-            c.ctl.create_volume(create_req("conf-a", 400 * MIB, mount_cap("ext4"))).await,
-        );
-
-        // ControllerGetVolume.
-        r.code("ControllerGetVolume without volume_id: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.controller_get_volume(volume_req("")).await);
-        r.code("ControllerGetVolume of an unknown volume: NOT_FOUND", Code::NotFound, c.ctl.controller_get_volume(volume_req("csi-none")).await);
-        r.code("ControllerGetVolume of a malformed id: NOT_FOUND", Code::NotFound, c.ctl.controller_get_volume(volume_req("not/an id")).await);
-        let got = r.ok("ControllerGetVolume of a volume answers", c.ctl.controller_get_volume(volume_req(&a.volume_id)).await);
-        r.check("ControllerGetVolume: the volume CreateVolume returned", got.as_ref().and_then(|g| g.volume.as_ref()) == Some(&a), &got);
-        let cond = got.as_ref().and_then(|g| g.status.as_ref()).and_then(|s| s.volume_condition.as_ref());
-        r.check("ControllerGetVolume: status.volume_condition set (VOLUME_CONDITION), normal", cond.is_some_and(|c| !c.abnormal), &got);
-
-        // ValidateVolumeCapabilities.
-        let validate = |id: &str, caps: Vec<VolumeCapability>| ValidateVolumeCapabilitiesRequest {
-            volume_id: id.into(),
-            volume_capabilities: caps,
-            ..Default::default()
-        };
-        r.code("ValidateVolumeCapabilities without volume_id: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.validate_volume_capabilities(validate("", vec![mount_cap("")])).await);
-        r.code(
-            "ValidateVolumeCapabilities without capabilities: INVALID_ARGUMENT",
-            Code::InvalidArgument,
-            c.ctl.validate_volume_capabilities(validate(&a.volume_id, vec![])).await,
-        );
-        r.code(
-            "ValidateVolumeCapabilities without capabilities, unknown volume: INVALID_ARGUMENT (a missing field first)",
-            Code::InvalidArgument,
-            c.ctl.validate_volume_capabilities(validate("csi-none", vec![])).await,
-        );
-        r.code("ValidateVolumeCapabilities of an unknown volume: NOT_FOUND", Code::NotFound, c.ctl.validate_volume_capabilities(validate("csi-none", vec![mount_cap("")])).await);
-        let yes = r.ok("ValidateVolumeCapabilities of a served capability answers", c.ctl.validate_volume_capabilities(validate(&a.volume_id, vec![mount_cap("")])).await);
-        r.check("ValidateVolumeCapabilities: confirmed when served", yes.as_ref().is_some_and(|y| y.confirmed.is_some()), &yes);
-
-        // Snapshots.
-        r.code("CreateSnapshot without name: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.create_snapshot(snap_req(&a.volume_id, "")).await);
-        r.code("CreateSnapshot without source_volume_id: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.create_snapshot(snap_req("", "conf-s")).await);
-        r.code("CreateSnapshot of a volume that does not exist: NOT_FOUND", Code::NotFound, c.ctl.create_snapshot(snap_req("csi-none", "conf-s")).await);
-        let s = r.ok("CreateSnapshot makes a snapshot", c.ctl.create_snapshot(snap_req(&a.volume_id, "conf-s")).await).and_then(|s| s.snapshot).unwrap_or_default();
-        let again = r.ok("CreateSnapshot again, same name and source: OK", c.ctl.create_snapshot(snap_req(&a.volume_id, "conf-s")).await);
-        r.check("CreateSnapshot again: the same snapshot", again.as_ref().and_then(|x| x.snapshot.as_ref()) == Some(&s), &again);
-        r.check("CreateSnapshot: snapshot_id and source_volume_id set", !s.snapshot_id.is_empty() && s.source_volume_id == a.volume_id, &s);
-        r.check("CreateSnapshot: creation_time set, ready_to_use", s.creation_time.is_some() && s.ready_to_use, &s);
-        r.check("CreateSnapshot: size_bytes not negative", s.size_bytes >= 0, &s);
-        let b = r.ok("CreateVolume of a second volume", c.ctl.create_volume(create_req("conf-b", 400 * MIB, mount_cap(""))).await).and_then(|v| v.volume).unwrap_or_default();
-        r.code(
-            "CreateSnapshot of a name in use from another source: ALREADY_EXISTS",
-            Code::AlreadyExists,
-            c.ctl.create_snapshot(snap_req(&b.volume_id, "conf-s")).await,
-        );
-        r.code(
-            "CreateVolume of a name in use from another source: ALREADY_EXISTS",
-            Code::AlreadyExists,
-            c.ctl.create_volume(from_snapshot(create_req("conf-b", 400 * MIB, mount_cap("")), &s.snapshot_id)).await,
-        );
-        let restored = r.ok("CreateVolume from the snapshot", c.ctl.create_volume(from_snapshot(create_req("conf-r", 400 * MIB, mount_cap("")), &s.snapshot_id)).await);
-        let restored = restored.and_then(|v| v.volume).unwrap_or_default();
-        r.check(
-            "CreateVolume from a snapshot: content_source names it",
-            matches!(&restored.content_source, Some(VolumeContentSource { r#type: Some(volume_content_source::Type::Snapshot(x)) }) if x.snapshot_id == s.snapshot_id),
-            &restored,
-        );
-        r.code("GetSnapshot without snapshot_id: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.get_snapshot(GetSnapshotRequest::default()).await);
-        r.code("GetSnapshot of an unknown snapshot: NOT_FOUND", Code::NotFound, c.ctl.get_snapshot(GetSnapshotRequest { snapshot_id: "csi-none@csi-none".into(), ..Default::default() }).await);
-        r.code("GetSnapshot of a malformed id: NOT_FOUND", Code::NotFound, c.ctl.get_snapshot(GetSnapshotRequest { snapshot_id: "no-at-sign".into(), ..Default::default() }).await);
-        let got = r.ok("GetSnapshot of a snapshot answers", c.ctl.get_snapshot(GetSnapshotRequest { snapshot_id: s.snapshot_id.clone(), ..Default::default() }).await);
-        r.check("GetSnapshot: the snapshot CreateSnapshot returned", got.as_ref().and_then(|g| g.snapshot.as_ref()) == Some(&s), &got);
-
-        // ListSnapshots: filters.
-        let one = r.ok("ListSnapshots by snapshot_id answers", c.ctl.list_snapshots(list_snaps(0, "", "", &s.snapshot_id)).await);
-        r.check("ListSnapshots by snapshot_id: that one", snapshot_ids(&one) == vec![s.snapshot_id.clone()], &one);
-        let none = r.ok("ListSnapshots by an unknown snapshot_id: OK", c.ctl.list_snapshots(list_snaps(0, "", "", "csi-none@csi-none")).await);
-        r.check("ListSnapshots by an unknown snapshot_id: empty", snapshot_ids(&none).is_empty(), &none);
-        let mine = r.ok("ListSnapshots by source_volume_id answers", c.ctl.list_snapshots(list_snaps(0, "", &a.volume_id, "")).await);
-        r.check("ListSnapshots by source_volume_id: its snapshots", snapshot_ids(&mine) == vec![s.snapshot_id.clone()], &mine);
-        let theirs = r.ok("ListSnapshots by another source answers", c.ctl.list_snapshots(list_snaps(0, "", &b.volume_id, "")).await);
-        r.check("ListSnapshots by a source without snapshots: empty", snapshot_ids(&theirs).is_empty(), &theirs);
-        let unknown = r.ok("ListSnapshots by an unknown source: OK", c.ctl.list_snapshots(list_snaps(0, "", "csi-none", "")).await);
-        r.check("ListSnapshots by an unknown source: empty", snapshot_ids(&unknown).is_empty(), &unknown);
-        let crossed = r.ok("ListSnapshots by snapshot_id and another source: OK", c.ctl.list_snapshots(list_snaps(0, "", &b.volume_id, &s.snapshot_id)).await);
-        r.check("ListSnapshots by snapshot_id and another source: empty (both filters apply)", snapshot_ids(&crossed).is_empty(), &crossed);
-        r.code("ListSnapshots with a token never given: ABORTED", Code::Aborted, c.ctl.list_snapshots(list_snaps(1, "7", "", "")).await);
-        r.code("ListSnapshots with a negative max_entries: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.list_snapshots(list_snaps(-1, "", "", "")).await);
-
-        // ListVolumes: conditions and paging that survives a deletion.
-        let mut made = vec![a.volume_id.clone(), b.volume_id.clone(), restored.volume_id.clone()];
-        for n in ["conf-c", "conf-d"] {
-            let v = r.ok("CreateVolume for paging", c.ctl.create_volume(create_req(n, 300 * MIB, mount_cap(""))).await);
-            made.extend(v.and_then(|v| v.volume).map(|v| v.volume_id));
-        }
-        made.sort();
-        let all = r.ok("ListVolumes answers", c.ctl.list_volumes(ListVolumesRequest::default()).await).unwrap_or_default();
-        r.check(
-            "ListVolumes: every entry has status.volume_condition (VOLUME_CONDITION)",
-            all.entries.iter().all(|e| e.status.as_ref().is_some_and(|s| s.volume_condition.is_some())),
-            &all,
-        );
-        let first = r.ok("ListVolumes with max_entries 2", c.ctl.list_volumes(ListVolumesRequest { max_entries: 2, starting_token: String::new() }).await).unwrap_or_default();
-        r.check("ListVolumes: at most max_entries, and a next_token", first.entries.len() == 2 && !first.next_token.is_empty(), &first);
-        // The last entry of the page goes, a new volume comes: the next
-        // pages still hold everything else, once.
-        let last = first.entries.last().and_then(|e| e.volume.as_ref()).map(|v| v.volume_id.clone()).unwrap_or_default();
-        r.ok("DeleteVolume of the page's last entry", c.ctl.delete_volume(DeleteVolumeRequest { volume_id: last.clone(), ..Default::default() }).await);
-        let new = r.ok("CreateVolume between pages", c.ctl.create_volume(create_req("conf-e", 300 * MIB, mount_cap(""))).await);
-        made.retain(|v| *v != last);
-        made.extend(new.and_then(|v| v.volume).map(|v| v.volume_id));
-        made.sort();
-        let mut seen: Vec<String> = first.entries.iter().filter_map(|e| e.volume.as_ref()).map(|v| v.volume_id.clone()).filter(|v| *v != last).collect();
-        let mut token = first.next_token.clone();
-        while !token.is_empty() {
-            let page = r.ok("ListVolumes with a token it gave, after a deletion: OK", c.ctl.list_volumes(ListVolumesRequest { max_entries: 2, starting_token: token }).await);
-            let Some(page) = page else { break };
-            r.check("ListVolumes: no page longer than max_entries", page.entries.len() <= 2, &page);
-            seen.extend(page.entries.iter().filter_map(|e| e.volume.as_ref()).map(|v| v.volume_id.clone()));
-            token = page.next_token;
-        }
-        seen.sort();
-        r.check("ListVolumes pages: every volume once, none skipped", seen == made, (&seen, &made));
-        r.code("ListVolumes with a token never given: ABORTED", Code::Aborted, c.ctl.list_volumes(ListVolumesRequest { max_entries: 1, starting_token: "1".into() }).await);
-        r.code("ListVolumes with a negative max_entries: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.list_volumes(ListVolumesRequest { max_entries: -1, starting_token: String::new() }).await);
-        let cap = r.ok("GetCapacity answers", c.ctl.get_capacity(GetCapacityRequest::default()).await);
-        r.check("GetCapacity: available_capacity not negative", cap.as_ref().is_some_and(|c| c.available_capacity >= 0), cap);
-
-        // Deletes.
-        r.code("DeleteSnapshot without snapshot_id: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.delete_snapshot(DeleteSnapshotRequest::default()).await);
-        for _ in 0..2 {
-            r.ok("DeleteSnapshot, twice: OK", c.ctl.delete_snapshot(DeleteSnapshotRequest { snapshot_id: s.snapshot_id.clone(), ..Default::default() }).await);
-        }
-        r.ok("DeleteSnapshot of an unknown snapshot: OK", c.ctl.delete_snapshot(DeleteSnapshotRequest { snapshot_id: "csi-none@csi-none".into(), ..Default::default() }).await);
-        r.code("GetSnapshot of a deleted snapshot: NOT_FOUND", Code::NotFound, c.ctl.get_snapshot(GetSnapshotRequest { snapshot_id: s.snapshot_id.clone(), ..Default::default() }).await);
-        r.code("DeleteVolume without volume_id: INVALID_ARGUMENT", Code::InvalidArgument, c.ctl.delete_volume(DeleteVolumeRequest::default()).await);
-        r.ok("DeleteVolume of an unknown volume: OK", c.ctl.delete_volume(DeleteVolumeRequest { volume_id: "csi-none".into(), ..Default::default() }).await);
-        for id in &made {
-            for _ in 0..2 {
-                r.ok("DeleteVolume, twice: OK", c.ctl.delete_volume(DeleteVolumeRequest { volume_id: id.clone(), ..Default::default() }).await);
-            }
-        }
-        r.code("ControllerGetVolume of a deleted volume: NOT_FOUND", Code::NotFound, c.ctl.controller_get_volume(volume_req(&a.volume_id)).await);
-    });
+    runtime().block_on(identity_and_controller(&w, &mut r));
     r.finish();
     assert_eq!(w.host.run(&["list", "--json"]).json(), serde_json::json!([]));
+}
+
+/// The rules of the Identity and Controller services, in the order a CO
+/// meets them; every volume and snapshot made is deleted at the end.
+async fn identity_and_controller(w: &World, r: &mut Rules) {
+    let mut c = Csi::connect(&w.sock).await;
+    // Identity.
+    let info = r.ok("GetPluginInfo answers", c.ident.get_plugin_info(GetPluginInfoRequest {}).await);
+    let info = info.unwrap_or_default();
+    let dns = |n: &str| {
+        n.len() <= 63
+            && n.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && n.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+            && n.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
+    };
+    r.check("GetPluginInfo: name is a domain name of at most 63 characters", dns(&info.name), &info.name);
+    r.check("GetPluginInfo: vendor_version is set", !info.vendor_version.is_empty(), &info);
+    let plugin =
+        r.ok("GetPluginCapabilities answers", c.ident.get_plugin_capabilities(GetPluginCapabilitiesRequest {}).await);
+    let controller_service = plugin.iter().flat_map(|p| &p.capabilities).any(
+        |c| matches!(&c.r#type, Some(PluginType::Service(s)) if s.r#type == PluginService::ControllerService as i32),
+    );
+    r.check("GetPluginCapabilities: CONTROLLER_SERVICE, since the Controller is served", controller_service, &plugin);
+    let topology_service = PluginService::VolumeAccessibilityConstraints as i32;
+    let topology = plugin
+        .iter()
+        .flat_map(|p| &p.capabilities)
+        .any(|c| matches!(&c.r#type, Some(PluginType::Service(s)) if s.r#type == topology_service));
+    r.check(
+        "GetPluginCapabilities: VOLUME_ACCESSIBILITY_CONSTRAINTS, since volumes have a topology",
+        topology,
+        &plugin,
+    );
+    let online = plugin
+        .iter()
+        .flat_map(|p| &p.capabilities)
+        .any(|c| matches!(&c.r#type, Some(PluginType::VolumeExpansion(e)) if e.r#type == Expansion::Online as i32));
+    r.check("GetPluginCapabilities: VolumeExpansion ONLINE", online, &plugin);
+    r.ok("Probe answers", c.ident.probe(ProbeRequest {}).await);
+    let caps = r.ok(
+        "ControllerGetCapabilities answers",
+        c.ctl.controller_get_capabilities(ControllerGetCapabilitiesRequest {}).await,
+    );
+    let caps = caps.as_ref().map(ctl_caps).unwrap_or_default();
+    for want in [
+        CtlRpc::CreateDeleteVolume,
+        CtlRpc::ListVolumes,
+        CtlRpc::GetCapacity,
+        CtlRpc::CreateDeleteSnapshot,
+        CtlRpc::ListSnapshots,
+        CtlRpc::CloneVolume,
+        CtlRpc::VolumeCondition,
+        CtlRpc::GetVolume,
+        CtlRpc::GetSnapshot,
+    ] {
+        r.check(&format!("ControllerGetCapabilities: {want:?} (served)"), caps.contains(&want), &caps);
+    }
+    for not in [
+        CtlRpc::PublishUnpublishVolume,
+        CtlRpc::ExpandVolume,
+        CtlRpc::ModifyVolume,
+        CtlRpc::ListVolumesPublishedNodes,
+        CtlRpc::PublishReadonly,
+        CtlRpc::SingleNodeMultiWriter,
+    ] {
+        r.check(&format!("ControllerGetCapabilities: no {not:?} (not served)"), !caps.contains(&not), &caps);
+    }
+
+    // CreateVolume.
+    let base = create_req("conf-a", 400 * MIB, mount_cap(""));
+    r.code(
+        "CreateVolume without name: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.create_volume(create_req("", 400 * MIB, mount_cap(""))).await,
+    );
+    let mut no_caps = base.clone();
+    no_caps.volume_capabilities.clear();
+    r.code(
+        "CreateVolume without volume_capabilities: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.create_volume(no_caps).await,
+    );
+    let mut negative = base.clone();
+    negative.capacity_range = Some(CapacityRange { required_bytes: -1, limit_bytes: 0 });
+    r.code(
+        "CreateVolume with a negative required_bytes: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.create_volume(negative).await,
+    );
+    let mut inverted = base.clone();
+    inverted.capacity_range = Some(CapacityRange { required_bytes: 800 * MIB, limit_bytes: 400 * MIB });
+    r.code(
+        "CreateVolume with a capacity range nothing fits: OUT_OF_RANGE",
+        Code::OutOfRange,
+        c.ctl.create_volume(inverted).await,
+    );
+    let mut mutable = base.clone();
+    mutable.mutable_parameters = HashMap::from([("iops".into(), "1".into())]);
+    r.code(
+        "CreateVolume with mutable_parameters but no MODIFY_VOLUME: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.create_volume(mutable).await,
+    );
+    r.code(
+        "CreateVolume from a snapshot that does not exist: NOT_FOUND",
+        Code::NotFound,
+        c.ctl.create_volume(from_snapshot(create_req("conf-r", 400 * MIB, mount_cap("")), "csi-none@csi-none")).await,
+    );
+    r.code(
+        "CreateVolume from a volume that does not exist: NOT_FOUND",
+        Code::NotFound,
+        c.ctl.create_volume(from_volume(create_req("conf-r", 400 * MIB, mount_cap("")), "csi-none")).await,
+    );
+    let a = r
+        .ok("CreateVolume makes a volume", c.ctl.create_volume(base.clone()).await)
+        .and_then(|v| v.volume)
+        .unwrap_or_default();
+    let again = r.ok("CreateVolume again, same name and parameters: OK", c.ctl.create_volume(base.clone()).await);
+    r.check("CreateVolume again: the same volume", again.as_ref().and_then(|v| v.volume.as_ref()) == Some(&a), &again);
+    r.check("CreateVolume: volume_id is set", !a.volume_id.is_empty(), &a);
+    r.check("CreateVolume: capacity_bytes at least required_bytes", a.capacity_bytes >= 400 * MIB, &a);
+    r.code(
+        "CreateVolume of a name in use with another capacity: ALREADY_EXISTS",
+        Code::AlreadyExists,
+        c.ctl.create_volume(create_req("conf-a", 600 * MIB, mount_cap(""))).await,
+    );
+    r.code(
+        "CreateVolume of a name in use with another fs type: ALREADY_EXISTS",
+        Code::AlreadyExists,
+        c.ctl.create_volume(create_req("conf-a", 400 * MIB, mount_cap("ext4"))).await,
+    );
+
+    // ControllerGetVolume.
+    r.code(
+        "ControllerGetVolume without volume_id: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.controller_get_volume(volume_req("")).await,
+    );
+    r.code(
+        "ControllerGetVolume of an unknown volume: NOT_FOUND",
+        Code::NotFound,
+        c.ctl.controller_get_volume(volume_req("csi-none")).await,
+    );
+    r.code(
+        "ControllerGetVolume of a malformed id: NOT_FOUND",
+        Code::NotFound,
+        c.ctl.controller_get_volume(volume_req("not/an id")).await,
+    );
+    let got =
+        r.ok("ControllerGetVolume of a volume answers", c.ctl.controller_get_volume(volume_req(&a.volume_id)).await);
+    r.check(
+        "ControllerGetVolume: the volume CreateVolume returned",
+        got.as_ref().and_then(|g| g.volume.as_ref()) == Some(&a),
+        &got,
+    );
+    let cond = got.as_ref().and_then(|g| g.status.as_ref()).and_then(|s| s.volume_condition.as_ref());
+    r.check(
+        "ControllerGetVolume: status.volume_condition set (VOLUME_CONDITION), normal",
+        cond.is_some_and(|c| !c.abnormal),
+        &got,
+    );
+
+    // ValidateVolumeCapabilities.
+    let validate = |id: &str, caps: Vec<VolumeCapability>| ValidateVolumeCapabilitiesRequest {
+        volume_id: id.into(),
+        volume_capabilities: caps,
+        ..Default::default()
+    };
+    r.code(
+        "ValidateVolumeCapabilities without volume_id: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.validate_volume_capabilities(validate("", vec![mount_cap("")])).await,
+    );
+    r.code(
+        "ValidateVolumeCapabilities without capabilities: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.validate_volume_capabilities(validate(&a.volume_id, vec![])).await,
+    );
+    r.code(
+        "ValidateVolumeCapabilities without capabilities, unknown volume: INVALID_ARGUMENT (a missing field first)",
+        Code::InvalidArgument,
+        c.ctl.validate_volume_capabilities(validate("csi-none", vec![])).await,
+    );
+    r.code(
+        "ValidateVolumeCapabilities of an unknown volume: NOT_FOUND",
+        Code::NotFound,
+        c.ctl.validate_volume_capabilities(validate("csi-none", vec![mount_cap("")])).await,
+    );
+    let yes = r.ok(
+        "ValidateVolumeCapabilities of a served capability answers",
+        c.ctl.validate_volume_capabilities(validate(&a.volume_id, vec![mount_cap("")])).await,
+    );
+    r.check(
+        "ValidateVolumeCapabilities: confirmed when served",
+        yes.as_ref().is_some_and(|y| y.confirmed.is_some()),
+        &yes,
+    );
+    let mut mutable = validate(&a.volume_id, vec![mount_cap("")]);
+    mutable.mutable_parameters = HashMap::from([("iops".into(), "1".into())]);
+    let no = r.ok(
+        "ValidateVolumeCapabilities with mutable_parameters answers",
+        c.ctl.validate_volume_capabilities(mutable).await,
+    );
+    r.check(
+        "ValidateVolumeCapabilities with mutable_parameters: not confirmed, a message",
+        no.as_ref().is_some_and(|n| n.confirmed.is_none() && !n.message.is_empty()),
+        &no,
+    );
+
+    // Snapshots.
+    r.code(
+        "CreateSnapshot without name: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.create_snapshot(snap_req(&a.volume_id, "")).await,
+    );
+    r.code(
+        "CreateSnapshot without source_volume_id: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.create_snapshot(snap_req("", "conf-s")).await,
+    );
+    r.code(
+        "CreateSnapshot of a volume that does not exist: NOT_FOUND",
+        Code::NotFound,
+        c.ctl.create_snapshot(snap_req("csi-none", "conf-s")).await,
+    );
+    let s = r
+        .ok("CreateSnapshot makes a snapshot", c.ctl.create_snapshot(snap_req(&a.volume_id, "conf-s")).await)
+        .and_then(|s| s.snapshot)
+        .unwrap_or_default();
+    let again = r.ok(
+        "CreateSnapshot again, same name and source: OK",
+        c.ctl.create_snapshot(snap_req(&a.volume_id, "conf-s")).await,
+    );
+    r.check(
+        "CreateSnapshot again: the same snapshot",
+        again.as_ref().and_then(|x| x.snapshot.as_ref()) == Some(&s),
+        &again,
+    );
+    r.check(
+        "CreateSnapshot: snapshot_id and source_volume_id set",
+        !s.snapshot_id.is_empty() && s.source_volume_id == a.volume_id,
+        &s,
+    );
+    r.check("CreateSnapshot: creation_time set, ready_to_use", s.creation_time.is_some() && s.ready_to_use, &s);
+    r.check("CreateSnapshot: size_bytes not negative", s.size_bytes >= 0, &s);
+    let b = r
+        .ok(
+            "CreateVolume of a second volume",
+            c.ctl.create_volume(create_req("conf-b", 400 * MIB, mount_cap(""))).await,
+        )
+        .and_then(|v| v.volume)
+        .unwrap_or_default();
+    r.code(
+        "CreateSnapshot of a name in use from another source: ALREADY_EXISTS",
+        Code::AlreadyExists,
+        c.ctl.create_snapshot(snap_req(&b.volume_id, "conf-s")).await,
+    );
+    r.code(
+        "CreateVolume of a name in use from another source: ALREADY_EXISTS",
+        Code::AlreadyExists,
+        c.ctl.create_volume(from_snapshot(create_req("conf-b", 400 * MIB, mount_cap("")), &s.snapshot_id)).await,
+    );
+    let restored = r.ok(
+        "CreateVolume from the snapshot",
+        c.ctl.create_volume(from_snapshot(create_req("conf-r", 400 * MIB, mount_cap("")), &s.snapshot_id)).await,
+    );
+    let restored = restored.and_then(|v| v.volume).unwrap_or_default();
+    r.check(
+        "CreateVolume from a snapshot: content_source names it",
+        matches!(
+            &restored.content_source,
+            Some(VolumeContentSource { r#type: Some(volume_content_source::Type::Snapshot(x)) })
+                if x.snapshot_id == s.snapshot_id
+        ),
+        &restored,
+    );
+    r.code(
+        "GetSnapshot without snapshot_id: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.get_snapshot(GetSnapshotRequest::default()).await,
+    );
+    r.code(
+        "GetSnapshot of an unknown snapshot: NOT_FOUND",
+        Code::NotFound,
+        c.ctl.get_snapshot(GetSnapshotRequest { snapshot_id: "csi-none@csi-none".into(), ..Default::default() }).await,
+    );
+    r.code(
+        "GetSnapshot of a malformed id: NOT_FOUND",
+        Code::NotFound,
+        c.ctl.get_snapshot(GetSnapshotRequest { snapshot_id: "no-at-sign".into(), ..Default::default() }).await,
+    );
+    let got = r.ok(
+        "GetSnapshot of a snapshot answers",
+        c.ctl.get_snapshot(GetSnapshotRequest { snapshot_id: s.snapshot_id.clone(), ..Default::default() }).await,
+    );
+    r.check(
+        "GetSnapshot: the snapshot CreateSnapshot returned",
+        got.as_ref().and_then(|g| g.snapshot.as_ref()) == Some(&s),
+        &got,
+    );
+
+    // ListSnapshots: filters.
+    let one =
+        r.ok("ListSnapshots by snapshot_id answers", c.ctl.list_snapshots(list_snaps(0, "", "", &s.snapshot_id)).await);
+    r.check("ListSnapshots by snapshot_id: that one", snapshot_ids(&one) == vec![s.snapshot_id.clone()], &one);
+    let none = r.ok(
+        "ListSnapshots by an unknown snapshot_id: OK",
+        c.ctl.list_snapshots(list_snaps(0, "", "", "csi-none@csi-none")).await,
+    );
+    r.check("ListSnapshots by an unknown snapshot_id: empty", snapshot_ids(&none).is_empty(), &none);
+    let mine = r.ok(
+        "ListSnapshots by source_volume_id answers",
+        c.ctl.list_snapshots(list_snaps(0, "", &a.volume_id, "")).await,
+    );
+    r.check(
+        "ListSnapshots by source_volume_id: its snapshots",
+        snapshot_ids(&mine) == vec![s.snapshot_id.clone()],
+        &mine,
+    );
+    let theirs = r
+        .ok("ListSnapshots by another source answers", c.ctl.list_snapshots(list_snaps(0, "", &b.volume_id, "")).await);
+    r.check("ListSnapshots by a source without snapshots: empty", snapshot_ids(&theirs).is_empty(), &theirs);
+    let unknown =
+        r.ok("ListSnapshots by an unknown source: OK", c.ctl.list_snapshots(list_snaps(0, "", "csi-none", "")).await);
+    r.check("ListSnapshots by an unknown source: empty", snapshot_ids(&unknown).is_empty(), &unknown);
+    let crossed = r.ok(
+        "ListSnapshots by snapshot_id and another source: OK",
+        c.ctl.list_snapshots(list_snaps(0, "", &b.volume_id, &s.snapshot_id)).await,
+    );
+    r.check(
+        "ListSnapshots by snapshot_id and another source: empty (both filters apply)",
+        snapshot_ids(&crossed).is_empty(),
+        &crossed,
+    );
+    r.code(
+        "ListSnapshots with a token never given: ABORTED",
+        Code::Aborted,
+        c.ctl.list_snapshots(list_snaps(1, "7", "", "")).await,
+    );
+    r.code(
+        "ListSnapshots with a negative max_entries: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.list_snapshots(list_snaps(-1, "", "", "")).await,
+    );
+
+    // ListVolumes: conditions and paging that survives a deletion.
+    let mut made = vec![a.volume_id.clone(), b.volume_id.clone(), restored.volume_id.clone()];
+    for n in ["conf-c", "conf-d"] {
+        let v = r.ok("CreateVolume for paging", c.ctl.create_volume(create_req(n, 300 * MIB, mount_cap(""))).await);
+        made.extend(v.and_then(|v| v.volume).map(|v| v.volume_id));
+    }
+    made.sort();
+    let all = r.ok("ListVolumes answers", c.ctl.list_volumes(ListVolumesRequest::default()).await).unwrap_or_default();
+    r.check(
+        "ListVolumes: every entry has status.volume_condition (VOLUME_CONDITION)",
+        all.entries.iter().all(|e| e.status.as_ref().is_some_and(|s| s.volume_condition.is_some())),
+        &all,
+    );
+    let first = r
+        .ok(
+            "ListVolumes with max_entries 2",
+            c.ctl.list_volumes(ListVolumesRequest { max_entries: 2, starting_token: String::new() }).await,
+        )
+        .unwrap_or_default();
+    r.check(
+        "ListVolumes: at most max_entries, and a next_token",
+        first.entries.len() == 2 && !first.next_token.is_empty(),
+        &first,
+    );
+    // The last entry of the page goes, a new volume comes: the next
+    // pages still hold everything else, once.
+    let last = first.entries.last().and_then(|e| e.volume.as_ref()).map(|v| v.volume_id.clone()).unwrap_or_default();
+    r.ok(
+        "DeleteVolume of the page's last entry",
+        c.ctl.delete_volume(DeleteVolumeRequest { volume_id: last.clone(), ..Default::default() }).await,
+    );
+    let new =
+        r.ok("CreateVolume between pages", c.ctl.create_volume(create_req("conf-e", 300 * MIB, mount_cap(""))).await);
+    made.retain(|v| *v != last);
+    made.extend(new.and_then(|v| v.volume).map(|v| v.volume_id));
+    made.sort();
+    let mut seen: Vec<String> = first
+        .entries
+        .iter()
+        .filter_map(|e| e.volume.as_ref())
+        .map(|v| v.volume_id.clone())
+        .filter(|v| *v != last)
+        .collect();
+    let mut token = first.next_token.clone();
+    while !token.is_empty() {
+        let page = r.ok(
+            "ListVolumes with a token it gave, after a deletion: OK",
+            c.ctl.list_volumes(ListVolumesRequest { max_entries: 2, starting_token: token }).await,
+        );
+        let Some(page) = page else { break };
+        r.check("ListVolumes: no page longer than max_entries", page.entries.len() <= 2, &page);
+        seen.extend(page.entries.iter().filter_map(|e| e.volume.as_ref()).map(|v| v.volume_id.clone()));
+        token = page.next_token;
+    }
+    seen.sort();
+    r.check("ListVolumes pages: every volume once, none skipped", seen == made, (&seen, &made));
+    r.code(
+        "ListVolumes with a token never given: ABORTED",
+        Code::Aborted,
+        c.ctl.list_volumes(ListVolumesRequest { max_entries: 1, starting_token: "1".into() }).await,
+    );
+    r.code(
+        "ListVolumes with a negative max_entries: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.list_volumes(ListVolumesRequest { max_entries: -1, starting_token: String::new() }).await,
+    );
+    let cap = r.ok("GetCapacity answers", c.ctl.get_capacity(GetCapacityRequest::default()).await);
+    r.check(
+        "GetCapacity: available_capacity not negative",
+        cap.as_ref().is_some_and(|c| c.available_capacity >= 0),
+        cap,
+    );
+
+    // Deletes.
+    r.code(
+        "DeleteSnapshot without snapshot_id: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.delete_snapshot(DeleteSnapshotRequest::default()).await,
+    );
+    for _ in 0..2 {
+        r.ok(
+            "DeleteSnapshot, twice: OK",
+            c.ctl
+                .delete_snapshot(DeleteSnapshotRequest { snapshot_id: s.snapshot_id.clone(), ..Default::default() })
+                .await,
+        );
+    }
+    r.ok(
+        "DeleteSnapshot of an unknown snapshot: OK",
+        c.ctl
+            .delete_snapshot(DeleteSnapshotRequest { snapshot_id: "csi-none@csi-none".into(), ..Default::default() })
+            .await,
+    );
+    r.code(
+        "GetSnapshot of a deleted snapshot: NOT_FOUND",
+        Code::NotFound,
+        c.ctl.get_snapshot(GetSnapshotRequest { snapshot_id: s.snapshot_id.clone(), ..Default::default() }).await,
+    );
+    r.code(
+        "DeleteVolume without volume_id: INVALID_ARGUMENT",
+        Code::InvalidArgument,
+        c.ctl.delete_volume(DeleteVolumeRequest::default()).await,
+    );
+    r.ok(
+        "DeleteVolume of an unknown volume: OK",
+        c.ctl.delete_volume(DeleteVolumeRequest { volume_id: "csi-none".into(), ..Default::default() }).await,
+    );
+    for id in &made {
+        for _ in 0..2 {
+            r.ok(
+                "DeleteVolume, twice: OK",
+                c.ctl.delete_volume(DeleteVolumeRequest { volume_id: id.clone(), ..Default::default() }).await,
+            );
+        }
+    }
+    r.code(
+        "ControllerGetVolume of a deleted volume: NOT_FOUND",
+        Code::NotFound,
+        c.ctl.controller_get_volume(volume_req(&a.volume_id)).await,
+    );
 }
 
 #[test]
@@ -342,6 +595,9 @@ fn csi_conformance_node() {
         for t in [NodeRpc::StageUnstageVolume, NodeRpc::GetVolumeStats, NodeRpc::ExpandVolume, NodeRpc::VolumeCondition]
         {
             r.check(&format!("NodeGetCapabilities: {t:?} (served)"), has(t), &caps);
+        }
+        for t in [NodeRpc::SingleNodeMultiWriter, NodeRpc::VolumeMountGroup] {
+            r.check(&format!("NodeGetCapabilities: no {t:?} (not served)"), !has(t), &caps);
         }
         let info = r.ok("NodeGetInfo answers", c.node.node_get_info(NodeGetInfoRequest {}).await);
         r.check(
@@ -401,6 +657,11 @@ fn csi_conformance_node() {
             "NodeStageVolume of an unknown volume: NOT_FOUND",
             Code::NotFound,
             c.node.node_stage_volume(stage("csi-none", &st, Some(mount_cap("")))).await,
+        );
+        r.code(
+            "NodeStageVolume with a capability the volume cannot serve (block, of a filesystem): FAILED_PRECONDITION",
+            Code::FailedPrecondition,
+            c.node.node_stage_volume(stage(&v.volume_id, &st, Some(block_cap()))).await,
         );
         r.code(
             "NodePublishVolume before NodeStageVolume: FAILED_PRECONDITION",
