@@ -1,6 +1,8 @@
 //! The Controller service: each call runs its pool calls on a blocking
 //! thread (volumes.rs, snapshots.rs). Expansion is the node's
 //! (NodeExpandVolume), so no EXPAND_VOLUME here and no central resizer.
+//! VOLUME_CONDITION, GET_VOLUME and GET_SNAPSHOT read what the node's
+//! calls read (`Pool::condition`, `Pool::info`): one process serves both.
 
 use crate::driver::Driver;
 use crate::proto::controller_server::Controller;
@@ -49,6 +51,9 @@ impl Controller for Driver {
             Rpc::CreateDeleteSnapshot,
             Rpc::ListSnapshots,
             Rpc::CloneVolume,
+            Rpc::VolumeCondition,
+            Rpc::GetVolume,
+            Rpc::GetSnapshot,
         ];
         let capabilities = served
             .into_iter()
@@ -76,5 +81,17 @@ impl Controller for Driver {
         r: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         self.with_pool(move |p| snapshots::list(p, r.into_inner())).await.map(Response::new)
+    }
+
+    async fn controller_get_volume(
+        &self,
+        r: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        let node = self.node_id.clone();
+        self.with_pool(move |p| volumes::get(p, r.into_inner(), &node)).await.map(Response::new)
+    }
+
+    async fn get_snapshot(&self, r: Request<GetSnapshotRequest>) -> Result<Response<GetSnapshotResponse>, Status> {
+        self.with_pool(move |p| snapshots::get(p, r.into_inner())).await.map(Response::new)
     }
 }

@@ -7,6 +7,7 @@
 
 mod authority;
 mod capability;
+mod condition;
 mod controller;
 mod driver;
 mod identity;

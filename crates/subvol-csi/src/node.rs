@@ -2,7 +2,8 @@
 //! volumes: attaches it to a loop device), publish binds that into the
 //! pod's target, unpublish and unstage undo them; all of it read back from
 //! the kernel's tables on each call, so a restarted driver finishes what
-//! an earlier one began.
+//! an earlier one began. Undoing what is already undone succeeds; a volume
+//! id that names nothing is NOT_FOUND, as the spec's error tables say.
 
 use crate::capability::{self, Access};
 use crate::driver::Driver;
@@ -15,7 +16,7 @@ use crate::volumes::existing;
 use std::path::{Path, PathBuf};
 use subvol_core::capacity::volume_size;
 use subvol_core::FsKind;
-use subvol_pool::{MountOptions, Pool, SubvolumeInfo};
+use subvol_pool::{MountOptions, Outcome, Pool, SubvolumeInfo};
 use tonic::{Request, Response, Status};
 
 fn required_path(field: &str, p: &str) -> Result<PathBuf, Status> {
@@ -65,7 +66,7 @@ fn stage(pool: &Pool, req: NodeStageVolumeRequest) -> Result<(), Status> {
 fn unstage(pool: &Pool, req: NodeUnstageVolumeRequest) -> Result<(), Status> {
     let staging = required_path("staging_target_path", &req.staging_target_path)?;
     let info = match existing(pool, &req.volume_id) {
-        Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+        Err(e) if e.code() == tonic::Code::NotFound => return Err(gone(pool, &req.volume_id, e)),
         other => other?,
     };
     if mounted_at(&info, &staging) {
@@ -111,8 +112,26 @@ fn unpublish(pool: &Pool, req: NodeUnpublishVolumeRequest) -> Result<(), Status>
         return Err(missing("volume_id"));
     }
     let target = required_path("target_path", &req.target_path)?;
-    pool.unbind(&target).map_err(status)?;
+    // Whatever of this pool's is there goes first, even a volume's orphan.
+    if pool.unbind(&target).map_err(status)? == Outcome::AlreadyDone {
+        if let Err(e) = existing(pool, &req.volume_id) {
+            if e.code() == tonic::Code::NotFound {
+                return Err(gone(pool, &req.volume_id, e));
+            }
+        }
+    }
     Ok(())
+}
+
+/// The answer for a volume that has no image: NOT_FOUND, as the spec's
+/// tables ask of every node call, unless an image of it was deleted while
+/// attached (an orphan, still mounted): then FAILED_PRECONDITION with the
+/// way to release it, since unmounting it by name is no longer possible.
+fn gone(pool: &Pool, volume_id: &str, not_found: Status) -> Status {
+    match crate::condition::of(pool, volume_id) {
+        Ok(c) if c.abnormal => Status::failed_precondition(c.message),
+        _ => not_found,
+    }
 }
 
 /// Grows the image and its filesystem (online, through `Pool::resize`).
@@ -123,7 +142,10 @@ fn expand(pool: &Pool, req: NodeExpandVolumeRequest) -> Result<NodeExpandVolumeR
         return Err(Status::not_found(format!("volume_path {} does not exist", path.display())));
     }
     let range = req.capacity_range.unwrap_or_default();
-    let (required, limit) = (range.required_bytes.max(0) as u64, range.limit_bytes.max(0) as u64);
+    if range.required_bytes < 0 || range.limit_bytes < 0 {
+        return Err(Status::invalid_argument("capacity_range bounds must not be negative"));
+    }
+    let (required, limit) = (range.required_bytes as u64, range.limit_bytes as u64);
     let size = match required {
         0 => info.virtual_size_bytes,
         r => volume_size(info.fs, r, limit).ok_or_else(|| Status::out_of_range("no size fits the capacity range"))?,

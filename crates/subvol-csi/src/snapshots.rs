@@ -50,8 +50,26 @@ pub(crate) fn delete(pool: &Pool, req: DeleteSnapshotRequest) -> Result<DeleteSn
     Ok(DeleteSnapshotResponse {})
 }
 
-/// ListSnapshots: every snapshot in the pool (or of one volume, or the one
-/// asked for), by volume, then creation time.
+/// Whether `id` could be a snapshot id (paging tokens carry one).
+fn snapshot_id_like(id: &str) -> bool {
+    ObjectName::parse_snapshot(id).is_ok()
+}
+
+/// GetSnapshot: the snapshot, or NOT_FOUND.
+pub(crate) fn get(pool: &Pool, req: GetSnapshotRequest) -> Result<GetSnapshotResponse, Status> {
+    if req.snapshot_id.is_empty() {
+        return Err(missing("snapshot_id"));
+    }
+    if !snapshot_id_like(&req.snapshot_id) {
+        return Err(Status::not_found(format!("no snapshot {:?}", req.snapshot_id)));
+    }
+    let info = pool.info(&req.snapshot_id).map_err(status)?;
+    Ok(GetSnapshotResponse { snapshot: Some(snapshot(&info)) })
+}
+
+/// ListSnapshots: every snapshot in the pool, or those of one volume, or
+/// the one asked for (both filters apply when both are given), by id. An
+/// id that names nothing lists nothing, as the spec asks.
 pub(crate) fn list(pool: &Pool, req: ListSnapshotsRequest) -> Result<ListSnapshotsResponse, Status> {
     let found = if !req.snapshot_id.is_empty() {
         match ObjectName::parse_snapshot(&req.snapshot_id) {
@@ -71,13 +89,15 @@ pub(crate) fn list(pool: &Pool, req: ListSnapshotsRequest) -> Result<ListSnapsho
     } else {
         pool.list_snapshots(None).map_err(status)?
     };
-    let found: Vec<SubvolumeInfo> = found
+    let mut found: Vec<SubvolumeInfo> = found
         .into_iter()
         .filter(|s| {
             req.source_volume_id.is_empty() || s.name.split_once('@').map(|p| p.0) == Some(&req.source_volume_id)
         })
         .collect();
-    let (page, next_token) = crate::paging::page(found, req.max_entries, &req.starting_token)?;
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    let (page, next_token) =
+        crate::paging::page(found, |s| s.name.as_str(), snapshot_id_like, req.max_entries, &req.starting_token)?;
     let entries = page.iter().map(|s| list_snapshots_response::Entry { snapshot: Some(snapshot(s)) }).collect();
     Ok(ListSnapshotsResponse { entries, next_token })
 }

@@ -56,6 +56,10 @@ pub(crate) fn create(pool: &Pool, req: CreateVolumeRequest, node_id: &str) -> Re
     subvol_core::text::validate("the volume name", &req.name, subvol_core::text::MAX_VALUE_LEN)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let params = Params::parse(&req.parameters)?;
+    if !req.mutable_parameters.is_empty() {
+        // The CO sends them only to a plugin with MODIFY_VOLUME.
+        return Err(Status::invalid_argument("mutable_parameters are not served (no MODIFY_VOLUME)"));
+    }
     let asked = capability::asked_fs(&req.volume_capabilities, &params)?;
     let fs = asked.unwrap_or(FsKind::Xfs);
     let range = req.capacity_range.unwrap_or_default();
@@ -156,17 +160,28 @@ pub(crate) fn existing(pool: &Pool, volume_id: &str) -> Result<SubvolumeInfo, St
     }
 }
 
+/// Whether `id` could be a volume id (paging tokens carry one).
+fn volume_id_like(id: &str) -> bool {
+    ObjectName::parse_subvolume(id).is_ok_and(|o| o.snapshot.is_none())
+}
+
 pub(crate) fn validate(
     pool: &Pool,
     req: ValidateVolumeCapabilitiesRequest,
 ) -> Result<ValidateVolumeCapabilitiesResponse, Status> {
-    let info = existing(pool, &req.volume_id)?;
+    // Required fields first: a missing one is INVALID_ARGUMENT whatever
+    // the volume id names.
+    if req.volume_id.is_empty() {
+        return Err(missing("volume_id"));
+    }
     if req.volume_capabilities.is_empty() {
         return Err(missing("volume_capabilities"));
     }
+    let info = existing(pool, &req.volume_id)?;
     let why = Params::parse(&req.parameters)
         .err()
         .map(|e| e.message().to_string())
+        .or_else(|| (!req.mutable_parameters.is_empty()).then(|| "mutable parameters are not served".to_string()))
         .or_else(|| req.volume_capabilities.iter().find_map(|c| capability::mismatch(info.fs, c)));
     Ok(match why {
         Some(message) => ValidateVolumeCapabilitiesResponse { confirmed: None, message },
@@ -183,16 +198,57 @@ pub(crate) fn validate(
 }
 
 /// ListVolumes: the subvolumes this driver made (those with a CSI name),
-/// by name.
+/// by id, each with its condition (the controller's VOLUME_CONDITION).
 pub(crate) fn list(pool: &Pool, req: ListVolumesRequest, node_id: &str) -> Result<ListVolumesResponse, Status> {
     let all = pool.list().map_err(status)?;
-    let ours: Vec<SubvolumeInfo> = all.into_iter().filter(|s| s.properties.contains_key(NAME_PROPERTY)).collect();
-    let (page, next_token) = crate::paging::page(ours, req.max_entries, &req.starting_token)?;
-    let entries = page
-        .iter()
-        .map(|s| list_volumes_response::Entry { volume: Some(volume(s, node_id, None)), status: None })
-        .collect();
+    let mut ours: Vec<SubvolumeInfo> = all.into_iter().filter(|s| s.properties.contains_key(NAME_PROPERTY)).collect();
+    ours.sort_by(|a, b| a.name.cmp(&b.name));
+    let (page, next_token) =
+        crate::paging::page(ours, |s| s.name.as_str(), volume_id_like, req.max_entries, &req.starting_token)?;
+    let mut entries = Vec::with_capacity(page.len());
+    for s in &page {
+        let condition = match crate::condition::of(pool, &s.name) {
+            Ok(c) => c,
+            // Deleted since the listing: not an entry any more.
+            Err(e) if e.code() == tonic::Code::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let status =
+            list_volumes_response::VolumeStatus { published_node_ids: Vec::new(), volume_condition: Some(condition) };
+        entries.push(list_volumes_response::Entry { volume: Some(volume(s, node_id, None)), status: Some(status) });
+    }
     Ok(ListVolumesResponse { entries, next_token })
+}
+
+/// ControllerGetVolume: the volume and its condition. A volume whose image
+/// was deleted while attached (an orphan) is still answered, abnormal:
+/// its data lives on in the mounted filesystem, and the CO should hear so.
+pub(crate) fn get(
+    pool: &Pool,
+    req: ControllerGetVolumeRequest,
+    node_id: &str,
+) -> Result<ControllerGetVolumeResponse, Status> {
+    if req.volume_id.is_empty() {
+        return Err(missing("volume_id"));
+    }
+    if !volume_id_like(&req.volume_id) {
+        return Err(Status::not_found(format!("no volume {:?}", req.volume_id)));
+    }
+    let condition = crate::condition::of(pool, &req.volume_id)?;
+    let volume = match pool.info(&req.volume_id) {
+        Ok(info) => volume(&info, node_id, None),
+        Err(e) if e.kind == ErrorKind::NotFound => Volume {
+            volume_id: req.volume_id.clone(),
+            accessible_topology: vec![ids::topology(node_id)],
+            ..Default::default()
+        },
+        Err(e) => return Err(status(e)),
+    };
+    let status = controller_get_volume_response::VolumeStatus {
+        published_node_ids: Vec::new(),
+        volume_condition: Some(condition),
+    };
+    Ok(ControllerGetVolumeResponse { volume: Some(volume), status: Some(status) })
 }
 
 /// GetCapacity: what the pool can still promise (free space on the host

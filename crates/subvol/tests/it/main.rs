@@ -7,6 +7,7 @@ mod harness;
 mod concurrency;
 mod crash;
 mod csi;
+mod csi_conformance;
 mod encryption;
 mod enospc;
 mod errors;
