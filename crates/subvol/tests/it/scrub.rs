@@ -627,7 +627,11 @@ fn what_the_replica_cannot_give_is_lost_and_nothing_is_written() {
     assert!(!check.stdout.contains("changed after it was taken"), "{}", check.stdout);
     // Without a replica: the same damage, named with its ranges, exit 8.
     let plain = p.a.run(&["scrub", "--all"]).fails(8, "scrub found damage in r@s1, r@s2, r@s3, r@s4");
-    assert!(plain.stdout.contains("DAMAGED r@s4: 256K damaged at 20971520+262144"), "{}", plain.stdout);
+    assert!(
+        plain.stdout.contains("DAMAGED r@s4: 512K damaged at 262144+262144 mismatch, 20971520+262144 mismatch"),
+        "{}",
+        plain.stdout
+    );
     assert!(plain.stderr.contains("--repair-from"), "{}", plain.stderr);
 }
 
