@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod capacity;
+pub mod chunk_read;
 pub mod chunks;
+pub mod damage_map;
 pub mod diff;
 pub mod duration;
 pub mod encryption;

@@ -32,6 +32,7 @@ pub const POINTS: &[&str] = &[
     "unlock-after-add-key",
     "lock-after-remove-key",
     "lock-after-umount",
+    "repair-after-write",
 ];
 
 /// The variable naming the crash point to die at.

@@ -41,7 +41,7 @@ impl<'a> Source<'a> {
         Source { direct: subvol_os::pagecache::reopen_direct(file, false).ok(), file }
     }
 
-    fn read(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    pub(crate) fn read(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let aligned = offset.is_multiple_of(ALIGN as u64) && buf.len().is_multiple_of(ALIGN);
         match &self.direct {
             // EINVAL: this host wants another alignment; the page cache has none.
@@ -51,6 +51,25 @@ impl<'a> Source<'a> {
             },
             _ => self.file.read_exact_at(buf, offset),
         }
+    }
+}
+
+/// A buffer whose slices start at an O_DIRECT alignment.
+pub(crate) struct AlignedBuf {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBuf {
+    pub(crate) fn new(len: usize) -> AlignedBuf {
+        let bytes = vec![0u8; len + ALIGN];
+        let start = bytes.as_ptr().align_offset(ALIGN).min(ALIGN);
+        AlignedBuf { bytes, start }
+    }
+
+    /// The first `len` bytes (at most the length it was made with).
+    pub(crate) fn slice(&mut self, len: usize) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + len]
     }
 }
 

@@ -67,6 +67,11 @@ impl ExtentCache {
         ExtentMap::from_bytes(&std::fs::read(self.dir.join(key.file_name())).ok()?)
     }
 
+    /// Forgets an image's map (its blocks moved: a repair wrote into it).
+    pub(crate) fn remove(&self, key: &CacheKey) {
+        let _ = std::fs::remove_file(self.dir.join(key.file_name()));
+    }
+
     /// Stores a map, best effort: a missing or damaged entry is only
     /// mapped again. No fsync: the entry checks its own checksum.
     pub(crate) fn write(&self, key: &CacheKey, map: &ExtentMap) {

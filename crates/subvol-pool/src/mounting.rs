@@ -276,6 +276,29 @@ impl Pool {
         fs: FsKind,
         f: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
+        self.temp_mount(name, image, fs, false, f)
+    }
+
+    /// `with_temp_mount` of a snapshot: attached and mounted read-only,
+    /// without replaying a log, beside its origin (same filesystem UUID).
+    pub(crate) fn with_snapshot_mount(
+        &self,
+        name: &str,
+        image: &Path,
+        fs: FsKind,
+        f: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        self.temp_mount(name, image, fs, true, f)
+    }
+
+    fn temp_mount(
+        &self,
+        name: &str,
+        image: &Path,
+        fs: FsKind,
+        read_only: bool,
+        f: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
         require_root("a temporary mount")?;
         // A fresh directory made here, held by handle and mounted by it:
         // nothing planted in .subvol/tmp can redirect the mount.
@@ -291,9 +314,15 @@ impl Pool {
         }
         let handle = tmp.child(&leaf).map_err(|e| Error::os(format!("cannot open {}", dir.display()), e))?;
         let mut guard = TempMount { dir: dir.clone(), parent: tmp, leaf, mounted: false };
-        let (dev, (major, minor)) = self.attach_image(image, false, crate::dirty_cap::is_thin_image(image))?;
-        let data = if fs == FsKind::Xfs { "nouuid" } else { "" };
-        subvol_os::dirfd::mount_on(&dev.path, &handle, fs.as_str(), &parse_mount_options(data, false))
+        let thin = !read_only && crate::dirty_cap::is_thin_image(image);
+        let (dev, (major, minor)) = self.attach_image(image, read_only, thin)?;
+        let data = match (fs, read_only) {
+            (FsKind::Xfs, true) => "ro,norecovery,nouuid",
+            (_, true) => "ro,noload",
+            (FsKind::Xfs, false) => "nouuid",
+            _ => "",
+        };
+        subvol_os::dirfd::mount_on(&dev.path, &handle, fs.as_str(), &parse_mount_options(data, read_only))
             .map_err(|e| Error::os(format!("cannot mount {name}"), e))?;
         drop(handle);
         drop(dev);

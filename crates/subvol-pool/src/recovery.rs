@@ -33,13 +33,13 @@ pub fn recover(layout: &Layout) -> Result<Recovered> {
             // Only after an interrupted metadata update or delete: the
             // marker says a snapshot may have been left without its flag.
             let marker = layout.unprotected_intent();
+            // A repair killed half way: its snapshots' times and flags.
+            let mut v = crate::scrub_repair::finish_interrupted(layout);
             if marker.exists() {
-                let v = protect_snapshots(layout);
+                v.extend(protect_snapshots(layout));
                 let _ = std::fs::remove_file(marker);
-                v
-            } else {
-                Vec::new()
             }
+            v
         },
     })
 }
@@ -71,7 +71,8 @@ pub fn needed(layout: &Layout) -> bool {
             })
         })
         .unwrap_or(false);
-    nonempty(layout.tmp_dir()) || snapshot_frozen || nonempty(layout.intent_dir()) || stale_receive
+    let repairing = layout.scrub_dir().join("repairing").exists();
+    nonempty(layout.tmp_dir()) || snapshot_frozen || nonempty(layout.intent_dir()) || stale_receive || repairing
 }
 
 /// Thaws filesystems listed in frozen markers of dead snapshot commands.

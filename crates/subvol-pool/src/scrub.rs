@@ -98,9 +98,21 @@ impl Pool {
         out
     }
 
-    /// Scrubs the snapshots `opts` names. `on_wait` is told when it waits
-    /// for a manifest builder; `progress` gets (bytes done, bytes in all).
+    /// Scrubs the snapshots `opts` names, repairs what it found from
+    /// `opts.repair_from` if given, and names the files the remaining
+    /// damage is in. `on_wait` is told when it waits for a manifest
+    /// builder; `progress` gets (bytes done, bytes in all).
     pub fn scrub(&self, opts: &ScrubOptions, on_wait: &dyn Fn(u32), progress: Progress<'_>) -> Result<ScrubReport> {
+        let mut report = self.scrub_pass(opts, on_wait, progress)?;
+        // After the pass, its scrub lock dropped: the repair takes the pool lock.
+        if let Some(from) = &opts.repair_from {
+            report.repair = Some(self.repair(&report, from, progress)?);
+        }
+        report.files = self.damaged_files(&report);
+        Ok(report)
+    }
+
+    fn scrub_pass(&self, opts: &ScrubOptions, on_wait: &dyn Fn(u32), progress: Progress<'_>) -> Result<ScrubReport> {
         let clock = Instant::now();
         let _running = WorkerLock::try_take(&self.layout.scrub_lock())?.ok_or_else(|| {
             let pid = crate::worker::holder(&self.layout.scrub_lock()).unwrap_or(0);
@@ -176,6 +188,8 @@ impl Pool {
             chunks_read: verified.stats.chunks_read,
             bytes_verified: run.bytes_verified,
             duration_us: clock.elapsed().as_micros() as u64,
+            repair: None,
+            files: Vec::new(),
         })
     }
 

@@ -20,6 +20,8 @@ pub struct ScrubOptions {
     pub idle: bool,
     /// Start over even if an interrupted scrub of the same scope could resume.
     pub restart: bool,
+    /// Repair the damage found from this replica (`--repair-from`).
+    pub repair_from: Option<crate::sync::RepairFrom>,
 }
 
 impl ScrubOptions {
@@ -73,6 +75,12 @@ pub struct ScrubReport {
     pub duration_us: u64,
     /// No damage, and every snapshot could be verified.
     pub clean: bool,
+    /// What `--repair-from` did with the damage found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<crate::scrub_repair::RepairReport>,
+    /// Which files inside the damaged snapshots hold the damaged bytes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::scrub_files::SnapshotFiles>,
 }
 
 impl ScrubReport {
@@ -87,9 +95,9 @@ impl ScrubReport {
 
 /// Words for the fix of damaged snapshots: what there is to do today.
 pub fn damage_advice() -> &'static str {
-    "their data is not what was snapshotted. Restore what you need from a replica \
-     (another pool holding the same snapshots); repairing them in place from a replica \
-     (`subvol scrub --repair-from`) is not available yet. `subvol info NAME@SNAP` lists the damaged byte ranges"
+    "their data is not what was snapshotted. Repair them in place from a replica holding the same \
+     snapshots with `subvol scrub --repair-from [HOST:]POOL`, or restore what you need from one. \
+     `subvol info NAME@SNAP` lists the damaged byte ranges"
 }
 
 /// One line on a damaged snapshot: its name, how much, and the first ranges.

@@ -379,6 +379,17 @@ pub enum Command {
         /// Start from the beginning, not where an interrupted scrub stopped.
         #[arg(long)]
         restart: bool,
+        /// Repair the damage found from a replica holding the same snapshots:
+        /// a pool directory here, or HOST:/POOLDIR over ssh (HOST: for its
+        /// default pool). Only chunks that match this pool's manifests are written.
+        #[arg(long, value_name = "[HOST:]POOL")]
+        repair_from: Option<String>,
+        /// Extra ssh option for --repair-from (repeatable), e.g. --ssh-opt=-p --ssh-opt=2222.
+        #[arg(long = "ssh-opt", value_name = "OPT", allow_hyphen_values = true, requires = "repair_from")]
+        ssh_opt: Vec<String>,
+        /// The subvol command on the replica's host.
+        #[arg(long, value_name = "PATH", default_value = "subvol")]
+        remote_bin: String,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -432,6 +443,15 @@ pub enum Command {
     /// starts in the background.
     #[command(hide = true)]
     BuildManifests { names: Vec<String> },
+    /// Write chunks of the snapshot with GUID (a chunk-read reply, for
+    /// `scrub --repair-from` on another host).
+    #[command(hide = true)]
+    ReadChunks {
+        guid: String,
+        /// Chunk indices, e.g. 0-3,17.
+        #[arg(long)]
+        chunks: String,
+    },
     /// Subvolume and snapshot names, one per line, for completion scripts.
     #[command(hide = true)]
     CompleteNames {

@@ -507,16 +507,29 @@ pub fn run(cli: Cli) -> Result<u8> {
                 }
             }
         }
-        Command::Scrub { name, all: _, snapshots_only, bwlimit, io_class, restart, json: j } => {
+        Command::Scrub {
+            name,
+            all: _,
+            snapshots_only,
+            bwlimit,
+            io_class,
+            restart,
+            repair_from,
+            ssh_opt,
+            remote_bin,
+            json: j,
+        } => {
             let opts = subvol_pool::ScrubOptions {
                 target: name,
                 snapshots_only,
                 rate: None,
                 idle: io_class == "idle",
                 restart,
+                repair_from: crate::scrub::repair_from(repair_from.as_deref(), ssh_opt, remote_bin)?,
             };
             crate::scrub::run(&open()?, opts, bwlimit.as_deref(), j.json)?;
         }
+        Command::ReadChunks { guid, chunks } => crate::scrub::read_chunks(&open()?, &guid, &chunks)?,
         Command::BuildManifests { names } => {
             // Detached, without a terminal: the outcome shows in `info`.
             open()?.build_after_snapshot(&names, true, &|_| {}, &|_, _| {})?;

@@ -3,11 +3,30 @@
 
 use crate::output::{emit, json};
 use crate::progress::Bar;
+use subvol_core::chunk_read::{parse_list, Replica};
 use subvol_core::scrub::{SnapshotScrub, Verdict};
 use subvol_core::{format_size, parse_size};
+use subvol_pool::sync::RepairFrom;
 use subvol_pool::{
-    damage_advice, describe_damage, Error, ErrorKind, Integrity, Pool, Result, ScrubOptions, ScrubReport, ScrubStatus,
+    damage_advice, describe_damage, Error, ErrorKind, Integrity, Pool, RepairReport, Result, ScrubOptions, ScrubReport,
+    ScrubStatus, SnapshotFiles,
 };
+
+/// `--repair-from` as the pool layer takes it.
+pub fn repair_from(text: Option<&str>, ssh_options: Vec<String>, remote_bin: String) -> Result<Option<RepairFrom>> {
+    let Some(text) = text else { return Ok(None) };
+    let replica = Replica::parse(text).map_err(|e| Error::invalid(e.to_string()))?;
+    Ok(Some(RepairFrom { replica, ssh_options, remote_bin }))
+}
+
+/// `subvol read-chunks GUID --chunks LIST`: the replica's side of a
+/// repair, a chunk-read reply on standard output.
+pub fn read_chunks(pool: &Pool, guid: &str, chunks: &str) -> Result<()> {
+    let guid: uuid::Uuid = guid.parse().map_err(|_| Error::invalid(format!("{guid:?} is not a guid")))?;
+    let chunks = parse_list(chunks).map_err(|e| Error::invalid(e.to_string()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    pool.read_chunks(guid, &chunks, &mut out)
+}
 
 /// Runs a scrub and prints its report; damage (or a snapshot that could not
 /// be verified) is an error (exit 8) that names it and what to do.
@@ -33,6 +52,9 @@ pub fn run(pool: &Pool, opts: ScrubOptions, bwlimit: Option<&str>, as_json: bool
 }
 
 fn verdict(r: &ScrubReport) -> Result<()> {
+    if let Some(rep) = &r.repair {
+        return repair_verdict(r, rep);
+    }
     let damaged: Vec<&str> = r.damaged().map(|s| s.name.as_str()).collect();
     let unverified: Vec<&str> = r.unverified().map(|s| s.name.as_str()).collect();
     if !damaged.is_empty() {
@@ -54,6 +76,98 @@ fn verdict(r: &ScrubReport) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// After a repair: only what is still lost fails (exit 8), named with its ranges.
+fn repair_verdict(r: &ScrubReport, rep: &RepairReport) -> Result<()> {
+    if !rep.lost.is_empty() {
+        let lost: Vec<String> = rep.lost.iter().map(|l| format!("{} ({})", l.name, ranges(&l.ranges))).collect();
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "the repair from {} could not repair everything; lost: {} (listed above with why); \
+                 restore those from another replica or a backup",
+                escape(&rep.replica),
+                escape(&lost.join(", "))
+            ),
+        ));
+    }
+    let unverified: Vec<&str> = r.unverified().map(|s| s.name.as_str()).collect();
+    if !unverified.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("scrub could not verify {} (listed above with why)", unverified.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
+/// Byte ranges as `OFFSET+LENGTH`, the first few.
+fn ranges(v: &[subvol_pool::ByteRange]) -> String {
+    let mut out: Vec<String> = v.iter().take(4).map(|r| format!("{}+{}", r.offset, r.length)).collect();
+    if v.len() > 4 {
+        out.push(format!("{} more", v.len() - 4));
+    }
+    if out.is_empty() {
+        return "ranges past what the scrub lists".into();
+    }
+    out.join(", ")
+}
+
+fn render_repair(rep: &RepairReport) -> String {
+    let mut out = format!(
+        "repair from {}: fetched {} chunk(s) ({}), {} refused (not matching our manifests)\n",
+        escape(&rep.replica),
+        rep.chunks_fetched,
+        format_size(rep.bytes_fetched),
+        rep.chunks_refused
+    );
+    for r in &rep.repaired {
+        let what = if r.live { " (live subvolume)" } else { "" };
+        out.push_str(&format!(
+            "REPAIRED {}{what}: {} at {}, verified\n",
+            escape(&r.name),
+            format_size(r.bytes),
+            ranges(&r.ranges)
+        ));
+    }
+    for l in &rep.lost {
+        out.push_str(&format!(
+            "LOST {}: {} at {}: {}\n",
+            escape(&l.name),
+            format_size(l.bytes),
+            ranges(&l.ranges),
+            escape(&l.why)
+        ));
+    }
+    out
+}
+
+fn render_files(files: &[SnapshotFiles]) -> String {
+    let mut out = String::new();
+    for s in files {
+        for f in &s.files {
+            let at: Vec<String> = f.ranges.iter().take(4).map(|r| format!("{}+{}", r.file_offset, r.length)).collect();
+            out.push_str(&format!(
+                "  damaged file in {}: {} ({} at file offsets {})\n",
+                escape(&s.name),
+                escape(&f.path),
+                format_size(f.damaged_bytes),
+                at.join(", ")
+            ));
+        }
+        if s.outside_files_bytes > 0 && s.note.is_none() {
+            out.push_str(&format!(
+                "  {}: {} damaged outside any file (filesystem metadata or free space)\n",
+                escape(&s.name),
+                format_size(s.outside_files_bytes)
+            ));
+        }
+        if let Some(n) = &s.note {
+            out.push_str(&format!("  files of {}: {}\n", escape(&s.name), escape(n)));
+        }
+    }
+    out
 }
 
 fn secs(us: u64) -> f64 {
@@ -82,6 +196,7 @@ fn render(r: &ScrubReport) -> String {
     for s in r.damaged() {
         out.push_str(&format!("DAMAGED {}\n", escape(&describe_damage(s))));
     }
+    out.push_str(&render_files(&r.files));
     for l in &r.live_damaged {
         let ranges: Vec<String> =
             l.damaged.iter().take(4).map(|d| format!("{}+{} {}", d.offset, d.length, d.fault.as_str())).collect();
@@ -110,6 +225,9 @@ fn render(r: &ScrubReport) -> String {
              (`subvol snapshot {0}`, or a snapshot.policy with `subvol autosnap`)\n",
             escape(l)
         ));
+    }
+    if let Some(rep) = &r.repair {
+        out.push_str(&render_repair(rep));
     }
     out
 }

@@ -7,6 +7,7 @@
 //! - [`replicate`] runs the protocol between any two [`SyncSide`]s;
 //! - [`Pool::sync_targets`](crate::Pool::sync_targets) reads the records.
 
+mod chunks;
 #[cfg(test)]
 mod fake;
 mod local;
@@ -17,6 +18,7 @@ mod side;
 mod targets;
 mod transfer;
 
+pub use chunks::{local_dir, RepairFrom, Reply};
 pub use local::LocalSide;
 pub use protocol::{replicate, SyncOptions, SyncReport, SYNC_TAG};
 pub use remote::{CommandRunner, RemoteSide, Ssh};

@@ -132,6 +132,12 @@ impl<R: CommandRunner> RemoteSide<R> {
         RemoteSide { runner, label: endpoint.to_string(), pool: endpoint.pool.clone(), name: endpoint.name.clone() }
     }
 
+    /// The same side, called `label` in messages.
+    pub(crate) fn labelled(mut self, label: &str) -> Self {
+        self.label = label.to_string();
+        self
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut all: Vec<String> = Vec::new();
         if let Some(p) = &self.pool {
@@ -209,6 +215,36 @@ impl<R: CommandRunner> RemoteSide<R> {
         listed.entry().ok_or_else(|| {
             Error::new(ErrorKind::Corrupt, format!("{}: {object} lists no readable guid or time", self.label))
         })
+    }
+}
+
+impl<R: CommandRunner> RemoteSide<R> {
+    /// Runs `subvol read-chunks GUID --chunks LIST` there (chunk reads for
+    /// `scrub --repair-from`) and gives its reply to `read`, which may stop
+    /// early (the reader is then stopped). When the other side failed, its
+    /// error says why, not the cut-off reply.
+    pub(crate) fn read_chunks(
+        &self,
+        guid: &str,
+        list: &str,
+        read: &mut dyn FnMut(&mut dyn Read) -> Result<()>,
+    ) -> Result<()> {
+        let mut child = self.spawn(&["read-chunks", guid, "--chunks", list], Stdio::null())?;
+        let err = drain(child.stderr.take());
+        let mut stream = child.stdout.take().ok_or_else(|| Error::new(ErrorKind::Io, "no reader output"))?;
+        let r = read(&mut stream);
+        drop(stream);
+        if r.is_err() {
+            let _ = child.kill();
+        }
+        let status = child.wait().map_err(|e| Error::io(format!("cannot wait for subvol on {}", self.label), e))?;
+        let stderr = err.join().unwrap_or_default();
+        match (r, status.code()) {
+            (Ok(()), Some(0)) => Ok(()),
+            // Stopped by us (a signal): our reason.
+            (Err(e), None) => Err(e),
+            (_, code) => Err(self.failure(code.unwrap_or(-1), &stderr)),
+        }
     }
 }
 

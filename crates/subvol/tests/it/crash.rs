@@ -149,7 +149,8 @@ fn kill_at_every_crash_point() {
     // Destroying ends the pool this harness checks; its crash point is
     // tested in pools::destroy_refuses_then_removes_everything. Unlock and
     // lock need an encrypted subvolume: encryption::kill_during_unlock_and_lock_leaves_what_pool_check_reports.
-    let elsewhere = ["destroy", "unlock", "lock"];
+    // Repair needs damage and a replica: scrub::a_repair_killed_mid_write_is_finished_by_the_next_command.
+    let elsewhere = ["destroy", "unlock", "lock", "repair"];
     for point in subvol_os::crash::POINTS.iter().filter(|p| !elsewhere.iter().any(|e| p.starts_with(&format!("{e}-"))))
     {
         let w = world();

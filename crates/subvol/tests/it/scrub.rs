@@ -131,7 +131,7 @@ fn damage_is_found_in_every_snapshot_sharing_it(kind: HostKind) {
     let check = host.run(&["pool", "check"]);
     assert!(!check.stdout.contains("changed after it was taken"), "{}", check.stdout);
     let r = host.run(&["scrub", "--all", "--json"]).fails(8, "scrub found damage in r@s1, r@s2, r@s3, and in r (live)");
-    assert!(r.stderr.contains("not available yet"), "{}", r.stderr);
+    assert!(r.stderr.contains("--repair-from"), "{}", r.stderr);
     let j = r.json();
     // btrfs checks its own data checksums and refuses the rotten block.
     let rot = if kind == HostKind::Btrfs { "unreadable" } else { "mismatch" };
@@ -482,4 +482,233 @@ fn scrub_on_a_host_without_reflinks_reads_every_copy() {
     let j = host.run(&["scrub", "--all", "--json"]).fails(8, "scrub found damage in r@s2:").json();
     assert_eq!(ranges(&j, "r@s2"), vec![(3 * C, C, "mismatch".into())]);
     assert!(ranges(&j, "r@s1").is_empty());
+}
+
+/// Pool `a` with raw subvolume r and snapshots s1..s3 sharing chunk 1 (s4
+/// too when `four`), and pool `b` holding s1..s3 as received by streams,
+/// with manifests of its own (built by its first scrub).
+struct Pair {
+    a: TestHost,
+    b: TestHost,
+}
+
+fn replicated_pair(four: bool) -> Pair {
+    let a = TestHost::new(HostKind::Xfs, "2G");
+    let b = TestHost::new(HostKind::Xfs, "2G");
+    a.run(&["create", "r", "--size", "64M", "--fs", "raw"]).ok();
+    let img = image(&a, "r");
+    write_at(&img, 0, 16 * MIB, 11);
+    a.run(&["snapshot", "r@s1"]).ok();
+    write_at(&img, 8 * MIB, MIB, 12);
+    a.run(&["snapshot", "r@s2"]).ok();
+    write_at(&img, 12 * MIB, MIB, 13);
+    a.run(&["snapshot", "r@s3"]).ok();
+    if four {
+        write_at(&img, 20 * MIB, MIB, 14);
+        a.run(&["snapshot", "r@s4"]).ok();
+    }
+    settle(&a);
+    a.run(&["scrub", "--all"]).ok();
+    let (s, r) = pipe(&a.pool, &["r@s1"], &b.pool, &["r"]);
+    s.ok();
+    r.ok();
+    for (snap, base) in [("r@s2", "r@s1"), ("r@s3", "r@s2")] {
+        let (s, r) = pipe(&a.pool, &[snap, "--from", base], &b.pool, &["r"]);
+        s.ok();
+        r.ok();
+    }
+    Pair { a, b }
+}
+
+fn hashes(host: &TestHost, names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| hash_file(&image(host, n))).collect()
+}
+
+fn names(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// Rot in a block three snapshots and the live subvolume share, repaired
+/// from a replica: every image byte-exact again, sharing kept, the next
+/// scrub clean, `pool check` quiet. `remote`: the replica over ssh.
+fn repair_restores_every_image_sharing_the_damaged_block(remote: bool) {
+    let p = replicated_pair(false);
+    p.b.run(&["scrub", "--all"]).ok();
+    let all = ["r@s1", "r@s2", "r@s3", "r"];
+    let before = hashes(&p.a, &all);
+    flip_host_block(&p.a, HostKind::Xfs, &image(&p.a, "r@s1"), C + 4321);
+    assert_ne!(hashes(&p.a, &all), before, "the flip reached the images");
+    let sshd = remote.then(|| Sshd::start(p.a.dir.path()));
+    let replica = if remote { format!("root@127.0.0.1:{}", path_str(&p.b.pool)) } else { path_str(&p.b.pool).into() };
+    let mut args: Vec<String> =
+        ["scrub", "--all", "--repair-from", &replica, "--json"].iter().map(|s| s.to_string()).collect();
+    if let Some(s) = &sshd {
+        args.extend(["--remote-bin".to_string(), BIN.to_string()]);
+        args.extend(s.opts());
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let j = p.a.run(&argv).json();
+    let rep = &j["repair"];
+    assert_eq!(rep["complete"], true, "{j}");
+    assert_eq!(names(&rep["repaired"]), ["r", "r@s1", "r@s2", "r@s3"], "{rep}");
+    assert_eq!(rep["repaired"][1]["ranges"][0]["offset"], C);
+    assert_eq!(rep["repaired"][1]["ranges"][0]["length"], C);
+    // One chunk fetched for the four images that shared the block.
+    assert_eq!(rep["chunks_fetched"], 1, "{rep}");
+    drop_caches();
+    assert_eq!(hashes(&p.a, &all), before, "the images are byte-exact again");
+    let again = p.a.run(&["scrub", "--all", "--json"]).json();
+    assert_eq!(again["clean"], true, "{again}");
+    let check = p.a.run(&["pool", "check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    for s in ["r@s1", "r@s2", "r@s3"] {
+        assert!(sh("lsattr", &[path_str(&image(&p.a, s))]).contains('i'), "{s} is immutable again");
+    }
+    let st = p.a.run(&["pool", "status", "--json"]).json();
+    assert!(st["scrub"]["damaged"].as_array().unwrap().is_empty(), "{st}");
+}
+
+#[test]
+fn repair_from_a_local_replica_restores_every_image_sharing_the_block() {
+    require_privileges!("repair_from_a_local_replica_restores_every_image_sharing_the_block");
+    repair_restores_every_image_sharing_the_damaged_block(false);
+}
+
+#[test]
+fn repair_from_a_replica_over_ssh_restores_every_image_sharing_the_block() {
+    require_privileges!("repair_from_a_replica_over_ssh_restores_every_image_sharing_the_block");
+    repair_restores_every_image_sharing_the_damaged_block(true);
+}
+
+/// What a replica cannot give is not written, and named: its copy of the
+/// chunk rotten too (refused by our manifest), its copy of a snapshot with
+/// another manifest root (refused whole), a snapshot it lacks. Exit 8, the
+/// pool's images as they were.
+#[test]
+fn what_the_replica_cannot_give_is_lost_and_nothing_is_written() {
+    require_privileges!("what_the_replica_cannot_give_is_lost_and_nothing_is_written");
+    let p = replicated_pair(true);
+    // The replica's r@s3 differs in chunk 48 before its manifest is made:
+    // its root is not ours.
+    flip_in_snapshot(&image(&p.b, "r@s3"), 12 * MIB + 100);
+    p.b.run(&["scrub", "--all"]).ok();
+    // ... and its chunk 1 rots after: its manifest still says what it was.
+    flip_host_block(&p.b, HostKind::Xfs, &image(&p.b, "r@s1"), C + 99);
+    flip_host_block(&p.a, HostKind::Xfs, &image(&p.a, "r@s1"), C + 4321);
+    flip_in_snapshot(&image(&p.a, "r@s3"), 12 * MIB + 7);
+    flip_in_snapshot(&image(&p.a, "r@s4"), 20 * MIB + 7);
+    let all = ["r@s1", "r@s2", "r@s3", "r@s4", "r"];
+    let damaged = hashes(&p.a, &all);
+    let r = p.a.run(&["scrub", "--all", "--repair-from", path_str(&p.b.pool), "--json"]);
+    let r = r.fails(8, "could not repair everything; lost: ");
+    let j = r.json();
+    let rep = &j["repair"];
+    assert_eq!(rep["complete"], false);
+    assert!(rep["repaired"].as_array().unwrap().is_empty(), "{rep}");
+    assert_eq!(rep["chunks_refused"], 1, "{rep}");
+    let lost = rep["lost"].as_array().unwrap();
+    let why = |name: &str, offset: u64| -> String {
+        lost.iter()
+            .find(|l| l["name"] == name && l["ranges"][0]["offset"] == offset)
+            .unwrap_or_else(|| panic!("{name} at {offset} is not lost: {rep}"))["why"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for name in ["r@s1", "r@s2", "r@s3", "r@s4", "r"] {
+        assert!(why(name, C).contains("do not match our manifest"), "{name}: {}", why(name, C));
+    }
+    assert!(why("r@s3", 48 * C).contains("not the same content"), "{}", why("r@s3", 48 * C));
+    assert!(why("r@s4", 80 * C).contains("no snapshot with guid"), "{}", why("r@s4", 80 * C));
+    assert!(r.stderr.contains("r@s4 (20971520+262144)"), "{}", r.stderr);
+    drop_caches();
+    assert_eq!(hashes(&p.a, &all), damaged, "nothing was written");
+    let check = p.a.run(&["pool", "check"]);
+    assert!(!check.stdout.contains("changed after it was taken"), "{}", check.stdout);
+    // Without a replica: the same damage, named with its ranges, exit 8.
+    let plain = p.a.run(&["scrub", "--all"]).fails(8, "scrub found damage in r@s1, r@s2, r@s3, r@s4");
+    assert!(
+        plain.stdout.contains("DAMAGED r@s4: 512K damaged at 262144+262144 mismatch, 20971520+262144 mismatch"),
+        "{}",
+        plain.stdout
+    );
+    assert!(plain.stderr.contains("--repair-from"), "{}", plain.stderr);
+}
+
+/// A repair killed right after a write: the next command puts flags and
+/// times back (`pool check` finds nothing), and the next repair finishes.
+#[test]
+fn a_repair_killed_mid_write_is_finished_by_the_next_command() {
+    require_privileges!("a_repair_killed_mid_write_is_finished_by_the_next_command");
+    let p = replicated_pair(false);
+    p.b.run(&["scrub", "--all"]).ok();
+    let all = ["r@s1", "r@s2", "r@s3", "r"];
+    let before = hashes(&p.a, &all);
+    flip_host_block(&p.a, HostKind::Xfs, &image(&p.a, "r@s1"), C + 4321);
+    let killed = subvol_env(
+        &p.a.pool,
+        &["scrub", "--all", "--repair-from", path_str(&p.b.pool)],
+        &[("SUBVOL_CRASH_AT", "repair-after-write")],
+    );
+    assert_eq!(killed.code, -1, "{killed:?}");
+    assert!(p.a.pool.join(".subvol/scrub/repairing").exists());
+    let check = p.a.run(&["pool", "check"]);
+    assert!(!check.stdout.contains("changed after it was taken"), "{}", check.stdout);
+    for s in ["r@s1", "r@s2", "r@s3"] {
+        assert!(sh("lsattr", &[path_str(&image(&p.a, s))]).contains('i'), "{s} is immutable again");
+    }
+    assert!(!p.a.pool.join(".subvol/scrub/repairing").exists());
+    let j = p.a.run(&["scrub", "--all", "--repair-from", path_str(&p.b.pool), "--json"]).json();
+    assert_eq!(j["repair"]["complete"], true, "{j}");
+    drop_caches();
+    assert_eq!(hashes(&p.a, &all), before);
+    assert_eq!(p.a.run(&["scrub", "--all", "--json"]).json()["clean"], true);
+    // Idempotent: nothing left to do.
+    let again = p.a.run(&["scrub", "--all", "--repair-from", path_str(&p.b.pool), "--json"]).json();
+    assert!(again["repair"]["repaired"].as_array().unwrap().is_empty(), "{again}");
+}
+
+/// The damaged ranges of an XFS snapshot are traced to the file holding
+/// them (the snapshot mounted read-only, its files' extents compared).
+#[test]
+fn damage_is_traced_to_the_files_inside_the_snapshot() {
+    require_privileges!("damage_is_traced_to_the_files_inside_the_snapshot");
+    let host = TestHost::new(HostKind::Xfs, "3G");
+    host.run(&["create", "f", "--size", "512M", "--fs", "xfs"]).ok();
+    let mp = mount(&host, "f");
+    std::fs::create_dir(mp.join("dir")).unwrap();
+    write_data(&mp.join("dir/victim.bin"), 5, 4 * MIB as usize);
+    write_data(&mp.join("other.bin"), 6, 4 * MIB as usize);
+    sh("sync", &[]);
+    let inside = subvol_os::fiemap::fiemap(File::open(mp.join("dir/victim.bin")).unwrap(), true).unwrap();
+    let at = inside.extents[0].physical + 3 * 4096 + 17;
+    host.run(&["snapshot", "f@s1"]).ok();
+    host.run(&["umount", "f"]).ok();
+    settle(&host);
+    host.run(&["scrub", "--all"]).ok();
+    flip_in_snapshot(&image(&host, "f@s1"), at);
+    let r = host.run(&["scrub", "f@s1", "--json"]).fails(8, "scrub found damage in f@s1");
+    let j = r.json();
+    let files = &j["files"][0];
+    assert_eq!(files["name"], "f@s1", "{j}");
+    assert_eq!(files["files"][0]["path"], "dir/victim.bin", "{j}");
+    assert_eq!(files["files"].as_array().unwrap().len(), 1, "{j}");
+    let human = host.run(&["scrub", "f@s1"]).fails(8, "");
+    assert!(human.stdout.contains("damaged file in f@s1: dir/victim.bin"), "{}", human.stdout);
+    assert!(mounts_under(host.dir.path()).iter().all(|m| !m.to_string_lossy().contains("mnt.f@s1")));
+}
+
+/// A raw image has no files: the report says so instead of guessing.
+#[test]
+fn files_of_a_raw_snapshot_are_not_guessed() {
+    require_privileges!("files_of_a_raw_snapshot_are_not_guessed");
+    let host = TestHost::new(HostKind::Xfs, "1G");
+    host.run(&["create", "r", "--size", "16M", "--fs", "raw"]).ok();
+    write_at(&image(&host, "r"), 0, MIB, 3);
+    host.run(&["snapshot", "r@s1"]).ok();
+    settle(&host);
+    host.run(&["scrub", "--all"]).ok();
+    flip_in_snapshot(&image(&host, "r@s1"), 100);
+    let j = host.run(&["scrub", "--all", "--json"]).fails(8, "").json();
+    assert!(j["files"][0]["note"].as_str().unwrap().contains("raw image has no filesystem"), "{j}");
 }
