@@ -173,6 +173,9 @@ fn report_recovered(c: &mut Checker, r: &Recovered) {
     for n in &r.protected {
         done(c, format!("snapshot {n} had lost its immutable flag"), "re-protected by recovery");
     }
+    for n in &r.finished_receives {
+        done(c, format!("a receive died while it held {n}"), "put back by recovery");
+    }
 }
 
 impl Pool {

@@ -122,6 +122,10 @@ impl Pool {
             drop(lock);
             subvol_os::mount::umount(self.root())
                 .map_err(|e| Error::os(format!("cannot unmount pool {}", self.root().display()), e))?;
+            // The pool's loop device goes by autoclear once the unmount
+            // lets go of it, which a busy host may finish after umount
+            // returns: the destroy is done when the device is gone too.
+            crate::mounting::wait_detached(&image, std::time::Duration::from_secs(10));
             match std::fs::remove_file(&image) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -117,6 +117,12 @@ impl Layout {
         self.intent_dir().join("rename")
     }
 
+    /// "A receive applies a stream to NAME's own image" (see
+    /// `replication/receive/adopt.rs`).
+    pub fn adopt_intent(&self, name: &str) -> PathBuf {
+        self.intent_dir().join(format!("adopt.{name}"))
+    }
+
     /// "A snapshot may briefly lack its immutable flag" (recovery re-sets it).
     pub fn unprotected_intent(&self) -> PathBuf {
         self.intent_dir().join("unprotected")

@@ -487,6 +487,11 @@ impl Pool {
         }
         drop(_lock);
         subvol_os::mount::umount(self.root())
-            .map_err(|e| Error::os(format!("cannot unmount pool {}", self.root().display()), e))
+            .map_err(|e| Error::os(format!("cannot unmount pool {}", self.root().display()), e))?;
+        // As for a subvolume: done when the loop device is gone too.
+        if let Some(image) = &self.meta.backing_image {
+            crate::mounting::wait_detached(image, std::time::Duration::from_secs(10));
+        }
+        Ok(())
     }
 }

@@ -17,17 +17,23 @@ pub struct Recovered {
     pub removed_tmp: Vec<String>,
     pub finished_renames: Vec<String>,
     pub protected: Vec<String>,
+    /// Subvolumes a receive was applying a stream to when it died, put
+    /// back (see `replication/receive/adopt.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub finished_receives: Vec<String>,
 }
 
 /// Runs every recovery step.
 pub fn recover(layout: &Layout) -> Result<Recovered> {
+    let thawed = thaw_frozen(layout);
+    let mut removed_tmp = clean_tmp(layout)?;
+    // Before stale receive images go: an adoption's image is one.
+    let finished_receives = crate::replication::finish_adoptions(layout);
+    removed_tmp.extend(clean_receives(layout));
     Ok(Recovered {
-        thawed: thaw_frozen(layout),
-        removed_tmp: {
-            let mut v = clean_tmp(layout)?;
-            v.extend(clean_receives(layout));
-            v
-        },
+        thawed,
+        removed_tmp,
+        finished_receives,
         finished_renames: crate::rename::replay(layout)?,
         protected: {
             // Only after an interrupted metadata update or delete: the

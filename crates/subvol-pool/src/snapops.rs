@@ -116,27 +116,14 @@ impl Pool {
         Ok(())
     }
 
-    /// Rewrites a snapshot's metadata: the immutable flag is lifted for the
-    /// one xattr update (recovery re-protects it if we die in between).
-    /// `change` says whether it changed anything; when not, nothing is written.
+    /// Rewrites a snapshot's metadata (see `rewrite_snapshot_meta`).
     fn update_snapshot_meta(
         &self,
         obj: &ObjectName,
         change: impl FnOnce(&mut SubvolumeMeta) -> bool,
     ) -> Result<Outcome> {
         let path = self.object_image(obj)?;
-        let file = open_existing(&path, false)?;
-        let mut meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
-        if !change(&mut meta) {
-            return Ok(Outcome::AlreadyDone);
-        }
-        crate::recovery::mark_unprotected(&self.layout)?;
-        subvol_os::flags::set_immutable(&file, false).map_err(|e| Error::os("cannot unprotect the snapshot", e))?;
-        subvol_os::crash::point("hold-unprotected");
-        let r = write_meta(&file, &meta);
-        subvol_os::flags::set_immutable(&file, true).map_err(|e| Error::os("cannot protect the snapshot", e))?;
-        crate::recovery::clear_unprotected(&self.layout);
-        r.map(|()| Outcome::Done)
+        rewrite_snapshot_meta(&self.layout, &path, &obj.to_string(), change)
     }
 
     /// Adds a hold: the snapshot cannot be deleted until it is released.
@@ -541,4 +528,28 @@ impl Pool {
 /// Helps callers show the kind without importing core types.
 pub fn is_snapshot(info: &SubvolumeInfo) -> bool {
     info.kind == ObjectKind::Snapshot
+}
+
+/// Rewrites the metadata of the snapshot image at `path` (named `what` in
+/// errors): the immutable flag is lifted for the one xattr update (recovery
+/// re-protects it if we die in between). `change` says whether it changed
+/// anything; when not, nothing is written. The caller holds the pool lock.
+pub(crate) fn rewrite_snapshot_meta(
+    layout: &crate::layout::Layout,
+    path: &std::path::Path,
+    what: &str,
+    change: impl FnOnce(&mut SubvolumeMeta) -> bool,
+) -> Result<Outcome> {
+    let file = open_existing(path, false)?;
+    let mut meta = read_meta(&file).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{what}: {e}")))?;
+    if !change(&mut meta) {
+        return Ok(Outcome::AlreadyDone);
+    }
+    crate::recovery::mark_unprotected(layout)?;
+    subvol_os::flags::set_immutable(&file, false).map_err(|e| Error::os("cannot unprotect the snapshot", e))?;
+    subvol_os::crash::point("hold-unprotected");
+    let r = write_meta(&file, &meta);
+    subvol_os::flags::set_immutable(&file, true).map_err(|e| Error::os("cannot protect the snapshot", e))?;
+    crate::recovery::clear_unprotected(layout);
+    r.map(|()| Outcome::Done)
 }

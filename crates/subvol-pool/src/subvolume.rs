@@ -175,6 +175,12 @@ pub(crate) fn read_meta(file: &File) -> std::result::Result<SubvolumeMeta, Strin
 
 impl Pool {
     fn not_found(&self, name: &str) -> Error {
+        if crate::replication::adopting(&self.layout, name) {
+            return Error::new(
+                ErrorKind::Busy,
+                format!("a receive is applying a stream to {name}; retry when it has finished"),
+            );
+        }
         Error::new(
             ErrorKind::NotFound,
             format!("no subvolume {name:?} in pool {}; see `subvol list`", self.root().display()),

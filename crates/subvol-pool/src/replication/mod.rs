@@ -16,5 +16,6 @@
 mod receive;
 mod send;
 
+pub(crate) use receive::{adopting, finish_adoptions};
 pub use receive::{ReceiveOptions, ReceiveReport};
 pub use send::{SendEstimate, SendReport};

@@ -142,6 +142,21 @@ fn verify(w: &World, context: &str) {
     assert_eq!(loops.len(), mounts.len(), "{context}: loops {loops:?} vs mounts {mounts:?}");
 }
 
+/// The receiving pool's `r`, which the increment is applied to in place
+/// (it equals r@base and is not mounted), is r@base or r@s3 after a crash,
+/// never half-applied, and the base carries no hold of the dead receive.
+fn receiver_intact(w: &World, context: &str) {
+    let r = subvol(&w.other, &["info", "r", "--json"]).json();
+    let got = hash_file(Path::new(r["image"].as_str().unwrap()));
+    assert!(
+        got == w.expect["r@base"] || got == w.expect["r@s3"],
+        "{context}: the receiver's r is neither r@base nor r@s3"
+    );
+    let base = subvol(&w.other, &["info", "r@base", "--json"]).json();
+    let holds = base["holds"].as_array().cloned().unwrap_or_default();
+    assert!(!holds.iter().any(|h| h == "receive"), "{context}: r@base still held by the dead receive: {holds:?}");
+}
+
 #[test]
 fn kill_at_every_crash_point() {
     require_privileges!("kill_at_every_crash_point");
@@ -165,6 +180,9 @@ fn kill_at_every_crash_point() {
         }
         exercised += 1;
         verify(&w, point);
+        if point.starts_with("receive") {
+            receiver_intact(&w, point);
+        }
         // The command can be run again and finishes.
         if point.starts_with("receive") {
             let (_, rc) = pipe_send(&w.host.pool, &["r@s3", "--from", "r@base"], &w.other, &["r"]);

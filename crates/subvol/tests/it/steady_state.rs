@@ -126,3 +126,51 @@ fn a_snapshot_written_behind_the_pools_back_is_sent_from_a_fresh_map() {
     assert_eq!((s.code, r.code), (0, 0), "{s:?} {r:?}");
     assert_eq!(hash_file(&image(&b, "v@s2")), hash_file(&s2), "the stream left out what was written to v@s2");
 }
+
+const ADOPTED: &str = "applying to the subvolume's own image";
+
+/// An increment into a subvolume that equals its base and is not mounted
+/// is applied to the subvolume's own image (one whole-image clone per
+/// receive, not two). A stream that breaks off half way puts the
+/// subvolume back exactly as it was, with no hold left on the base; a
+/// mounted subvolume is never adopted.
+#[test]
+fn an_increment_is_applied_to_the_subvolume_itself_and_a_broken_one_puts_it_back() {
+    require_privileges!("an_increment_is_applied_to_the_subvolume_itself_and_a_broken_one_puts_it_back");
+    let a = TestHost::new(HostKind::Xfs, "2G");
+    let dir = tempdir();
+    let [s1, s2, s3] = three_streams(&a, dir.path());
+    let b = TestHost::new(HostKind::Xfs, "2G");
+    receive(&b.pool, &s1, &[]).ok();
+    let before = hash_file(&image(&b, "v"));
+    let guid = b.info("v")["guid"].clone();
+    // s2 cut in half: the receive fails, v is what it was.
+    let bytes = std::fs::read(&s2).unwrap();
+    let half = dir.path().join("half");
+    std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+    let r = receive(&b.pool, &half, &[]);
+    assert_ne!(r.code, 0, "a truncated stream was accepted");
+    assert!(r.stderr.contains(ADOPTED), "{}", r.stderr);
+    assert_eq!(hash_file(&image(&b, "v")), before, "a broken receive changed v");
+    assert_eq!(b.info("v")["guid"], guid, "v lost its identity");
+    let holds = b.info("v@s1")["holds"].as_array().cloned().unwrap_or_default();
+    assert!(holds.is_empty(), "the base is still held: {holds:?}");
+    b.run(&["pool", "check"]).ok();
+    // Whole, it lands in v's own image; v keeps its guid.
+    let r = receive(&b.pool, &s2, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(ADOPTED), "{}", r.stderr);
+    assert_eq!(hash_file(&image(&b, "v")), hash_file(&image(&a, "v@s2")));
+    assert_eq!(hash_file(&image(&b, "v@s2")), hash_file(&image(&a, "v@s2")));
+    assert_eq!(b.info("v")["guid"], guid);
+    // Attached (a loop device has it, as a VM's disk would): received
+    // beside it, v untouched. The host's teardown detaches it on failure.
+    let dev = sh("losetup", &["-f", "--show", path_str(&image(&b, "v"))]);
+    let r = receive(&b.pool, &s3, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains(ADOPTED), "an attached subvolume was adopted: {}", r.stderr);
+    assert_eq!(hash_file(&image(&b, "v")), hash_file(&image(&a, "v@s2")));
+    assert_eq!(hash_file(&image(&b, "v@s3")), hash_file(&image(&a, "v@s3")));
+    sh("losetup", &["-d", dev.trim()]);
+    b.run(&["pool", "check"]).ok();
+}

@@ -4,6 +4,7 @@
 //! its own metadata and extent size hint. A crash before this step leaves
 //! the snapshot published; receiving the stream again lets NAME follow.
 
+use super::adopt::{self, AdoptIntent};
 use super::target::Target;
 use super::Receive;
 use crate::error::{Error, ErrorKind, Result};
@@ -21,7 +22,19 @@ impl Receive<'_> {
     /// Lets the subvolume follow the published snapshot at `snapshot`
     /// unless `target` says it stays; returns whether it followed and, if
     /// not, why.
-    pub(super) fn let_follow(&mut self, target: Target, snapshot: &Path) -> Result<(bool, Option<String>)> {
+    /// An adopted NAME (`adopted`) is absent: it is made a clone of the
+    /// snapshot with its recorded metadata, and the adoption settled.
+    pub(super) fn let_follow(
+        &mut self,
+        target: Target,
+        snapshot: &Path,
+        adopted: Option<&AdoptIntent>,
+    ) -> Result<(bool, Option<String>)> {
+        if let Some(intent) = adopted {
+            adopt::settle(&self.pool.layout, intent)?;
+            self.clock.mark("follow");
+            return Ok((true, None));
+        }
         let followed = match target {
             Target::Stays(why) => (false, Some(why)),
             Target::Absent | Target::Follows | Target::Replace => {

@@ -17,6 +17,7 @@
 //!    gets its metadata and is renamed into place (`publish`),
 //!    `receive-before-follow`, and the subvolume follows it (`follow`).
 
+mod adopt;
 mod applier;
 mod direct_writes;
 mod follow;
@@ -33,6 +34,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pool::Pool;
 use crate::snapshot::Progress;
 use crate::trace::PhaseClock;
+pub(crate) use adopt::{adopting, finish_adoptions};
 use applier::Applier;
 use partial::{PartialPaths, ResumeRecord};
 use serde::Serialize;
@@ -112,7 +114,7 @@ impl Pool {
         if let Some(done) = rx.already_received(&mut reader)? {
             return Ok(done);
         }
-        let Prepared { image, target, floor } = rx.set_up()?;
+        let Prepared { image, target, floor, adopted } = rx.set_up()?;
         drop(lock);
         rx.clock.mark("setup");
         subvol_os::crash::point("receive-after-setup");
@@ -125,6 +127,10 @@ impl Pool {
                     // Nothing is kept: the image goes (after the applier's
                     // writers stopped, so nothing lands in it afterwards).
                     drop(image);
+                    if adopted.is_some() {
+                        // Recovery, run by the lock, puts NAME back.
+                        let _lock = self.lock()?;
+                    }
                     let _ = std::fs::remove_file(&rx.partial.image);
                 }
                 return Err(e);
@@ -137,7 +143,7 @@ impl Pool {
         let _lock = self.lock()?;
         let snapshot = rx.publish(image, &target)?;
         subvol_os::crash::point("receive-before-follow");
-        let (followed, note) = rx.let_follow(target, &snapshot)?;
+        let (followed, note) = rx.let_follow(target, &snapshot, adopted.as_ref())?;
         Ok(ReceiveReport {
             name: format!("{}@{}", rx.name, rx.snap),
             full: rx.header.base.is_none(),

@@ -4,6 +4,7 @@
 //! image is flocked for as long as the receive holds it, so a second
 //! receive into the same subvolume, or `receive --abort`, sees it is busy.
 
+use super::adopt::AdoptIntent;
 use super::partial::{read_state, PartialState, ResumeRecord};
 use super::space_floor::SpaceFloor;
 use super::target::Target;
@@ -23,6 +24,8 @@ pub(super) struct Prepared {
     pub(super) target: Target,
     /// The host's free space the apply phase must not cross.
     pub(super) floor: SpaceFloor,
+    /// The private image is NAME's own (`adopt`): what puts NAME back.
+    pub(super) adopted: Option<AdoptIntent>,
 }
 
 impl Receive<'_> {
@@ -68,7 +71,7 @@ impl Receive<'_> {
             .map_err(|e| Error::io("cannot open the partial receive", e))?;
         self.lock_image(&image)?;
         let (_, target) = self.check_target()?;
-        Ok(Prepared { image, target, floor: self.pool.receive_space_floor(n)? })
+        Ok(Prepared { image, target, floor: self.pool.receive_space_floor(n)?, adopted: None })
     }
 
     /// A new stream: refused over a partial receive (which it would
@@ -94,6 +97,17 @@ impl Receive<'_> {
         let (base, target) = self.check_target()?;
         let floor = self.pool.receive_space_floor(&self.name)?;
         self.clock.mark("check");
+        // NAME equals the base and nothing has it: its own image is the
+        // clone of the base the stream applies to (one whole-image clone
+        // per receive instead of two). Resumable receives keep a private
+        // image, which may wait for days.
+        if let (Some(bp), Target::Follows, false, true) =
+            (base.as_deref(), &target, self.opts.resume, self.pool.meta.reflink)
+        {
+            let base_snap = bp.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let (image, intent) = self.adopt(bp, &base_snap)?;
+            return Ok(Prepared { image, target, floor, adopted: Some(intent) });
+        }
         let image = OpenOptions::new()
             .read(true)
             .write(true)
@@ -106,7 +120,7 @@ impl Receive<'_> {
             let _ = std::fs::remove_file(&self.partial.image);
             return Err(e);
         }
-        Ok(Prepared { image, target, floor })
+        Ok(Prepared { image, target, floor, adopted: None })
     }
 
     /// Makes the new image what the stream applies to: the base (or
