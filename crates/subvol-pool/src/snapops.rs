@@ -195,6 +195,7 @@ impl Pool {
         progress: Progress<'_>,
     ) -> Result<(SubvolumeInfo, Outcome)> {
         let new_name = new_name.to_string();
+        self.refuse_while_received(&new_name)?;
         let src_path = self.object_image(obj)?;
         let src = open_existing(&src_path, false)?;
         let smeta = read_meta(&src).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{obj}: {e}")))?;
@@ -236,6 +237,7 @@ impl Pool {
         let obj = ObjectName::parse_snapshot(snapshot)?;
         let name = obj.subvolume.clone();
         let _lock = self.lock()?;
+        self.refuse_while_received(&name)?;
         let snap_path = self.object_image(&obj)?;
         let dst = self.layout.subvolume_image(&name);
         let exists = std::fs::symlink_metadata(&dst).is_ok();

@@ -174,12 +174,24 @@ pub(crate) fn read_meta(file: &File) -> std::result::Result<SubvolumeMeta, Strin
 }
 
 impl Pool {
-    fn not_found(&self, name: &str) -> Error {
+    /// Refuses (exit 5) while a receive applies a stream to subvolume
+    /// `name`'s own image: NAME is absent from its place meanwhile, and a
+    /// command that made, renamed or deleted a NAME would collide with the
+    /// receive putting it back (`replication/receive/adopt.rs`). The
+    /// caller holds the pool lock.
+    pub(crate) fn refuse_while_received(&self, name: &str) -> Result<()> {
         if crate::replication::adopting(&self.layout, name) {
-            return Error::new(
+            return Err(Error::new(
                 ErrorKind::Busy,
                 format!("a receive is applying a stream to {name}; retry when it has finished"),
-            );
+            ));
+        }
+        Ok(())
+    }
+
+    fn not_found(&self, name: &str) -> Error {
+        if let Err(busy) = self.refuse_while_received(name) {
+            return busy;
         }
         Error::new(
             ErrorKind::NotFound,
@@ -271,6 +283,7 @@ impl Pool {
             }
         }
         let _lock = self.lock()?;
+        self.refuse_while_received(&name)?;
         let dst = self.layout.subvolume_image(&name);
         if std::fs::symlink_metadata(&dst).is_ok() {
             return self.created_before(&name, size, opts).map(|info| (info, Outcome::AlreadyDone));
@@ -579,6 +592,8 @@ impl Pool {
         let old = ObjectName::parse_subvolume(old)?.subvolume;
         let new = ObjectName::parse_subvolume(new)?.subvolume;
         let _lock = self.lock()?;
+        self.refuse_while_received(&old)?;
+        self.refuse_while_received(&new)?;
         let gone = |p: PathBuf| std::fs::symlink_metadata(p).is_err();
         if gone(self.layout.subvolume_image(&old))
             && gone(self.layout.snapshot_dir(&old))
@@ -643,6 +658,7 @@ impl Pool {
             return self.delete_snapshot_locked(&obj, force).map(|()| Outcome::Done);
         }
         let name = obj.subvolume;
+        self.refuse_while_received(&name)?;
         let snaps = self.snapshot_images(&name)?;
         if absent(&self.layout.subvolume_image(&name)) {
             if !recursive || snaps.is_empty() {

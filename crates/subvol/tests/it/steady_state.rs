@@ -174,3 +174,60 @@ fn an_increment_is_applied_to_the_subvolume_itself_and_a_broken_one_puts_it_back
     sh("losetup", &["-d", dev.trim()]);
     b.run(&["pool", "check"]).ok();
 }
+
+/// While an increment is applied to NAME's own image, NAME is absent from
+/// its place: commands naming it are refused (exit 5) saying a receive
+/// holds it, and the base it may be rebuilt from cannot be deleted. When
+/// the stream ends, all is as after any receive.
+#[test]
+fn a_subvolume_held_by_a_receive_is_refused_and_its_base_kept() {
+    require_privileges!("a_subvolume_held_by_a_receive_is_refused_and_its_base_kept");
+    use std::process::{Command, Stdio};
+    let a = TestHost::new(HostKind::Xfs, "2G");
+    let dir = tempdir();
+    let [s1, s2, _] = three_streams(&a, dir.path());
+    let b = TestHost::new(HostKind::Xfs, "2G");
+    receive(&b.pool, &s1, &[]).ok();
+    let bytes = std::fs::read(&s2).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--pool", path_str(&b.pool), "receive", "v"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, &bytes[..bytes.len() / 2]).unwrap();
+    let intent = b.pool.join(".subvol/intent/adopt.v");
+    let t0 = std::time::Instant::now();
+    while !intent.exists() && t0.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let held = intent.exists();
+    let refusals = held.then(|| {
+        (
+            b.run(&["info", "v"]),
+            b.run(&["snapshot", "v@meanwhile"]),
+            b.run(&["delete", "v@s1"]),
+            b.run(&["delete", "v"]),
+            b.run(&["create", "v", "--size", "32M", "--fs", "raw"]),
+            b.run(&["rollback", "v@s1"]),
+        )
+    });
+    // The stream ends whatever the checks found, so the child never hangs.
+    std::io::Write::write_all(&mut stdin, &bytes[bytes.len() / 2..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(held, "the receive never took v's image");
+    let (info, snap, del_base, del, create, rollback) = refusals.unwrap();
+    info.fails(5, "a receive is applying a stream to v");
+    snap.fails(5, "a receive is applying a stream to v");
+    del_base.fails(5, "receive");
+    del.fails(5, "a receive is applying a stream to v");
+    create.fails(5, "a receive is applying a stream to v");
+    rollback.fails(5, "a receive is applying a stream to v");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(hash_file(&image(&b, "v")), hash_file(&image(&a, "v@s2")));
+    assert!(!intent.exists());
+    assert!(b.info("v@s1")["holds"].as_array().cloned().unwrap_or_default().is_empty());
+    b.run(&["pool", "check"]).ok();
+}
