@@ -131,11 +131,12 @@ hash_of() { sha256sum "$1" | cut -d' ' -f1; }
 
 # change FILE PATTERN SEED: rewrites CHG_MIB MiB of FILE with random data in
 # PATTERN-sized O_DIRECT writes at distinct random offsets (deterministic for
-# a given seed: the same offsets and bytes on every file).
+# a given seed: the same offsets and bytes on every file; another seed,
+# other offsets: fio ignores randseed for offsets unless randrepeat=0).
 change() {
     fio --name=chg --filename="$1" --ioengine=psync --rw=randwrite --bs="$2" \
         --size="$SIZE_B" --io_size="${CHG_MIB}M" --direct=1 --refill_buffers \
-        --randseed="$3" --fsync_on_close=1 --output-format=terse >/dev/null
+        --randrepeat=0 --randseed="$3" --fsync_on_close=1 --output-format=terse >/dev/null
 }
 
 # timed_pipe SECTION CASE SENDER_CMD -- RECEIVER_CMD: cold caches, then
