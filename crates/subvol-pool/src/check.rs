@@ -176,6 +176,14 @@ fn report_recovered(c: &mut Checker, r: &Recovered) {
     for n in &r.finished_receives {
         done(c, format!("a receive died while it held {n}"), "put back by recovery");
     }
+    for why in &r.unsettled_receives {
+        c.findings.push(Finding {
+            severity: Severity::Error,
+            what: format!("a receive died while it held a subvolume, which cannot be put back ({why}); its image is kept in .subvol/receive/"),
+            repair: None,
+            repaired: false,
+        });
+    }
 }
 
 impl Pool {
@@ -288,7 +296,20 @@ impl Pool {
                 )),
                 Some("img") => {
                     let running = std::fs::File::open(&p).map(|f| f.try_lock().is_err()).unwrap_or(false);
-                    if !running {
+                    let stem = p.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    if !running && crate::replication::adopting(&self.layout, &stem) {
+                        // Recovery (run by this command's lock) could not
+                        // put NAME back: this image is all there is of it.
+                        c.findings.push(Finding {
+                            severity: Severity::Error,
+                            what: format!(
+                                "a receive died while it held {stem}, which cannot be put back (its base and the new snapshot are gone); its image is kept at {}",
+                                p.display()
+                            ),
+                            repair: None,
+                            repaired: false,
+                        });
+                    } else if !running {
                         c.error(
                             format!("leftover partial receive {}", p.display()),
                             Some(("removed by recovery", &mut || false)),

@@ -88,18 +88,25 @@ fn sealed(file: &File, meta: &SubvolumeMeta) -> bool {
 }
 
 impl Pool {
-    /// The extent map of a snapshot image: the cached one while the image
-    /// is sealed, else from FIEMAP now (cached when sealed). Sends, the
-    /// receive's base check and the space figures all take maps here, so a
-    /// snapshot is mapped once in its life however often it is sent or
-    /// listed.
+    /// The extent map of a snapshot image for a send or a receive's check:
+    /// the cached one while the image is sealed and the host is XFS, else
+    /// from FIEMAP now (cached when sealed). A snapshot is then mapped once
+    /// in its life however often it is sent. Only on XFS: no tool moves an
+    /// immutable file's extents there (xfs_fsr skips it, extent swaps
+    /// refuse it), while on btrfs `filesystem defragment` rewrites an
+    /// immutable file's extents without touching its stamp, and a stale
+    /// map could make a send leave out a change.
     pub(crate) fn snapshot_map(&self, file: &File, meta: &SubvolumeMeta) -> Result<ExtentMap> {
-        self.snapshot_map_with(file, meta, &|f| {
-            subvol_os::fiemap::fiemap(f, true).map_err(|e| Error::os("cannot map an image", e))
-        })
+        let map_now = |f: &File| subvol_os::fiemap::fiemap(f, true).map_err(|e| Error::os("cannot map an image", e));
+        if self.host_fs().ok() != Some(subvol_core::HostFs::Xfs) {
+            return map_now(file);
+        }
+        self.snapshot_map_with(file, meta, &map_now)
     }
 
-    /// `snapshot_map`, mapping with `map_now` where the cache cannot serve.
+    /// The extent map of a snapshot image for the space figures: from the
+    /// cache while the image is sealed, on any host (a stale map there
+    /// only skews figures), else with `map_now` (then cached).
     pub(crate) fn snapshot_map_with(
         &self,
         file: &File,

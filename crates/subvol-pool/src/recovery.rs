@@ -21,6 +21,9 @@ pub struct Recovered {
     /// back (see `replication/receive/adopt.rs`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub finished_receives: Vec<String>,
+    /// Such subvolumes that could not be put back, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unsettled_receives: Vec<String>,
 }
 
 /// Runs every recovery step.
@@ -28,12 +31,13 @@ pub fn recover(layout: &Layout) -> Result<Recovered> {
     let thawed = thaw_frozen(layout);
     let mut removed_tmp = clean_tmp(layout)?;
     // Before stale receive images go: an adoption's image is one.
-    let finished_receives = crate::replication::finish_adoptions(layout);
+    let settled = crate::replication::finish_adoptions(layout);
     removed_tmp.extend(clean_receives(layout));
     Ok(Recovered {
         thawed,
         removed_tmp,
-        finished_receives,
+        finished_receives: settled.done,
+        unsettled_receives: settled.failed,
         finished_renames: crate::rename::replay(layout)?,
         protected: {
             // Only after an interrupted metadata update or delete: the
@@ -173,6 +177,11 @@ pub fn clean_receives(layout: &Layout) -> Vec<String> {
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("img") || path.with_extension("state").exists() {
+            continue;
+        }
+        // NAME's own image under a receive that recovery could not settle:
+        // it may be all that is left of NAME; `pool check` reports it.
+        if path.file_stem().is_some_and(|n| layout.adopt_intent(&n.to_string_lossy()).exists()) {
             continue;
         }
         let Ok(f) = std::fs::File::open(&path) else { continue };

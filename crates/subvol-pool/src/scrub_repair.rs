@@ -134,6 +134,10 @@ pub(crate) fn finish_interrupted(layout: &crate::layout::Layout) -> Vec<String> 
         let p = Path::new(line);
         let Ok(f) = crate::subvolume::open_image(p, false) else { continue };
         let Ok(meta) = crate::subvolume::read_meta(&f) else { continue };
+        // Written or not, its cached map may be stale (blocks moved).
+        if let Some(k) = crate::extent_cache::CacheKey::of(&f, meta.guid) {
+            crate::extent_cache::ExtentCache::new(layout.cache_dir()).remove(&k);
+        }
         if subvol_os::flags::is_immutable(&f).unwrap_or(true) {
             continue;
         }
@@ -199,6 +203,11 @@ impl Image {
     /// Makes the writes durable and puts the time and flag back.
     fn close(&mut self, cache: &crate::extent_cache::ExtentCache) -> Result<()> {
         let Some(w) = self.writer.take() else { return Ok(()) };
+        // Its blocks moved: the cached map would lie to the next send (an
+        // entry a listing made meanwhile goes too).
+        if let Some(k) = &self.key {
+            cache.remove(k);
+        }
         w.file.sync_all().map_err(|e| Error::io(format!("cannot sync {}", self.name), e))?;
         if let (false, Some(t)) = (self.live, self.mtime) {
             w.file.set_modified(t).map_err(|e| Error::io(format!("cannot put back the time of {}", self.name), e))?;
@@ -206,10 +215,6 @@ impl Image {
         if w.was_immutable {
             subvol_os::flags::set_immutable(&self.file, true)
                 .map_err(|e| Error::os(format!("cannot make {} immutable again", self.name), e))?;
-        }
-        // Its blocks moved: the cached map would lie to the next send.
-        if let Some(k) = &self.key {
-            cache.remove(k);
         }
         Ok(())
     }
@@ -328,8 +333,14 @@ impl Pool {
             crate::recovery::mark_unprotected(&self.layout)?;
         }
         let total = groups.len() as u64 * chunk;
-        let result = self.fetch_and_write(from, &mut images, &groups, &mut tally, &|d| progress(d, total));
+        // Their blocks are about to move: cached maps go before any write,
+        // so a crash before `close` leaves none stale (recovery, which puts
+        // the recorded mtime back, removes them too).
         let cache = crate::extent_cache::ExtentCache::new(self.layout.cache_dir());
+        for k in images.iter().filter_map(|i| i.key.as_ref()) {
+            cache.remove(k);
+        }
+        let result = self.fetch_and_write(from, &mut images, &groups, &mut tally, &|d| progress(d, total));
         let mut closed = Ok(());
         for img in images.iter_mut() {
             if let Err(e) = img.close(&cache) {

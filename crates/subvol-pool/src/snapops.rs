@@ -553,5 +553,10 @@ pub(crate) fn rewrite_snapshot_meta(
     let r = write_meta(&file, &meta);
     subvol_os::flags::set_immutable(&file, true).map_err(|e| Error::os("cannot protect the snapshot", e))?;
     crate::recovery::clear_unprotected(layout);
-    r.map(|()| Outcome::Done)
+    r?;
+    // Durable before whatever the caller does next (a receive removing its
+    // record after releasing its hold: on btrfs a directory fsync does not
+    // carry this inode's xattr with it).
+    file.sync_all().map_err(|e| Error::io(format!("cannot sync {what}"), e))?;
+    Ok(Outcome::Done)
 }

@@ -154,7 +154,7 @@ fn receiver_intact(w: &World, context: &str) {
     );
     let base = subvol(&w.other, &["info", "r@base", "--json"]).json();
     let holds = base["holds"].as_array().cloned().unwrap_or_default();
-    assert!(!holds.iter().any(|h| h == "receive"), "{context}: r@base still held by the dead receive: {holds:?}");
+    assert!(!holds.iter().any(|h| h == ".receive"), "{context}: r@base still held by the dead receive: {holds:?}");
 }
 
 #[test]

@@ -188,6 +188,8 @@ fn a_subvolume_held_by_a_receive_is_refused_and_its_base_kept() {
     let [s1, s2, _] = three_streams(&a, dir.path());
     let b = TestHost::new(HostKind::Xfs, "2G");
     receive(&b.pool, &s1, &[]).ok();
+    // An admin's own hold named like the receive's survives it.
+    b.run(&["hold", "v@s1", "receive"]).ok();
     let bytes = std::fs::read(&s2).unwrap();
     let mut child = Command::new(BIN)
         .args(["--pool", path_str(&b.pool), "receive", "v"])
@@ -211,6 +213,9 @@ fn a_subvolume_held_by_a_receive_is_refused_and_its_base_kept() {
             b.run(&["delete", "v"]),
             b.run(&["create", "v", "--size", "32M", "--fs", "raw"]),
             b.run(&["rollback", "v@s1"]),
+            // A retry of the stream v already has would let v follow it.
+            receive(&b.pool, &s1, &[]),
+            b.run(&["release", "v@s1", ".receive"]),
         )
     });
     // The stream ends whatever the checks found, so the child never hangs.
@@ -218,16 +223,42 @@ fn a_subvolume_held_by_a_receive_is_refused_and_its_base_kept() {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(held, "the receive never took v's image");
-    let (info, snap, del_base, del, create, rollback) = refusals.unwrap();
+    let (info, snap, del_base, del, create, rollback, retry, release) = refusals.unwrap();
     info.fails(5, "a receive is applying a stream to v");
     snap.fails(5, "a receive is applying a stream to v");
     del_base.fails(5, "receive");
     del.fails(5, "a receive is applying a stream to v");
     create.fails(5, "a receive is applying a stream to v");
     rollback.fails(5, "a receive is applying a stream to v");
+    retry.fails(5, "a receive is applying a stream to v");
+    release.fails(2, "bad hold tag");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(hash_file(&image(&b, "v")), hash_file(&image(&a, "v@s2")));
     assert!(!intent.exists());
-    assert!(b.info("v@s1")["holds"].as_array().cloned().unwrap_or_default().is_empty());
+    assert_eq!(b.info("v@s1")["holds"], serde_json::json!(["receive"]), "the receive took the admin's hold");
     b.run(&["pool", "check"]).ok();
+}
+
+/// A receive killed while it held v's image, whose base was then removed
+/// by hand (behind subvol's back): nothing can rebuild v, so its image is
+/// kept, not cleaned up as debris, and `pool check` says so (exit 8).
+#[test]
+fn an_adopted_image_that_cannot_be_put_back_is_kept_and_reported() {
+    require_privileges!("an_adopted_image_that_cannot_be_put_back_is_kept_and_reported");
+    let a = TestHost::new(HostKind::Xfs, "2G");
+    let dir = tempdir();
+    let [s1, s2, _] = three_streams(&a, dir.path());
+    let b = TestHost::new(HostKind::Xfs, "2G");
+    receive(&b.pool, &s1, &[]).ok();
+    let base = image(&b, "v@s1");
+    let r =
+        subvol_env(&b.pool, &["receive", "v", "--input", path_str(&s2)], &[("SUBVOL_CRASH_AT", "receive-mid-stream")]);
+    assert_eq!(r.code, -1, "the receive was not killed: {r:?}");
+    sh("chattr", &["-i", path_str(&base)]);
+    std::fs::remove_file(&base).unwrap();
+    let kept = b.pool.join(".subvol/receive/v.img");
+    assert!(kept.exists());
+    let r = b.run(&["pool", "check"]).fails(8, "");
+    assert!(r.stdout.contains("cannot be put back") && r.stdout.contains(".subvol/receive"), "{r:?}");
+    assert!(kept.exists(), "the only copy of v's data was removed");
 }

@@ -12,7 +12,7 @@
 //! locked command runs first) does after a crash at any point:
 //! 1. an intent record `intent/adopt.NAME` (NAME's metadata and extent
 //!    hint, the base, the stream's snapshot);
-//! 2. a hold `receive` on the base, so nothing deletes what NAME can be
+//! 2. a hold `.receive` on the base (a tag users cannot set or release), so nothing deletes what NAME can be
 //!    rebuilt from;
 //! 3. NAME's image renamed to the receive's private image (NAME is absent
 //!    while the stream is applied: commands naming it are told a receive
@@ -39,8 +39,10 @@ use std::path::{Path, PathBuf};
 use subvol_core::meta::Followed;
 use subvol_core::SubvolumeMeta;
 
-/// The hold tag a receive puts on the base it may rebuild NAME from.
-pub(crate) const HOLD: &str = "receive";
+/// The hold tag a receive puts on the base it may rebuild NAME from. It
+/// starts with a dot, which `hold` and `release` refuse in a tag: no user
+/// can take it away during a receive, nor have it removed by one.
+pub(crate) const HOLD: &str = ".receive";
 
 /// Record type and version of `intent/adopt.NAME` (docs/FORMAT.md).
 const RECORD: &str = "receive-adopt";
@@ -120,14 +122,29 @@ impl Receive<'_> {
     }
 }
 
+/// What recovery did with adoptions whose receive is gone.
+#[derive(Debug, Default)]
+pub(crate) struct Settled {
+    /// Subvolumes put back (and from what).
+    pub(crate) done: Vec<String>,
+    /// Adoptions that could not be settled, and why: their record and
+    /// image stay for `pool check` to report.
+    pub(crate) failed: Vec<String>,
+}
+
 /// Step 5 and recovery: finishes every adoption whose receive is gone
-/// (see the module doc); returns what it did, for `pool check`. The
-/// caller holds the pool lock.
-pub(crate) fn finish_adoptions(layout: &Layout) -> Vec<String> {
-    let mut done = Vec::new();
-    let Ok(entries) = std::fs::read_dir(layout.intent_dir()) else { return done };
+/// (see the module doc). The caller holds the pool lock.
+pub(crate) fn finish_adoptions(layout: &Layout) -> Settled {
+    let mut out = Settled::default();
+    let Ok(entries) = std::fs::read_dir(layout.intent_dir()) else { return out };
     for e in entries.flatten() {
         let file_name = e.file_name().to_string_lossy().into_owned();
+        // A record's temporary from a writer that died (`write_atomic`,
+        // which runs under the pool lock, as this does).
+        if file_name.starts_with(".adopt.") && file_name.contains(".tmp.") {
+            let _ = std::fs::remove_file(e.path());
+            continue;
+        }
         let Some(name) = file_name.strip_prefix("adopt.") else { continue };
         let private = layout.partial_receive(name).0;
         // A live receive holds its image's flock.
@@ -140,15 +157,11 @@ pub(crate) fn finish_adoptions(layout: &Layout) -> Vec<String> {
             continue;
         };
         match settle(layout, &intent) {
-            Ok(what) => {
-                if let Some(w) = what {
-                    done.push(w);
-                }
-            }
-            Err(err) => done.push(format!("{name}: {}", err.message)),
+            Ok(what) => out.done.extend(what),
+            Err(err) => out.failed.push(format!("{name}: {}", err.message)),
         }
     }
-    done
+    out
 }
 
 /// Puts NAME back if it is absent, then releases the base and drops the

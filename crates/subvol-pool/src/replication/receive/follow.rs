@@ -31,9 +31,30 @@ impl Receive<'_> {
         adopted: Option<&AdoptIntent>,
     ) -> Result<(bool, Option<String>)> {
         if let Some(intent) = adopted {
-            adopt::settle(&self.pool.layout, intent)?;
+            // NAME is rebuilt from the snapshot unless something put a NAME
+            // there meanwhile (commands refuse to while the record exists).
+            let rebuilt = adopt::settle(&self.pool.layout, intent)?.is_some();
             self.clock.mark("follow");
-            return Ok((true, None));
+            let n = &self.name;
+            return Ok(if rebuilt {
+                (true, None)
+            } else {
+                (false, Some(format!("{n} was made anew while the stream was applied; it keeps its content")))
+            });
+        }
+        // Setup found NAME unattached, but phase 2 ran unlocked: a NAME
+        // mounted since keeps its content (its image is not replaced).
+        let image = self.pool.layout.subvolume_image(&self.name);
+        if let Some(a) = crate::kernel::KernelView::read()?.attachments(&image).first() {
+            let (n, snap) = (&self.name, &self.snap);
+            let at = crate::subvolume::where_(a);
+            self.clock.mark("follow");
+            return Ok((
+                false,
+                Some(format!(
+                    "{n} is {at}; it keeps its content (umount it and `subvol rollback {n}@{snap}` to follow)"
+                )),
+            ));
         }
         let followed = match target {
             Target::Stays(why) => (false, Some(why)),

@@ -111,6 +111,9 @@ impl Pool {
         // Phase 1, locked: a retry ends here; otherwise check and set up
         // the private image.
         let lock = self.lock()?;
+        // Another receive holds NAME's image: even a retry that would only
+        // let NAME follow must wait for it.
+        self.refuse_while_received(&rx.name)?;
         if let Some(done) = rx.already_received(&mut reader)? {
             return Ok(done);
         }
