@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # bench/snapshot.sh -- what a snapshot costs, next to its peers.
 #
+# Snapshot time as an image accumulates extents over many rounds of
+# changes (one snapshot per round, beside btrfs's) is measured by the
+# chained part of bench/replication.sh (PARTS=chained), which also
+# replicates each round.
+#
 # One run, one host, everything in one `mktemp -d` directory under TMPBASE:
 # a backing-image pool (XFS, reflink=1, on a loop device with direct I/O) and,
 # as the peer, a btrfs filesystem in a sparse file on a loop device with
