@@ -47,6 +47,19 @@ impl KernelView {
         Ok(KernelView { loops: loopdev::list(), mounts })
     }
 
+    /// Whether any loop device reads and writes the very inode of `image`,
+    /// whatever path it was attached by (a bind mount of the pool, another
+    /// mount namespace such as a container's): the check that guards
+    /// writing into or replacing an image, where a missed attachment would
+    /// write under a mounted filesystem.
+    pub fn attached_by_inode(&self, image: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::metadata(image) else { return false };
+        self.loops.iter().any(|l| {
+            loopdev::open(l.number).and_then(|d| d.backing_inode()).is_ok_and(|b| b.dev == m.dev() && b.ino == m.ino())
+        })
+    }
+
     /// Loop devices backed by `image` (a canonical path) and their mounts.
     pub fn attachments(&self, image: &Path) -> Vec<Attachment> {
         self.loops

@@ -163,15 +163,21 @@ fn an_increment_is_applied_to_the_subvolume_itself_and_a_broken_one_puts_it_back
     assert_eq!(hash_file(&image(&b, "v")), hash_file(&image(&a, "v@s2")));
     assert_eq!(hash_file(&image(&b, "v@s2")), hash_file(&image(&a, "v@s2")));
     assert_eq!(b.info("v")["guid"], guid);
-    // Attached (a loop device has it, as a VM's disk would): received
-    // beside it, v untouched. The host's teardown detaches it on failure.
-    let dev = sh("losetup", &["-f", "--show", path_str(&image(&b, "v"))]);
+    // Attached (a loop device has it, as a VM's disk would), and by
+    // another path (through a bind mount of the pool, as a container may
+    // see it): received beside it, v untouched. The host's teardown
+    // unmounts and detaches both on failure.
+    let alias = b.mnt.join("alias");
+    std::fs::create_dir(&alias).unwrap();
+    sh("mount", &["--bind", path_str(&b.pool), path_str(&alias)]);
+    let dev = sh("losetup", &["-f", "--show", path_str(&alias.join("subvolumes/v.img"))]);
     let r = receive(&b.pool, &s3, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!r.stderr.contains(ADOPTED), "an attached subvolume was adopted: {}", r.stderr);
     assert_eq!(hash_file(&image(&b, "v")), hash_file(&image(&a, "v@s2")));
     assert_eq!(hash_file(&image(&b, "v@s3")), hash_file(&image(&a, "v@s3")));
     sh("losetup", &["-d", dev.trim()]);
+    sh("umount", &[path_str(&alias)]);
     b.run(&["pool", "check"]).ok();
 }
 

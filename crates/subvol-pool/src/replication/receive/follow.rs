@@ -45,9 +45,14 @@ impl Receive<'_> {
         // Setup found NAME unattached, but phase 2 ran unlocked: a NAME
         // mounted since keeps its content (its image is not replaced).
         let image = self.pool.layout.subvolume_image(&self.name);
-        if let Some(a) = crate::kernel::KernelView::read()?.attachments(&image).first() {
-            let (n, snap) = (&self.name, &self.snap);
-            let at = crate::subvolume::where_(a);
+        let kernel = crate::kernel::KernelView::read()?;
+        let (n, snap) = (&self.name, &self.snap);
+        let attached = match kernel.attachments(&image).first() {
+            Some(a) => Some(crate::subvolume::where_(a)),
+            None if kernel.attached_by_inode(&image) => Some("attached to a loop device".to_string()),
+            None => None,
+        };
+        if let Some(at) = attached {
             self.clock.mark("follow");
             return Ok((
                 false,

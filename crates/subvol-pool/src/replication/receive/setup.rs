@@ -11,6 +11,7 @@ use super::target::Target;
 use super::Receive;
 use crate::error::{Error, ErrorKind, Result};
 use crate::io_sizes::BLOCK_SIZE;
+use crate::kernel::KernelView;
 use crate::subvolume::open_image;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -101,6 +102,14 @@ impl Receive<'_> {
         // clone of the base the stream applies to (one whole-image clone
         // per receive instead of two). Resumable receives keep a private
         // image, which may wait for days.
+        let image_of_name = self.pool.layout.subvolume_image(&self.name);
+        let target = match target {
+            Target::Follows if KernelView::read()?.attached_by_inode(&image_of_name) => Target::Stays(format!(
+                "{} is attached to a loop device (found by its inode); it keeps its content",
+                self.name
+            )),
+            t => t,
+        };
         if let (Some(bp), Target::Follows, false, true) =
             (base.as_deref(), &target, self.opts.resume, self.pool.meta.reflink)
         {
