@@ -76,6 +76,20 @@ impl Entry {
     }
 }
 
+/// A hash from 64 lowercase hex digits (how streams and replies carry
+/// roots); `None` for anything else.
+pub fn parse_hash(s: &str) -> Option<Hash> {
+    let b = s.as_bytes();
+    if b.len() != 64 || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Whether every byte is zero, sixteen at a time.
 fn is_zero(bytes: &[u8]) -> bool {
     let mut words = bytes.chunks_exact(16);
@@ -131,6 +145,9 @@ pub enum BuiltBy {
     /// By a scrub, from the image as it was found then (a snapshot older than
     /// manifests, or a received one): it could not be verified.
     Scrub,
+    /// By a receive, from the bytes it wrote and its base's manifest, and
+    /// equal to the root the stream carried: a copy of the sender's.
+    Receive,
 }
 
 impl BuiltBy {
@@ -138,6 +155,7 @@ impl BuiltBy {
         match self {
             BuiltBy::Snapshot => 1,
             BuiltBy::Scrub => 2,
+            BuiltBy::Receive => 3,
         }
     }
 
@@ -145,6 +163,7 @@ impl BuiltBy {
         match self {
             BuiltBy::Snapshot => "snapshot",
             BuiltBy::Scrub => "scrub",
+            BuiltBy::Receive => "receive",
         }
     }
 }
@@ -406,6 +425,7 @@ impl Manifest {
         let built_by = match b[40] {
             1 => BuiltBy::Snapshot,
             2 => BuiltBy::Scrub,
+            3 => BuiltBy::Receive,
             other => return Err(damaged(format!("unknown builder {other}"))),
         };
         let base = Some(uuid_at(48)).filter(|u| !u.is_nil());
@@ -468,30 +488,80 @@ impl Manifest {
 /// entry's hash covers the chunk's length). Sorted, merged ranges of chunk
 /// indices.
 pub fn dirty_chunks(chunk_size: u32, base_size: u64, diff: &ExtentDiff) -> Vec<Range<u64>> {
-    let c = u64::from(chunk_size);
-    let mut out: Vec<Range<u64>> = Vec::new();
-    let mut add = |r: Range<u64>| {
+    let mut set = ChunkSet::new(chunk_size);
+    for ch in &diff.changes {
+        set.add_bytes(ch.offset(), ch.length());
+    }
+    set.resized(base_size, diff.target_size);
+    set.into_ranges()
+}
+
+/// A set of chunk indices, kept as sorted, merged ranges: the chunks a
+/// change touched. Adding in ascending order (how stream records and
+/// extent diffs come) costs O(1) each; any order is correct.
+#[derive(Debug, Clone)]
+pub struct ChunkSet {
+    chunk_size: u64,
+    ranges: Vec<Range<u64>>,
+    sorted: bool,
+}
+
+impl ChunkSet {
+    pub fn new(chunk_size: u32) -> ChunkSet {
+        ChunkSet { chunk_size: chunk_size.max(1).into(), ranges: Vec::new(), sorted: true }
+    }
+
+    /// Marks every chunk that bytes `offset .. offset + length` touch.
+    pub fn add_bytes(&mut self, offset: u64, length: u64) {
+        if length == 0 {
+            return;
+        }
+        let end = offset.saturating_add(length);
+        self.add_chunks(offset / self.chunk_size..end.div_ceil(self.chunk_size));
+    }
+
+    /// Marks chunks `r`.
+    pub fn add_chunks(&mut self, r: Range<u64>) {
         if r.is_empty() {
             return;
         }
-        match out.last_mut() {
-            Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
-            _ => out.push(r),
+        match self.ranges.last_mut() {
+            Some(last) if last.start <= r.start && last.end >= r.start => last.end = last.end.max(r.end),
+            Some(last) if last.end < r.start => self.ranges.push(r),
+            None => self.ranges.push(r),
+            Some(_) => {
+                self.ranges.push(r);
+                self.sorted = false;
+            }
         }
-    };
-    let mut ranges: Vec<Range<u64>> =
-        diff.changes.iter().map(|ch| ch.offset() / c..(ch.offset() + ch.length()).div_ceil(c)).collect();
-    let smaller = base_size.min(diff.target_size);
-    if base_size != diff.target_size && !smaller.is_multiple_of(c) {
-        // That chunk exists in the target: it is its last one, or the
-        // target goes on past it.
-        ranges.push(smaller / c..smaller / c + 1);
     }
-    ranges.sort_by_key(|r| r.start);
-    for r in ranges {
-        add(r);
+
+    /// Where an image changed size from `base_size` to `target_size`: the
+    /// chunk where the smaller one ended mid-chunk exists in the target
+    /// (its last one, or one it goes on past) with another length or new
+    /// bytes.
+    pub fn resized(&mut self, base_size: u64, target_size: u64) {
+        let smaller = base_size.min(target_size);
+        if base_size != target_size && !smaller.is_multiple_of(self.chunk_size) {
+            let i = smaller / self.chunk_size;
+            self.add_chunks(i..i + 1);
+        }
     }
-    out
+
+    /// The chunks, as sorted, merged ranges of indices.
+    pub fn into_ranges(mut self) -> Vec<Range<u64>> {
+        if !self.sorted {
+            self.ranges.sort_by_key(|r| r.start);
+        }
+        let mut out: Vec<Range<u64>> = Vec::with_capacity(self.ranges.len());
+        for r in self.ranges {
+            match out.last_mut() {
+                Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+                _ => out.push(r),
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -618,6 +688,34 @@ mod tests {
             bad[i] ^= 1 << bit;
             prop_assert!(Manifest::from_bytes(&bad).is_err(), "flip at {} accepted", i);
             prop_assert!(Manifest::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+        }
+
+        #[test]
+        fn a_chunk_set_holds_exactly_the_touched_chunks(
+            writes in proptest::collection::vec((0u64..200_000, 0u64..70_000), 0..30),
+            sizes in (0u64..300_000, 0u64..300_000),
+        ) {
+            let mut set = ChunkSet::new(CS);
+            let mut want = std::collections::BTreeSet::new();
+            for &(o, l) in &writes {
+                set.add_bytes(o, l);
+                want.extend((o..o + l).map(|b| b / u64::from(CS)));
+            }
+            let (bsz, tsz) = sizes;
+            set.resized(bsz, tsz);
+            if bsz != tsz && bsz.min(tsz) % u64::from(CS) != 0 {
+                want.insert(bsz.min(tsz) / u64::from(CS));
+            }
+            let ranges = set.into_ranges();
+            prop_assert!(ranges.windows(2).all(|w| w[0].end < w[1].start), "not sorted and merged: {:?}", ranges);
+            let got: std::collections::BTreeSet<u64> = ranges.iter().flat_map(|r| r.clone()).collect();
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn hashes_round_trip_through_hex(h in any::<[u8; 32]>()) {
+            prop_assert_eq!(parse_hash(&crate::chunk_read::hex(&h)), Some(h));
+            prop_assert_eq!(parse_hash(&crate::chunk_read::hex(&h).to_uppercase()).is_some(), h.iter().all(|b| b & 0xf0 < 0xa0 && b & 0xf < 0xa));
         }
 
         #[test]

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 pub const MAGIC: &[u8; 8] = b"SVSTREAM";
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 0;
+/// 1.1 added the optional header field `manifest` (the content's root).
+pub const MINOR: u16 = 1;
 /// Feature flags 0..16 are optional (a reader may ignore unknown ones);
 /// 16..32 are mandatory (a reader must refuse unknown ones).
 pub const FLAG_ZSTD: u32 = 1 << 16;
@@ -68,6 +69,28 @@ pub struct SnapshotRef {
     pub guid: Uuid,
 }
 
+/// The sent snapshot's content root (format 1.1): the root of its
+/// manifest at `chunk_size`. A receiver computes the root of the image it
+/// is about to publish and refuses another one, so a replica is known to be
+/// a copy of the snapshot without re-reading either side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentRoot {
+    pub chunk_size: u32,
+    /// 64 lowercase hex digits.
+    pub root: String,
+}
+
+impl ContentRoot {
+    pub fn new(chunk_size: u32, root: &crate::manifest::Hash) -> ContentRoot {
+        ContentRoot { chunk_size, root: crate::chunk_read::hex(root) }
+    }
+
+    /// The root's bytes; `None` if it is not 64 lowercase hex digits.
+    pub fn root_bytes(&self) -> Option<crate::manifest::Hash> {
+        crate::manifest::parse_hash(&self.root)
+    }
+}
+
 /// What a stream carries (the header's JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamHeader {
@@ -90,6 +113,10 @@ pub struct StreamHeader {
     /// Records start at this offset (a resumed stream).
     #[serde(default)]
     pub resume_offset: u64,
+    /// The snapshot's content root; absent in 1.0 streams and where the
+    /// sender has no manifest of the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ContentRoot>,
 }
 
 impl StreamHeader {
@@ -136,6 +163,13 @@ impl StreamHeader {
             || self.resume_offset > self.virtual_size
         {
             return Err(bad("resume_offset", "not a block boundary inside the image"));
+        }
+        if let Some(m) = &self.manifest {
+            crate::manifest::Geometry::new(m.chunk_size, self.virtual_size)
+                .map_err(|e| bad("manifest.chunk_size", e))?;
+            if m.root_bytes().is_none() {
+                return Err(bad("manifest.root", "not 64 lowercase hex digits"));
+            }
         }
         Ok(())
     }
@@ -480,6 +514,7 @@ mod tests {
             virtual_size: size,
             block_size: 4096,
             resume_offset: 0,
+            manifest: None,
         }
     }
 
@@ -528,7 +563,7 @@ mod tests {
     fn refuses_unknown_versions_and_features() {
         let mut b = sample(None);
         b[8] = 2;
-        assert!(matches!(read_all(&b), Err(StreamError::UnknownVersion(2, 0))));
+        assert!(matches!(read_all(&b), Err(StreamError::UnknownVersion(2, MINOR))));
         let mut b = sample(None);
         b[14] |= 0x02; // an unknown mandatory flag (bit 17)
         assert!(matches!(read_all(&b), Err(StreamError::UnknownFeatures(_))));
@@ -588,7 +623,23 @@ mod tests {
                 }),
             ),
             ("resume_offset", Box::new(|h| h.resume_offset = 100)),
+            (
+                "manifest.chunk_size",
+                Box::new(|h| h.manifest = Some(ContentRoot { chunk_size: 3000, root: "0".repeat(64) })),
+            ),
+            ("manifest.root", Box::new(|h| h.manifest = Some(ContentRoot { chunk_size: 4096, root: "0".repeat(63) }))),
+            ("manifest.root", Box::new(|h| h.manifest = Some(ContentRoot { chunk_size: 4096, root: "A".repeat(64) }))),
+            (
+                "manifest.root",
+                Box::new(|h| {
+                    h.manifest = Some(ContentRoot { chunk_size: 4096, root: format!("\u{1b}[2J{}", "0".repeat(60)) })
+                }),
+            ),
         ];
+        let mut with_root = good.clone();
+        with_root.manifest = Some(ContentRoot::new(1 << 18, &[0xab; 32]));
+        with_root.validate().unwrap();
+        assert_eq!(with_root.manifest.as_ref().and_then(ContentRoot::root_bytes), Some([0xab; 32]));
         for (field, f) in cases {
             let mut h = good.clone();
             f(&mut h);

@@ -82,7 +82,7 @@ impl ExtentCache {
 
 /// Whether `file` is a snapshot image unchanged since its content stamp
 /// was recorded (see the module doc).
-fn sealed(file: &File, meta: &SubvolumeMeta) -> bool {
+pub(crate) fn sealed(file: &File, meta: &SubvolumeMeta) -> bool {
     meta.kind == ObjectKind::Snapshot
         && meta.content.is_some_and(|c| crate::snapshot::content_stamp(file).is_ok_and(|now| now == c))
 }

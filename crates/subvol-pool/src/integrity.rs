@@ -21,8 +21,9 @@ pub struct ManifestDetails {
     pub data_chunks: u64,
     /// The root hash, 64 hex digits.
     pub root: String,
-    /// `snapshot` (right after it was taken) or `scrub` (from the image as
-    /// a scrub found it: not verified).
+    /// `snapshot` (right after it was taken), `scrub` (from the image as
+    /// a scrub found it: not verified) or `receive` (by the receive that
+    /// wrote it, with the sender's root).
     pub built_by: &'static str,
     pub built_at: String,
     /// Guid of the snapshot whose manifest gave the unchanged chunks.
@@ -125,6 +126,7 @@ impl Pool {
             Stored::Found(m) => {
                 let note = match m.provenance.built_by {
                     BuiltBy::Snapshot => "built when the snapshot was taken",
+                    BuiltBy::Receive => "built by the receive that wrote it, equal to the sender's root",
                     BuiltBy::Scrub => {
                         "created by a scrub from the image as it was then (not verified against the snapshot's moment)"
                     }

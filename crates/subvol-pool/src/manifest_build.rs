@@ -262,7 +262,7 @@ fn build_one(
         None => (&empty, 0, None),
     };
     let dirty = dirty_chunks(CHUNK_SIZE, bsize, &diff(bmap, bsize, map, s.size));
-    let mut plan = Dirty::new(map, geometry, &dirty, progress);
+    let mut plan = Dirty::new(Some(map), geometry, &dirty, progress);
     let stats = chunk_io::run(&mut plan, &[Source::new(&s.file)], pace)?;
     if let Some((i, why)) = plan.unreadable.first() {
         return Err(Error::new(
@@ -298,21 +298,27 @@ fn build_one(
 }
 
 /// Reads the dirty chunks that hold data (the others are zero chunks, known
-/// without a read), in runs of up to [`MAX_READ`].
-struct Dirty<'a> {
-    map: &'a ExtentMap,
+/// without a read), in runs of up to [`MAX_READ`]. Without an extent map
+/// every dirty chunk is read (a receive knows its records wrote them).
+pub(crate) struct Dirty<'a> {
+    map: Option<&'a ExtentMap>,
     geometry: Geometry,
     /// Dirty chunks not planned yet: ranges, the first one cut as planned.
     todo: std::collections::VecDeque<Range<u64>>,
-    hashed: Vec<(u64, Entry)>,
-    unreadable: Vec<(u64, String)>,
+    pub(crate) hashed: Vec<(u64, Entry)>,
+    pub(crate) unreadable: Vec<(u64, String)>,
     total: u64,
     done: u64,
     progress: Progress<'a>,
 }
 
 impl<'a> Dirty<'a> {
-    fn new(map: &'a ExtentMap, geometry: Geometry, dirty: &[Range<u64>], progress: Progress<'a>) -> Self {
+    pub(crate) fn new(
+        map: Option<&'a ExtentMap>,
+        geometry: Geometry,
+        dirty: &[Range<u64>],
+        progress: Progress<'a>,
+    ) -> Self {
         let total = dirty.iter().flat_map(|r| r.clone()).map(|i| geometry.chunk(i).1).sum();
         Dirty {
             map,
@@ -339,9 +345,11 @@ impl<'a> Dirty<'a> {
         }
     }
 
-    fn layout(&self, i: u64) -> Layout {
+    /// Whether chunk `i` is known to be zero without a read.
+    fn known_zero(&self, i: u64) -> bool {
+        let Some(map) = self.map else { return false };
         let c = u64::from(self.geometry.chunk_size());
-        layouts(self.map, self.geometry.image_size(), c, i..i + 1).pop().unwrap_or(Layout::Zero)
+        layouts(map, self.geometry.image_size(), c, i..i + 1).pop().unwrap_or(Layout::Zero) == Layout::Zero
     }
 }
 
@@ -352,7 +360,7 @@ impl Plan for Dirty<'_> {
         let mut job: Option<Job<u64>> = None;
         while let Some(i) = self.peek() {
             let (offset, len) = self.geometry.chunk(i);
-            if self.layout(i) == Layout::Zero {
+            if self.known_zero(i) {
                 self.advance();
                 self.hashed.push((i, Entry::Zero));
                 self.done += len;

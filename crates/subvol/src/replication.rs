@@ -94,6 +94,9 @@ pub fn send(pool: &Pool, a: SendArgs) -> Result<()> {
     if r.content_compared {
         eprintln!("subvol: note: no reflinks on this host: the increment was found by comparing contents");
     }
+    if let Some(why) = &r.unverified {
+        eprintln!("subvol: note: the stream carries no content root, so the receiver cannot verify it: {why}");
+    }
     if a.json {
         // Standard output may be the stream itself.
         if a.output.is_some() {

@@ -5,6 +5,7 @@
 mod harness;
 
 mod concurrency;
+mod content_root;
 mod crash;
 mod csi;
 mod csi_conformance;

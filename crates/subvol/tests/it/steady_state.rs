@@ -125,6 +125,8 @@ fn a_snapshot_written_behind_the_pools_back_is_sent_from_a_fresh_map() {
     let (s, r) = pipe(&a.pool, &["v@s2", "--from", "v@s1"], &b.pool, &["v"]);
     assert_eq!((s.code, r.code), (0, 0), "{s:?} {r:?}");
     assert_eq!(hash_file(&image(&b, "v@s2")), hash_file(&s2), "the stream left out what was written to v@s2");
+    // Its manifest says what it held when taken: no root travels.
+    assert!(s.stderr.contains("v@s2 was written to after it was taken"), "{}", s.stderr);
 }
 
 const ADOPTED: &str = "applying to the subvolume's own image";

@@ -321,6 +321,7 @@ mod tests {
             virtual_size,
             block_size: subvol_core::stream::BLOCK_SIZE,
             resume_offset: 0,
+            manifest: None,
         }
     }
 

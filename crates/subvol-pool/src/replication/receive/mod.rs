@@ -12,7 +12,9 @@
 //!    reopened (`setup`, `partial`). Then `receive-after-setup`.
 //! 2. apply, unlocked: every record goes into the private image through
 //!    the `applier` (`receive-mid-stream` after each DATA record), then the
-//!    image is synced.
+//!    image is synced and, when the stream carried its snapshot's content
+//!    root, the image's manifest is built and must have that root
+//!    (`verify`).
 //! 3. publish, under the pool lock: `receive-before-publish`, the snapshot
 //!    gets its metadata and is renamed into place (`publish`),
 //!    `receive-before-follow`, and the subvolume follows it (`follow`).
@@ -28,6 +30,7 @@ mod setup;
 mod space_floor;
 mod staging;
 mod target;
+mod verify;
 mod writeback;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -42,6 +45,7 @@ use setup::Prepared;
 use space_floor::SpaceFloor;
 use std::fs::File;
 use std::io::Read;
+use subvol_core::manifest::{ChunkSet, CHUNK_SIZE};
 use subvol_core::stream::{Record, StreamError, StreamHeader, StreamReader, Totals};
 use subvol_core::ObjectName;
 
@@ -117,34 +121,41 @@ impl Pool {
         if let Some(done) = rx.already_received(&mut reader)? {
             return Ok(done);
         }
-        let Prepared { image, target, floor, adopted } = rx.set_up()?;
+        let Prepared { image, target, floor, adopted, base } = rx.set_up()?;
         drop(lock);
         rx.clock.mark("setup");
         subvol_os::crash::point("receive-after-setup");
 
         // Phase 2, unlocked: apply the records, sync.
-        let end = match rx.apply(&image, floor, &mut reader, progress) {
+        let chunk_size = rx.header.manifest.as_ref().map_or(CHUNK_SIZE, |m| m.chunk_size);
+        let mut touched = ChunkSet::new(chunk_size);
+        let end = match rx.apply(&image, floor, &mut reader, &mut touched, progress) {
             Ok(end) => end,
             Err(e) => {
                 if !opts.resume {
                     // Nothing is kept: the image goes (after the applier's
                     // writers stopped, so nothing lands in it afterwards).
-                    drop(image);
-                    if adopted.is_some() {
-                        // Recovery, run by the lock, puts NAME back.
-                        let _lock = self.lock()?;
-                    }
-                    let _ = std::fs::remove_file(&rx.partial.image);
+                    self.discard(&rx, image, adopted.is_some())?;
                 }
                 return Err(e);
             }
         };
         let totals = rx.seal(&image, end)?;
+        let verified = match rx.verify_content(&image, base.as_deref(), touched) {
+            Ok(v) => v,
+            Err(e) => {
+                // Not the sender's snapshot: nothing of it is kept, not
+                // even for a resume (every record arrived).
+                self.discard(&rx, image, adopted.is_some())?;
+                let _ = std::fs::remove_file(&rx.partial.state);
+                return Err(e);
+            }
+        };
 
         // Phase 3, locked: publish the snapshot, then let NAME follow.
         subvol_os::crash::point("receive-before-publish");
         let _lock = self.lock()?;
-        let snapshot = rx.publish(image, &target)?;
+        let snapshot = rx.publish(image, &target, verified)?;
         subvol_os::crash::point("receive-before-follow");
         let (followed, note) = rx.let_follow(target, &snapshot, adopted.as_ref())?;
         Ok(ReceiveReport {
@@ -157,6 +168,20 @@ impl Pool {
             followed,
             note,
         })
+    }
+}
+
+impl Pool {
+    /// Removes a receive's private image once its writers stopped; an
+    /// image that was NAME's own is put back first by recovery, which the
+    /// pool lock runs.
+    fn discard(&self, rx: &Receive<'_>, image: File, adopted: bool) -> Result<()> {
+        drop(image);
+        if adopted {
+            let _lock = self.lock()?;
+        }
+        let _ = std::fs::remove_file(&rx.partial.image);
+        Ok(())
     }
 }
 
@@ -189,6 +214,7 @@ impl<'a> Receive<'a> {
         image: &File,
         floor: SpaceFloor,
         reader: &mut Input<'_>,
+        touched: &mut ChunkSet,
         progress: Progress<'_>,
     ) -> Result<Option<Totals>> {
         // Staging needs reflinks, and a scratch file beside the image.
@@ -200,8 +226,11 @@ impl<'a> Receive<'a> {
             while let Some(rec) = reader.next_record().map_err(stream_error)? {
                 applier.apply(&rec)?;
                 match rec {
-                    Record::Data { .. } => progress(reader.bytes_read, 0),
-                    Record::Hole { .. } => {}
+                    Record::Data { offset, ref data } => {
+                        touched.add_bytes(offset, data.len() as u64);
+                        progress(reader.bytes_read, 0)
+                    }
+                    Record::Hole { offset, length } => touched.add_bytes(offset, length),
                     Record::End(t) => end = Some(t),
                 }
             }

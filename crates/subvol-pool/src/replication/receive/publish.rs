@@ -6,8 +6,10 @@
 
 use super::guid::guid_taken;
 use super::target::{base_index, snapshot_metas, Target};
+use super::verify::Verified;
 use super::Receive;
 use crate::error::{Error, ErrorKind, Result};
+use crate::manifest_store::ManifestStore;
 use crate::pool::Pool;
 use crate::snapshot::write_meta;
 use crate::subvolume::rename_noreplace;
@@ -22,7 +24,7 @@ use subvol_core::{FsKind, ObjectKind, ObjectName, SubvolumeMeta};
 impl Receive<'_> {
     /// Publishes the synced private `image` as the snapshot and returns its
     /// path. The caller holds the pool lock.
-    pub(super) fn publish(&mut self, image: File, target: &Target) -> Result<PathBuf> {
+    pub(super) fn publish(&mut self, image: File, target: &Target, verified: Option<Verified>) -> Result<PathBuf> {
         let (n, h) = (&self.name, &self.header);
         // A receive of the same stream may have published it meanwhile.
         if let Some(holder) = self.pool.snapshots_with_guid(h.snapshot.guid)?.first() {
@@ -35,11 +37,30 @@ impl Receive<'_> {
         meta.content = Some(crate::snapshot::content_stamp(&image)?);
         write_meta(&image, &meta)?;
         image.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
+        // The manifest goes first: a crash before the rename leaves one no
+        // image has the key of, which `pool check --repair` removes; after
+        // it, the snapshot has its verified manifest.
+        let store = ManifestStore::new(self.pool.layout.manifests_dir());
+        let stored = match verified {
+            Some(Verified { key: Some(key), manifest }) => {
+                store.write(&key, &manifest)?;
+                Some(key)
+            }
+            _ => None,
+        };
+        let forget = |e: Error| {
+            if let Some(k) = &stored {
+                store.remove(k);
+            }
+            e
+        };
         // Snapshots newer than the base go first (--force, checked in setup).
         if matches!(target, Target::Replace) || self.opts.force {
-            self.pool.drop_newer_than_base(n, h)?;
+            self.pool.drop_newer_than_base(n, h).map_err(forget)?;
         }
-        let dst = self.rename_into_place(&image)?;
+        // Published even if a step after the rename failed: then it keeps it.
+        let dst =
+            self.rename_into_place(&image).map_err(|e| if self.partial.image.exists() { forget(e) } else { e })?;
         drop(image);
         let _ = std::fs::remove_file(&self.partial.state);
         self.clock.mark("publish");

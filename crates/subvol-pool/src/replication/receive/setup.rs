@@ -15,7 +15,7 @@ use crate::kernel::KernelView;
 use crate::subvolume::open_image;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What setup hands to the next phases.
 pub(super) struct Prepared {
@@ -27,6 +27,8 @@ pub(super) struct Prepared {
     pub(super) floor: SpaceFloor,
     /// The private image is NAME's own (`adopt`): what puts NAME back.
     pub(super) adopted: Option<AdoptIntent>,
+    /// The base snapshot's image (incremental streams).
+    pub(super) base: Option<PathBuf>,
 }
 
 impl Receive<'_> {
@@ -71,8 +73,8 @@ impl Receive<'_> {
             .open(&self.partial.image)
             .map_err(|e| Error::io("cannot open the partial receive", e))?;
         self.lock_image(&image)?;
-        let (_, target) = self.check_target()?;
-        Ok(Prepared { image, target, floor: self.pool.receive_space_floor(n)?, adopted: None })
+        let (base, target) = self.check_target()?;
+        Ok(Prepared { image, target, floor: self.pool.receive_space_floor(n)?, adopted: None, base })
     }
 
     /// A new stream: refused over a partial receive (which it would
@@ -115,7 +117,7 @@ impl Receive<'_> {
         {
             let base_snap = bp.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let (image, intent) = self.adopt(bp, &base_snap)?;
-            return Ok(Prepared { image, target, floor, adopted: Some(intent) });
+            return Ok(Prepared { image, target, floor, adopted: Some(intent), base: Some(bp.to_path_buf()) });
         }
         let image = OpenOptions::new()
             .read(true)
@@ -129,7 +131,7 @@ impl Receive<'_> {
             let _ = std::fs::remove_file(&self.partial.image);
             return Err(e);
         }
-        Ok(Prepared { image, target, floor, adopted: None })
+        Ok(Prepared { image, target, floor, adopted: None, base })
     }
 
     /// Makes the new image what the stream applies to: the base (or

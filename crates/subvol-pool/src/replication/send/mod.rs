@@ -3,6 +3,7 @@
 //! the two extent maps without reading unchanged data.
 
 mod content_diff;
+mod content_root;
 mod reader;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -44,6 +45,13 @@ pub struct SendReport {
     pub records: u64,
     pub stream_bytes: u64,
     pub content_compared: bool,
+    /// The root of the snapshot's manifest the stream carried (hex): the
+    /// receiver publishes only an image with this root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_root: Option<String>,
+    /// Why the stream carried no root (the receiver could not verify it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
 }
 
 /// A snapshot opened for sending.
@@ -129,9 +137,15 @@ impl Pool {
         zstd_level.map(crate::option_rules::check_zstd_level).transpose()?;
         let (target, base) = self.open_pair(name, from)?;
         let resume_offset = resume.map(|t| resume_offset(t, &target, base.as_ref())).transpose()?.unwrap_or(0);
+        let (root, unverified) = match self.content_root(&target)? {
+            content_root::Root::Carried(r) => (Some(r), None),
+            content_root::Root::None(why) => (None, Some(why)),
+        };
+        clock.mark("manifest");
         let (d, content_compared) = self.plan(&target, base.as_ref())?;
         clock.mark("plan");
-        let header = stream_header(&target, base.as_ref(), resume_offset);
+        let mut header = stream_header(&target, base.as_ref(), resume_offset);
+        header.manifest = root.clone();
         let mut w = StreamWriter::new(out, header, zstd_level).map_err(stream_err)?;
         let total = d.data_bytes();
         let mut done = 0u64;
@@ -161,6 +175,8 @@ impl Pool {
             records: totals.records,
             stream_bytes,
             content_compared,
+            content_root: root.map(|r| r.root),
+            unverified,
         })
     }
 }
@@ -196,6 +212,7 @@ fn stream_header(target: &Side, base: Option<&Side>, resume_offset: u64) -> Stre
         virtual_size: target.size,
         block_size: subvol_core::stream::BLOCK_SIZE,
         resume_offset,
+        manifest: None,
     }
 }
 
