@@ -248,7 +248,8 @@ for r in $(seq 1 "$FULL_RUNS"); do
         sh -c 'cp --reflink=never --sparse=always "$1" "$2" && sync -f "$2"' sh "$BASE_IMG" "$BHOST/full.img"
     rm -f "$BHOST/full.img"
 
-    timed_pipe full "subvol send | receive (full)" "$SUBVOL" --pool "$PA" send v@base -- "$SUBVOL" --pool "$PF" receive full
+    timed_pipe full "subvol send | receive (full)" "$SUBVOL" --pool "$PA" send v@base -- env SUBVOL_TRACE=1 "$SUBVOL" --pool "$PF" receive full
+    rec full "content-root check" verify_s "$(awk '$2 == "trace" && $3 == "receive" && $4 == "verify" { s += $5 } END { printf "%.3f", s / 1000 }' "$W/pipe.out")"
     verify full "subvol send | receive (full)" "$BASE_HASH" "$(image_of "$PF" full@base)"
     "$SUBVOL" --pool "$PF" delete full --recursive --force >/dev/null
 done
@@ -300,8 +301,12 @@ for p in $PATTERNS; do
         rec "$p" subvol stream "$(sva send "v@$NEW" --from v@base | wc -c)"
         rec "$p" btrfs stream "$(btrfs -q send -p "$BT/snaps/base" "$BT/snaps/$NEW" | wc -c)"
 
-        timed_pipe "$p" subvol "$SUBVOL" --pool "$PA" send "v@$NEW" --from v@base -- "$SUBVOL" --pool "$PB" receive v
+        timed_pipe "$p" subvol "$SUBVOL" --pool "$PA" send "v@$NEW" --from v@base -- env SUBVOL_TRACE=1 "$SUBVOL" --pool "$PB" receive v
         verify "$p" subvol "$SRC_HASH" "$(image_of "$PB" "v@$NEW")"
+        # Of which the receiver's content-root check (reading back the
+        # chunks the records touched).
+        rec "$p" subvol verify_s "$(awk '$2 == "trace" && $3 == "receive" && $4 == "verify" { s += $5 } END { printf "%.3f", s / 1000 }' "$W/pipe.out")"
+        rec "$p" subvol verify_read "$(sed -n 's/.*content root verified: [0-9]* chunks read (\([0-9]*\) bytes).*/\1/p' "$W/pipe.out" | head -n1)"
 
         # The sender alone (where the pipe's time goes).
         timed_one "$p" sendonly sh -c '"$1" --pool "$2" send "v@$3" --from v@base >/dev/null' sh "$SUBVOL" "$PA" "$NEW"
@@ -309,7 +314,9 @@ for p in $PATTERNS; do
         timed_pipe "$p" btrfs btrfs -q send -p "$BT/snaps/base" "$BT/snaps/$NEW" -- btrfs -q receive "$BT/dst"
         [ "$r" = 1 ] && verify "$p" btrfs "$SRC_HASH" "$BT/dst/$NEW/img"
 
-        timed_one "$p" rsync rsync --inplace --no-whole-file --stats "$SRC" "$BHOST/rsync.img"
+        # --ignore-times: the copy may have the source's size and mtime,
+        # and rsync's quick check would then skip the file.
+        timed_one "$p" rsync rsync --inplace --no-whole-file --ignore-times --stats "$SRC" "$BHOST/rsync.img"
         rec "$p" rsync stream "$(awk -F': ' '/^Total bytes sent/ { gsub(/,/, "", $2); print $2 + 0 }' "$W/one.out")"
         rec "$p" rsync literal "$(awk -F': ' '/^Literal data/ { gsub(/,/, "", $2); print $2 + 0 }' "$W/one.out")"
         [ "$r" = 1 ] && verify "$p" rsync "$SRC_HASH" "$BHOST/rsync.img"
@@ -424,6 +431,8 @@ for n in (full_names if "full" in parts else []):
     rs = med("full", n, "rss") if med("full", n, "rss") is not None else None
     rss = f(rs, "{:.1f}") if rs is not None else (f(med("full", n, "rss_send"), "{:.1f}") + " / " + f(med("full", n, "rss_recv"), "{:.1f}") if med("full", n, "rss_send") is not None else "-")
     print(f"| {n} | {f(w)} | {f(size / GiB / w if w else None, '{:.2f}')} | {rss} | {allok('full', n)} |")
+if med("full", "content-root check", "verify_s") is not None:
+    print(f"| (of which the receiver's content-root check, reading back what it wrote) | {f(med('full', 'content-root check', 'verify_s'))} | - | - | - |")
 for c, label in (("subvol", "subvol send | receive"), ("btrfs", "btrfs send | receive")):
     w = med("init", c, "wall")
     print(f"| initial full {label} (once) | {f(w)} | {f(size / GiB / w if w else None, '{:.2f}')} | "
@@ -460,6 +469,9 @@ for p in patterns:
             rss = f(med(p, c, "rss_send"), "{:.1f}") + " / " + f(med(p, c, "rss_recv"), "{:.1f}")
             sb = f"{s:,.0f}" if s is not None else "-"
         print(f"| {label} | {f(w)} | {sb} | {f(s / chg if s else None, '{:.3f}')} | {rss} | {allok(p, c)} |")
+    vs, vr = med(p, "subvol", "verify_s"), med(p, "subvol", "verify_read")
+    if vs is not None:
+        print(f"| (of which the receiver's content-root check: {f(vr / (1 << 20) if vr else None, '{:.0f}')} MiB read back) | {f(vs)} | - | - | - | - |")
     cw = med("full", full_names[3], "wall"); fw = med("full", full_names[4], "wall")
     print(f"| full copy: cp --reflink=never --sparse=always | {f(cw)} | {size:,} | {size / chg:.1f} | {f(med('full', full_names[3], 'rss'), '{:.1f}')} | - |")
     print(f"| full copy: subvol send \\| receive | {f(fw)} | - | - | {f(med('full', full_names[4], 'rss_send'), '{:.1f}')} / {f(med('full', full_names[4], 'rss_recv'), '{:.1f}')} | {allok('full', full_names[4])} |")

@@ -256,7 +256,27 @@ impl Manifest {
         guid: Uuid,
         provenance: Provenance,
     ) -> Result<Manifest, ManifestError> {
+        Manifest::derive_zeroed(base, geometry, dirty, hashed, &[], guid, provenance)
+    }
+
+    /// [`Manifest::derive`], where the chunks of `zeroed` (sorted, disjoint
+    /// ranges) are known to read as zeroes without a read (a receive
+    /// punched them whole): they lose the base's entry unless `dirty` also
+    /// has them. Costs O(base entries + dirty chunks), whatever the
+    /// ranges' length.
+    pub fn derive_zeroed(
+        base: Option<&Manifest>,
+        geometry: Geometry,
+        dirty: &[Range<u64>],
+        hashed: &[(u64, Entry)],
+        zeroed: &[Range<u64>],
+        guid: Uuid,
+        provenance: Provenance,
+    ) -> Result<Manifest, ManifestError> {
         let bad = |why: String| Err(ManifestError::Inconsistent(why));
+        if zeroed.windows(2).any(|w| w[0].end > w[1].start) || zeroed.iter().any(|r| r.start > r.end) {
+            return bad("zeroed ranges are not sorted and disjoint".into());
+        }
         if let Some(b) = base {
             if b.geometry.chunk_size != geometry.chunk_size {
                 return bad(format!(
@@ -279,10 +299,11 @@ impl Manifest {
                 _ => return bad(format!("no entry for dirty chunk {i}")),
             }
         }
-        let is_dirty = |i: u64| {
-            let k = dirty.partition_point(|r| r.end <= i);
-            dirty.get(k).is_some_and(|r| r.start <= i)
+        let within = |ranges: &[Range<u64>], i: u64| {
+            let k = ranges.partition_point(|r| r.end <= i);
+            ranges.get(k).is_some_and(|r| r.start <= i)
         };
+        let is_dirty = |i: u64| within(dirty, i) || within(zeroed, i);
         let chunks = geometry.chunks();
         let mut kept: Vec<(u64, Hash)> = Vec::new();
         if let Some(b) = base {
@@ -494,6 +515,33 @@ pub fn dirty_chunks(chunk_size: u32, base_size: u64, diff: &ExtentDiff) -> Vec<R
     }
     set.resized(base_size, diff.target_size);
     set.into_ranges()
+}
+
+/// How a HOLE of `offset .. offset + length` in an image of `image_size`
+/// bytes meets chunks: the chunks it covers whole (zero without a read),
+/// and the at most two chunks it covers in part (to read: the rest of
+/// their bytes is not the hole's).
+pub fn hole_chunks(chunk_size: u32, image_size: u64, offset: u64, length: u64) -> (Range<u64>, Vec<Range<u64>>) {
+    let c = u64::from(chunk_size.max(1));
+    let end = offset.saturating_add(length).min(image_size);
+    if offset >= end {
+        return (0..0, Vec::new());
+    }
+    // The image's last chunk may be short: a hole to the image's end covers it whole.
+    let full_end = if end == image_size { image_size.div_ceil(c) } else { end / c };
+    let full = offset.div_ceil(c)..full_end;
+    if full.is_empty() {
+        let within: Range<u64> = offset / c..(end - 1) / c + 1;
+        return (0..0, std::iter::once(within).collect());
+    }
+    let mut part = Vec::new();
+    if !offset.is_multiple_of(c) {
+        part.push(offset / c..offset / c + 1);
+    }
+    if full_end * c < end {
+        part.push(full_end..full_end + 1);
+    }
+    (full, part)
 }
 
 /// A set of chunk indices, kept as sorted, merged ranges: the chunks a
@@ -710,6 +758,36 @@ mod tests {
             prop_assert!(ranges.windows(2).all(|w| w[0].end < w[1].start), "not sorted and merged: {:?}", ranges);
             let got: std::collections::BTreeSet<u64> = ranges.iter().flat_map(|r| r.clone()).collect();
             prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn a_hole_splits_into_the_chunks_it_covers_whole_and_in_part(size in 1u64..2_000_000, o in 0u64..2_000_000, l in 0u64..2_000_000) {
+            let c = u64::from(CS);
+            let (full, part) = hole_chunks(CS, size, o, l);
+            let end = (o + l).min(size);
+            for i in 0..size.div_ceil(c) {
+                let (cs, ce) = (i * c, ((i + 1) * c).min(size));
+                let covered = o.max(cs) < end.min(ce);
+                let whole = o <= cs && ce <= end;
+                prop_assert_eq!(full.contains(&i), covered && whole, "chunk {} full", i);
+                prop_assert_eq!(part.iter().any(|r| r.contains(&i)), covered && !whole, "chunk {} part", i);
+            }
+        }
+
+        #[test]
+        fn zeroed_chunks_lose_their_base_entries(base in blocks_strategy(), from in 0u64..12, len in 0u64..12) {
+            // The target is the base with chunks from..from+len zeroed whole.
+            let bytes = bytes_of(&base, base.len());
+            let g = Geometry::new(CS, bytes.len() as u64).unwrap();
+            let zeroed: Vec<Range<u64>> = std::iter::once(from.min(g.chunks())..(from + len).min(g.chunks())).collect();
+            let mut target = bytes.clone();
+            for i in zeroed[0].clone() {
+                let (o, l) = g.chunk(i);
+                target[o as usize..(o + l) as usize].fill(0);
+            }
+            let guid = Uuid::from_u128(7);
+            let m = Manifest::derive_zeroed(Some(&full(&bytes, guid)), g, &[], &[], &zeroed, guid, prov()).unwrap();
+            prop_assert_eq!(m, full(&target, guid));
         }
 
         #[test]

@@ -56,13 +56,16 @@ fn first_snapshot(a: &TestHost, dir: &Path) -> PathBuf {
     s1
 }
 
-/// Three 4 KiB writes in three chunks, snapshot `v@s2`, and its stream
-/// from `v@s1`.
+/// Three 4 KiB writes in three chunks and a hole punched from 4 KiB into
+/// chunk 20 to the end of chunk 23, snapshot `v@s2`, and its stream from
+/// `v@s1`.
 fn second_snapshot(a: &TestHost, dir: &Path) -> PathBuf {
     let img = image(a, "v");
     for at in [C + 8192, 9 * C, 40 * C + 4096] {
         pwrite(&img, at, 4096, 0x5a);
     }
+    let (from, to) = (20 * C + 4096, 24 * C);
+    sh("fallocate", &["-p", "-o", &from.to_string(), "-l", &(to - from).to_string(), path_str(&img)]);
     a.run(&["snapshot", "v@s2"]).ok();
     let s2 = dir.join("s2");
     send(a, "v@s2", Some("v@s1"), &s2);
@@ -115,17 +118,39 @@ fn replica_is_verified(kind: HostKind) {
     let s2 = second_snapshot(&a, dir.path());
     let r = receive(&b.pool, &s2);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains(&format!("{VERIFIED}: 3 chunks read ({} bytes)", 3 * C)), "{}", r.stderr);
+    // The three written chunks and chunk 20, which the hole covers in
+    // part; chunks 21-23 it covers whole are zero without a read.
+    assert!(r.stderr.contains(&format!("{VERIFIED}: 4 chunks read ({} bytes)", 4 * C)), "{}", r.stderr);
     wait_for_builders(&a.pool);
     let (da, db) = (details(&a, "v@s2"), details(&b, "v@s2"));
     assert_eq!(db["built_by"], "receive");
     assert_eq!(db["root"], da["root"]);
-    assert_eq!(db["bytes_read"], 3 * C);
-    assert_eq!(db["chunks_copied"], 64 - 3, "{db}");
+    assert_eq!(db["bytes_read"], 4 * C);
+    assert_eq!(db["data_chunks"], 64 - 3, "{db}");
+    assert_eq!(db["chunks_copied"], 64 - 3 - 4, "{db}");
     assert_eq!(hash_file(&image(&b, "v@s2")), hash_file(&image(&a, "v@s2")));
+
     let j = b.run(&["scrub", "--all", "--json"]).ok();
     let j: serde_json::Value = serde_json::from_str(&j).unwrap();
     assert_eq!(j["manifests_created"].as_array().map_or(0, |m| m.len()), 0, "{j}");
+
+    // A base without a manifest here (received from a sender that sent no
+    // root): every chunk holding data is read, and the root still checked.
+    let guid = b.info("v@s2")["guid"].as_str().unwrap().replace('-', "");
+    for e in std::fs::read_dir(b.pool.join(".subvol/manifests")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&guid) {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    pwrite(&image(&a, "v"), 50 * C, 4096, 0x77);
+    a.run(&["snapshot", "v@s3"]).ok();
+    let s3 = dir.path().join("s3");
+    send(&a, "v@s3", Some("v@s2"), &s3);
+    let r = receive(&b.pool, &s3);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{VERIFIED}: 61 chunks read ({} bytes)", 61 * C)), "{}", r.stderr);
+    assert_eq!(hash_file(&image(&b, "v@s3")), hash_file(&image(&a, "v@s3")));
+    assert_eq!(details(&b, "v@s3")["built_by"], "receive");
     b.run(&["pool", "check"]).ok();
 }
 

@@ -45,9 +45,9 @@ use setup::Prepared;
 use space_floor::SpaceFloor;
 use std::fs::File;
 use std::io::Read;
-use subvol_core::manifest::{ChunkSet, CHUNK_SIZE};
 use subvol_core::stream::{Record, StreamError, StreamHeader, StreamReader, Totals};
 use subvol_core::ObjectName;
+use verify::Touched;
 
 #[derive(Debug, Clone, Default)]
 pub struct ReceiveOptions {
@@ -127,27 +127,29 @@ impl Pool {
         subvol_os::crash::point("receive-after-setup");
 
         // Phase 2, unlocked: apply the records, sync.
-        let chunk_size = rx.header.manifest.as_ref().map_or(CHUNK_SIZE, |m| m.chunk_size);
-        let mut touched = ChunkSet::new(chunk_size);
+        let mut touched = Touched::new(rx.header.manifest.as_ref().map(|m| m.chunk_size), rx.header.virtual_size);
         let end = match rx.apply(&image, floor, &mut reader, &mut touched, progress) {
             Ok(end) => end,
             Err(e) => {
                 if !opts.resume {
                     // Nothing is kept: the image goes (after the applier's
                     // writers stopped, so nothing lands in it afterwards).
-                    self.discard(&rx, image, adopted.is_some())?;
+                    self.discard(&rx, image, adopted.is_some());
                 }
                 return Err(e);
             }
         };
         let totals = rx.seal(&image, end)?;
-        let verified = match rx.verify_content(&image, base.as_deref(), touched) {
+        let verified = match rx.verify_content(&image, base.as_ref(), touched) {
             Ok(v) => v,
             Err(e) => {
                 // Not the sender's snapshot: nothing of it is kept, not
-                // even for a resume (every record arrived).
-                self.discard(&rx, image, adopted.is_some())?;
-                let _ = std::fs::remove_file(&rx.partial.state);
+                // even for a resume (every record arrived). A check that
+                // could not look (an I/O error) keeps a resumable receive.
+                if verify::is_mismatch(&e) || !opts.resume {
+                    self.discard(&rx, image, adopted.is_some());
+                    let _ = std::fs::remove_file(&rx.partial.state);
+                }
                 return Err(e);
             }
         };
@@ -175,13 +177,14 @@ impl Pool {
     /// Removes a receive's private image once its writers stopped; an
     /// image that was NAME's own is put back first by recovery, which the
     /// pool lock runs.
-    fn discard(&self, rx: &Receive<'_>, image: File, adopted: bool) -> Result<()> {
+    /// Best effort: if the lock cannot be had, the next command's recovery
+    /// does it, and the caller's error is the one to report.
+    fn discard(&self, rx: &Receive<'_>, image: File, adopted: bool) {
         drop(image);
         if adopted {
-            let _lock = self.lock()?;
+            let _lock = self.lock();
         }
         let _ = std::fs::remove_file(&rx.partial.image);
-        Ok(())
     }
 }
 
@@ -214,7 +217,7 @@ impl<'a> Receive<'a> {
         image: &File,
         floor: SpaceFloor,
         reader: &mut Input<'_>,
-        touched: &mut ChunkSet,
+        touched: &mut Touched,
         progress: Progress<'_>,
     ) -> Result<Option<Totals>> {
         // Staging needs reflinks, and a scratch file beside the image.
@@ -225,12 +228,10 @@ impl<'a> Receive<'a> {
         let result = (|| -> Result<()> {
             while let Some(rec) = reader.next_record().map_err(stream_error)? {
                 applier.apply(&rec)?;
+                touched.record(&rec);
                 match rec {
-                    Record::Data { offset, ref data } => {
-                        touched.add_bytes(offset, data.len() as u64);
-                        progress(reader.bytes_read, 0)
-                    }
-                    Record::Hole { offset, length } => touched.add_bytes(offset, length),
+                    Record::Data { .. } => progress(reader.bytes_read, 0),
+                    Record::Hole { .. } => {}
                     Record::End(t) => end = Some(t),
                 }
             }

@@ -8,6 +8,7 @@ use super::adopt::AdoptIntent;
 use super::partial::{read_state, PartialState, ResumeRecord};
 use super::space_floor::SpaceFloor;
 use super::target::Target;
+use super::verify::BaseInfo;
 use super::Receive;
 use crate::error::{Error, ErrorKind, Result};
 use crate::io_sizes::BLOCK_SIZE;
@@ -15,7 +16,7 @@ use crate::kernel::KernelView;
 use crate::subvolume::open_image;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What setup hands to the next phases.
 pub(super) struct Prepared {
@@ -27,8 +28,9 @@ pub(super) struct Prepared {
     pub(super) floor: SpaceFloor,
     /// The private image is NAME's own (`adopt`): what puts NAME back.
     pub(super) adopted: Option<AdoptIntent>,
-    /// The base snapshot's image (incremental streams).
-    pub(super) base: Option<PathBuf>,
+    /// The base snapshot and its manifest (incremental streams), for the
+    /// content check at the end of phase 2.
+    pub(super) base: Option<BaseInfo>,
 }
 
 impl Receive<'_> {
@@ -74,6 +76,7 @@ impl Receive<'_> {
             .map_err(|e| Error::io("cannot open the partial receive", e))?;
         self.lock_image(&image)?;
         let (base, target) = self.check_target()?;
+        let base = self.base_info(base.as_deref());
         Ok(Prepared { image, target, floor: self.pool.receive_space_floor(n)?, adopted: None, base })
     }
 
@@ -116,8 +119,9 @@ impl Receive<'_> {
             (base.as_deref(), &target, self.opts.resume, self.pool.meta.reflink)
         {
             let base_snap = bp.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let info = self.base_info(Some(bp));
             let (image, intent) = self.adopt(bp, &base_snap)?;
-            return Ok(Prepared { image, target, floor, adopted: Some(intent), base: Some(bp.to_path_buf()) });
+            return Ok(Prepared { image, target, floor, adopted: Some(intent), base: info });
         }
         let image = OpenOptions::new()
             .read(true)
@@ -131,7 +135,14 @@ impl Receive<'_> {
             let _ = std::fs::remove_file(&self.partial.image);
             return Err(e);
         }
-        Ok(Prepared { image, target, floor, adopted: None, base })
+        Ok(Prepared { image, target, floor, adopted: None, base: self.base_info(base.as_deref()) })
+    }
+
+    /// The base snapshot at `path` as the content check needs it.
+    fn base_info(&self, path: Option<&Path>) -> Option<BaseInfo> {
+        let (path, base) = (path?, self.header.base.as_ref()?);
+        let snap = path.file_stem()?.to_string_lossy().into_owned();
+        Some(BaseInfo::load(self.pool, format!("{}@{snap}", self.name), path, base.guid))
     }
 
     /// Makes the new image what the stream applies to: the base (or
