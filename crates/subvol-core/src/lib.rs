@@ -21,6 +21,7 @@ pub mod meta;
 pub mod mountinfo;
 pub mod mountopts;
 pub mod name;
+pub mod record_chunks;
 pub mod retention;
 pub mod scrub;
 pub mod size;

@@ -56,14 +56,16 @@ fn first_snapshot(a: &TestHost, dir: &Path) -> PathBuf {
     s1
 }
 
-/// Three 4 KiB writes in three chunks and a hole punched from 4 KiB into
-/// chunk 20 to the end of chunk 23, snapshot `v@s2`, and its stream from
+/// Three 4 KiB writes in three chunks, chunk 30 rewritten whole, and a hole
+/// punched from 4 KiB into chunk 20 to the end of chunk 23, snapshot `v@s2`, and its stream from
 /// `v@s1`.
 fn second_snapshot(a: &TestHost, dir: &Path) -> PathBuf {
     let img = image(a, "v");
     for at in [C + 8192, 9 * C, 40 * C + 4096] {
         pwrite(&img, at, 4096, 0x5a);
     }
+    // Chunk 30 rewritten whole: hashed from the stream, not read back.
+    pwrite(&img, 30 * C, C as usize, 0x33);
     let (from, to) = (20 * C + 4096, 24 * C);
     sh("fallocate", &["-p", "-o", &from.to_string(), "-l", &(to - from).to_string(), path_str(&img)]);
     a.run(&["snapshot", "v@s2"]).ok();
@@ -112,22 +114,28 @@ fn replica_is_verified(kind: HostKind) {
     let (da, db) = (details(&a, "v@s1"), details(&b, "v@s1"));
     assert_eq!(db["built_by"], "receive", "{db}");
     assert_eq!(db["root"], da["root"], "replica root differs");
-    // The full receive read back what it wrote: 16 MiB of data.
-    assert_eq!(db["bytes_read"], 16u64 << 20, "{db}");
+    // The full receive hashed its 64 data chunks as it wrote them: no
+    // read back.
+    assert!(r.stderr.contains(&format!("{VERIFIED}: 0 chunks read (0 bytes), 64 hashed as written")), "{}", r.stderr);
+    assert_eq!(db["bytes_read"], 0, "{db}");
 
     let s2 = second_snapshot(&a, dir.path());
     let r = receive(&b.pool, &s2);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    // The three written chunks and chunk 20, which the hole covers in
-    // part; chunks 21-23 it covers whole are zero without a read.
-    assert!(r.stderr.contains(&format!("{VERIFIED}: 4 chunks read ({} bytes)", 4 * C)), "{}", r.stderr);
+    // The three chunks written in part and chunk 20, which the hole covers
+    // in part; chunks 21-23 it covers whole are zero without a read.
+    assert!(
+        r.stderr.contains(&format!("{VERIFIED}: 4 chunks read ({} bytes), 1 hashed as written", 4 * C)),
+        "{}",
+        r.stderr
+    );
     wait_for_builders(&a.pool);
     let (da, db) = (details(&a, "v@s2"), details(&b, "v@s2"));
     assert_eq!(db["built_by"], "receive");
     assert_eq!(db["root"], da["root"]);
     assert_eq!(db["bytes_read"], 4 * C);
     assert_eq!(db["data_chunks"], 64 - 3, "{db}");
-    assert_eq!(db["chunks_copied"], 64 - 3 - 4, "{db}");
+    assert_eq!(db["chunks_copied"], 64 - 3 - 5, "{db}");
     assert_eq!(hash_file(&image(&b, "v@s2")), hash_file(&image(&a, "v@s2")));
 
     let j = b.run(&["scrub", "--all", "--json"]).ok();

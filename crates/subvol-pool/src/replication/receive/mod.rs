@@ -127,7 +127,7 @@ impl Pool {
         subvol_os::crash::point("receive-after-setup");
 
         // Phase 2, unlocked: apply the records, sync.
-        let mut touched = Touched::new(rx.header.manifest.as_ref().map(|m| m.chunk_size), rx.header.virtual_size);
+        let mut touched = Touched::new(&rx.header);
         let end = match rx.apply(&image, floor, &mut reader, &mut touched, progress) {
             Ok(end) => end,
             Err(e) => {

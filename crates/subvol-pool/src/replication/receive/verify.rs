@@ -3,11 +3,13 @@
 //! published must have the sender's root, or nothing is published.
 //!
 //! The manifest is built the way a snapshot's is, from a base and the
-//! chunks that changed: every chunk a DATA record touched, and the chunks a
-//! HOLE record covers in part, are read back from the image after it was
-//! synced and hashed; chunks a HOLE covers whole are zero; every other
-//! chunk's entry comes from the base snapshot's manifest here, loaded under
-//! the pool lock in setup. Without a usable one (a base received before
+//! chunks that changed: a chunk the records wrote whole (or any chunk of a
+//! full stream, whose image starts sparse) is hashed from the records'
+//! bytes as they pass; a chunk they change in part is read back from the
+//! image after it was synced and hashed (the rest of its bytes is the
+//! base's); chunks a HOLE covers whole are zero; every other chunk's entry
+//! comes from the base snapshot's manifest here, loaded under the pool
+//! lock in setup. Without a usable one (a base received before
 //! streams carried roots, one written to since it was taken) and for a
 //! resumed stream (what its first attempt wrote is not known here), every
 //! chunk the image holds data in is read. A different root means the image
@@ -30,10 +32,9 @@ use std::path::Path;
 use std::time::Instant;
 use subvol_core::chunk_read::hex;
 use subvol_core::diff::diff;
-use subvol_core::manifest::{
-    dirty_chunks, hole_chunks, BuiltBy, ChunkSet, Entry, Geometry, Manifest, Provenance, CHUNK_SIZE,
-};
-use subvol_core::stream::Record;
+use subvol_core::manifest::{dirty_chunks, BuiltBy, ChunkSet, Entry, Geometry, Manifest, Provenance};
+use subvol_core::record_chunks::{ChunkOutcome, RecordChunks};
+use subvol_core::stream::{Record, StreamHeader};
 use subvol_core::ExtentMap;
 
 /// A verified manifest, to be stored with the snapshot.
@@ -78,32 +79,22 @@ impl BaseInfo {
     }
 }
 
-/// What the records of a stream touched, chunk by chunk.
-pub(super) struct Touched {
-    chunk_size: u32,
-    image_size: u64,
-    /// Chunks to read back: DATA records' and partly punched ones.
-    read: ChunkSet,
-    /// Chunks a HOLE record covered whole.
-    zeroed: ChunkSet,
-}
+/// What the records of a stream changed, chunk by chunk (only when the
+/// stream carries a root to check).
+pub(super) struct Touched(Option<RecordChunks>);
 
 impl Touched {
-    pub(super) fn new(chunk_size: Option<u32>, image_size: u64) -> Touched {
-        let chunk_size = chunk_size.unwrap_or(CHUNK_SIZE);
-        Touched { chunk_size, image_size, read: ChunkSet::new(chunk_size), zeroed: ChunkSet::new(chunk_size) }
+    pub(super) fn new(h: &StreamHeader) -> Touched {
+        let chunks = h.manifest.as_ref().and_then(|m| Geometry::new(m.chunk_size, h.virtual_size).ok());
+        // A full stream's image starts sparse: what no record covers is zero.
+        Touched(chunks.map(|g| RecordChunks::new(g, h.base.is_none() && h.resume_offset == 0)))
     }
 
     pub(super) fn record(&mut self, rec: &Record) {
+        let Some(rc) = &mut self.0 else { return };
         match rec {
-            Record::Data { offset, data } => self.read.add_bytes(*offset, data.len() as u64),
-            Record::Hole { offset, length } => {
-                let (whole, part) = hole_chunks(self.chunk_size, self.image_size, *offset, *length);
-                self.zeroed.add_chunks(whole);
-                for r in part {
-                    self.read.add_chunks(r);
-                }
-            }
+            Record::Data { offset, data } => rc.data(*offset, data),
+            Record::Hole { offset, length } => rc.hole(*offset, *length),
             Record::End(_) => {}
         }
     }
@@ -134,20 +125,36 @@ impl Receive<'_> {
             .and_then(|b| b.manifest.as_ref())
             .filter(|b| b.manifest.geometry().chunk_size() == carried.chunk_size && h.resume_offset == 0);
         let read_all = h.resume_offset > 0 || (h.base.is_some() && usable.is_none());
-        let (dirty, zeroed, map) = if read_all {
+        // The chunks to read, and the entries the records gave in flight.
+        let (read, zeroed, determined, map) = if read_all {
             // Every chunk with data, found from the image's extent map: the
             // work follows the data, not the image's size.
             let map =
                 subvol_os::fiemap::fiemap(image, true).map_err(|e| Error::os("cannot map the received image", e))?;
             let all = dirty_chunks(carried.chunk_size, 0, &diff(&ExtentMap::default(), 0, &map, h.virtual_size));
-            (all, Vec::new(), Some(map))
+            (all, Vec::new(), Vec::new(), Some(map))
         } else {
-            let Touched { mut read, zeroed, .. } = touched;
-            read.resized(usable.map_or(0, |b| b.size), h.virtual_size);
-            (read.into_ranges(), zeroed.into_ranges(), None::<ExtentMap>)
+            let out = touched.0.map(RecordChunks::finish).unwrap_or(ChunkOutcome {
+                determined: Vec::new(),
+                undetermined: Vec::new(),
+                zeroed: Vec::new(),
+            });
+            let mut read = ChunkSet::new(carried.chunk_size);
+            for r in &out.undetermined {
+                read.add_chunks(r.clone());
+            }
+            // Where the size changed, the chunk the smaller image ended in.
+            let mut resized = ChunkSet::new(carried.chunk_size);
+            resized.resized(usable.map_or(0, |b| b.size), h.virtual_size);
+            for r in resized.into_ranges() {
+                if !out.determined.iter().any(|d| r.contains(&d.0)) {
+                    read.add_chunks(r);
+                }
+            }
+            (read.into_ranges(), out.zeroed, out.determined, None::<ExtentMap>)
         };
         let base_manifest = if read_all { None } else { usable.map(|b| &b.manifest) };
-        let mut plan = Dirty::new(map.as_ref(), geometry, &dirty, &|_, _| {});
+        let mut plan = Dirty::new(map.as_ref(), geometry, &read, &|_, _| {});
         let stats = chunk_io::run(&mut plan, &[Source::new(image)], Pace { rate: None, idle: false })?;
         let name = format!("{}@{}", self.name, self.snap);
         if let Some((i, why)) = plan.unreadable.first() {
@@ -156,8 +163,15 @@ impl Receive<'_> {
                 format!("cannot verify {name}: chunk {i} of the received image cannot be read ({why})"),
             ));
         }
+        let in_flight = determined.len() as u64;
         let mut hashed = std::mem::take(&mut plan.hashed);
+        hashed.extend(determined);
         hashed.sort_unstable_by_key(|e| e.0);
+        let mut dirty_set = ChunkSet::new(carried.chunk_size);
+        for (i, _) in &hashed {
+            dirty_set.add_chunks(*i..i + 1);
+        }
+        let dirty = dirty_set.into_ranges();
         let provenance = Provenance {
             built_by: BuiltBy::Receive,
             base: base_manifest.map(|m| m.guid),
@@ -194,8 +208,8 @@ impl Receive<'_> {
         crate::trace::note(
             "receive",
             &format!(
-                "content root verified: {} chunks read ({} bytes), {} entries from the base's manifest",
-                stats.chunks_read, stats.bytes_read, manifest.provenance.chunks_copied
+                "content root verified: {} chunks read ({} bytes), {} hashed as written, {} entries from the base's manifest",
+                stats.chunks_read, stats.bytes_read, in_flight, manifest.provenance.chunks_copied
             ),
         );
         Ok(Some(Verified { key: CacheKey::of(image, h.snapshot.guid), manifest }))
