@@ -21,7 +21,8 @@
 # writes for 2 s, so deferred work of the previous step is not measured):
 #   - subvol send NAME@NEW --from NAME@PREV | subvol --pool B receive NAME
 #     (byte-exactness checked: sha256 of the received snapshot image against
-#     the source snapshot image),
+#     the source snapshot image; the receiver's content-root check, its
+#     time and the bytes it read back, from SUBVOL_TRACE),
 #   - btrfs send -p PREV NEW | btrfs receive dst,
 #   - subvol send --from > /dev/null (the sender alone),
 #   - rsync --inplace --no-whole-file NEW-IMAGE COPY-OF-BASE (on pool B's XFS).
@@ -432,7 +433,7 @@ for n in (full_names if "full" in parts else []):
     rss = f(rs, "{:.1f}") if rs is not None else (f(med("full", n, "rss_send"), "{:.1f}") + " / " + f(med("full", n, "rss_recv"), "{:.1f}") if med("full", n, "rss_send") is not None else "-")
     print(f"| {n} | {f(w)} | {f(size / GiB / w if w else None, '{:.2f}')} | {rss} | {allok('full', n)} |")
 if med("full", "content-root check", "verify_s") is not None:
-    print(f"| (of which the receiver's content-root check, reading back what it wrote) | {f(med('full', 'content-root check', 'verify_s'))} | - | - | - |")
+    print(f"| (of which the receiver's content-root check) | {f(med('full', 'content-root check', 'verify_s'))} | - | - | - |")
 for c, label in (("subvol", "subvol send | receive"), ("btrfs", "btrfs send | receive")):
     w = med("init", c, "wall")
     print(f"| initial full {label} (once) | {f(w)} | {f(size / GiB / w if w else None, '{:.2f}')} | "
@@ -471,7 +472,7 @@ for p in patterns:
         print(f"| {label} | {f(w)} | {sb} | {f(s / chg if s else None, '{:.3f}')} | {rss} | {allok(p, c)} |")
     vs, vr = med(p, "subvol", "verify_s"), med(p, "subvol", "verify_read")
     if vs is not None:
-        print(f"| (of which the receiver's content-root check: {f(vr / (1 << 20) if vr else None, '{:.0f}')} MiB read back) | {f(vs)} | - | - | - | - |")
+        print(f"| (of which the receiver's content-root check: {f(vr / (1 << 20) if vr is not None else None, '{:.0f}')} MiB read back) | {f(vs)} | - | - | - | - |")
     cw = med("full", full_names[3], "wall"); fw = med("full", full_names[4], "wall")
     print(f"| full copy: cp --reflink=never --sparse=always | {f(cw)} | {size:,} | {size / chg:.1f} | {f(med('full', full_names[3], 'rss'), '{:.1f}')} | - |")
     print(f"| full copy: subvol send \\| receive | {f(fw)} | - | - | {f(med('full', full_names[4], 'rss_send'), '{:.1f}')} / {f(med('full', full_names[4], 'rss_recv'), '{:.1f}')} | {allok('full', full_names[4])} |")
