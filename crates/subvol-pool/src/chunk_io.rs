@@ -147,6 +147,11 @@ pub(crate) fn run<P: Plan>(plan: &mut P, sources: &[Source], pace: Pace) -> Resu
                     };
                     let Ok(job) = job else { return };
                     let n = job.chunks.len() as u64;
+                    // One chunk may be longer than MAX_READ (manifests allow
+                    // up to 16 MiB): such a job gets a buffer of its size.
+                    if buf.len() < job.len() as usize + ALIGN {
+                        buf = vec![0u8; job.len() as usize + ALIGN];
+                    }
                     for (tag, outcome) in read_job(&sources[job.source], job, &mut buf) {
                         if tx.send((tag, outcome)).is_err() {
                             return;
@@ -277,5 +282,28 @@ mod tests {
             .collect();
         assert_eq!(plan.got, want);
         assert_eq!(plan.got[1].1, Outcome::Read(Entry::Zero));
+    }
+
+    /// A chunk longer than the readers' usual buffer (manifests allow 16 MiB
+    /// chunks; a stream's header chooses its chunk size) is read whole.
+    #[test]
+    fn a_chunk_longer_than_max_read_is_read_whole() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let cs = 2 * MAX_READ;
+        let bytes: Vec<u8> = (0..cs * 2).map(|i| (i % 253) as u8).collect();
+        f.write_all(&bytes).unwrap();
+        f.flush().unwrap();
+        let file = File::open(f.path()).unwrap();
+        let jobs = vec![
+            Job { source: 0, offset: cs, chunks: vec![(1, cs)] },
+            Job { source: 0, offset: 0, chunks: vec![(0, cs)] },
+        ];
+        let mut plan = Everything { jobs, got: Vec::new() };
+        run(&mut plan, &[Source::new(&file)], Pace { rate: None, idle: false }).unwrap();
+        plan.got.sort_by_key(|g| g.0);
+        let want: Vec<(u64, Outcome)> = (0..2u64)
+            .map(|i| (i, Outcome::Read(Entry::of(&bytes[(i * cs) as usize..((i + 1) * cs) as usize]))))
+            .collect();
+        assert_eq!(plan.got, want);
     }
 }

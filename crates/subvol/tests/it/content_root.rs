@@ -228,3 +228,66 @@ fn a_rotten_base_on_the_replica_is_caught_by_the_content_root() {
     assert!(!b.run(&["list", "--snapshots", "--json"]).ok().contains("v@s2"), "the refused increment was published");
     b.run(&["scrub", "v@s1"]).fails(8, "v@s1");
 }
+
+/// The root of `image`'s content at `chunk_size`, as any program computes
+/// it from the bytes alone (docs/FORMAT.md).
+fn root_of(image: &Path, chunk_size: u32) -> String {
+    use subvol_core::manifest::{BuiltBy, Entry, Geometry, Manifest, Provenance};
+    let bytes = std::fs::read(image).unwrap();
+    let g = Geometry::new(chunk_size, bytes.len() as u64).unwrap();
+    let prov = Provenance {
+        built_by: BuiltBy::Snapshot,
+        base: None,
+        built_at: 0,
+        bytes_read: 0,
+        chunks_hashed: 0,
+        chunks_copied: 0,
+        build_us: 0,
+    };
+    let entries = (0..g.chunks()).map(|i| {
+        let (o, l) = g.chunk(i);
+        Entry::of(&bytes[o as usize..(o + l) as usize])
+    });
+    subvol_core::chunk_read::hex(&Manifest::from_entries(g, uuid::Uuid::nil(), prov, entries).root())
+}
+
+/// A sender may choose another chunk size (up to 16 MiB, longer than one
+/// read): the receiver cannot use its base's 256 KiB manifest then, reads
+/// every chunk holding data, and checks the root at that size.
+#[test]
+fn a_root_at_another_chunk_size_is_checked_by_reading_the_data() {
+    require_privileges!("a_root_at_another_chunk_size_is_checked_by_reading_the_data");
+    let a = TestHost::new(HostKind::Xfs, "2G");
+    let b = TestHost::new(HostKind::Xfs, "2G");
+    let dir = tempdir();
+    let s1 = first_snapshot(&a, dir.path());
+    receive(&b.pool, &s1).ok();
+    let s2 = second_snapshot(&a, dir.path());
+    const BIG: u32 = 8 << 20;
+    let root = root_of(&image(&a, "v@s2"), BIG);
+    let rechunk = |root: String, out: &Path| {
+        let bytes = std::fs::read(&s2).unwrap();
+        let mut r = StreamReader::new(&bytes[..]).unwrap();
+        let mut h = r.header.clone();
+        h.manifest = Some(subvol_core::stream::ContentRoot { chunk_size: BIG, root });
+        let mut w = StreamWriter::new(Vec::new(), h, None).unwrap();
+        while let Some(rec) = r.next_record().unwrap() {
+            match rec {
+                Record::Data { offset, data } => w.data(offset, &data).unwrap(),
+                Record::Hole { offset, length } => w.hole(offset, length).unwrap(),
+                Record::End(_) => {}
+            }
+        }
+        std::fs::write(out, w.finish().unwrap().0).unwrap();
+    };
+    let wrong = dir.path().join("wrong");
+    rechunk("0".repeat(64), &wrong);
+    receive(&b.pool, &wrong).fails(8, "v@s2 is not the sender's snapshot");
+    let right = dir.path().join("right");
+    rechunk(root, &right);
+    let r = receive(&b.pool, &right);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // 16 MiB of data in two 8 MiB chunks, both read.
+    assert!(r.stderr.contains(&format!("{VERIFIED}: 2 chunks read ({} bytes)", 16u64 << 20)), "{}", r.stderr);
+    assert_eq!(hash_file(&image(&b, "v@s2")), hash_file(&image(&a, "v@s2")));
+}

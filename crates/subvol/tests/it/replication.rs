@@ -239,7 +239,17 @@ fn broken_and_corrupt_streams_leave_the_pool_alone_and_resume() {
     receive_file(&b, "v", &cut, &["--resume"]);
     subvol(&b, &["receive", "v", "--abort"]).ok();
     subvol(&b, &["receive", "v", "--token"]).fails(3, "no partial receive");
-    receive_file(&b, "v", &inc, &[]).ok();
+    // A receive that breaks before any record arrived leaves a token of
+    // offset 0; resuming from it works like from any other.
+    let header_len = 20 + u32::from_le_bytes(ib[16..20].try_into().unwrap()) as usize + 32;
+    std::fs::write(&cut, &ib[..header_len]).unwrap();
+    receive_file(&b, "v", &cut, &["--resume"]);
+    let token0 = subvol(&b, &["receive", "v", "--token"]).ok().trim().to_string();
+    assert!(token0.contains("-0-"), "{token0}");
+    let rest0 = a.dir.path().join("rest0.stream");
+    send_to_file(&a.pool, &["v@s2", "--from", "v@s1", "--resume", &token0], &rest0);
+    receive_file(&b, "v", &rest0, &["--resume"]).ok();
+    subvol(&b, &["receive", "v", "--token"]).fails(3, "no partial receive");
     // Receiving the same snapshot again changes nothing and succeeds; under
     // another name it is refused, as is a stream whose base is missing.
     let again = receive_file(&b, "v", &inc, &[]).ok();

@@ -43,7 +43,17 @@ impl Receive<'_> {
             .create(self.pool.layout.receive_dir())
             .map_err(|e| Error::io("cannot create the receive dir", e))?;
         let state = read_state(&self.partial.state)?;
-        if self.header.resume_offset > 0 {
+        // A token of offset 0 (the receive broke before its first
+        // checkpoint) gives a stream that starts at 0 like a new one: it
+        // continues the partial receive it names all the same.
+        let h = &self.header;
+        let continues_from_start = self.opts.resume
+            && state.as_ref().is_some_and(|st| {
+                st.offset == 0
+                    && st.header.snapshot.guid == h.snapshot.guid
+                    && st.header.base.as_ref().map(|b| b.guid) == h.base.as_ref().map(|b| b.guid)
+            });
+        if h.resume_offset > 0 || continues_from_start {
             self.reopen(state)
         } else {
             self.create(state)

@@ -192,10 +192,15 @@ impl Receive<'_> {
                 }
                 None => String::new(),
             };
+            let partial_hint = if h.resume_offset > 0 {
+                ", or the partial image kept for the resume was changed since it was kept"
+            } else {
+                ""
+            };
             return Err(Error::new(
                 ErrorKind::Corrupt,
                 format!(
-                    "{name} is not the sender's snapshot: the received image's content root is {}, the stream says {}; the stream was altered or damaged on its way, the sender's snapshot rotted since its manifest was built (scrub it there){base_hint}; nothing was published",
+                    "{name} is not the sender's snapshot: the received image's content root is {}, the stream says {}; the stream was altered or damaged on its way, the sender's snapshot rotted since its manifest was built (scrub it there){base_hint}{partial_hint}; nothing was published",
                     &hex(&got)[..16],
                     &carried.root[..16],
                 ),
