@@ -25,13 +25,23 @@ pub struct RecordChunks {
     zeroed: ChunkSet,
 }
 
-/// The chunk the records are in: its bytes so far (zero where no record
-/// wrote) and how many of them records covered.
+/// The chunk the records are in: what DATA records wrote into it and how
+/// many of its bytes records covered.
 #[derive(Debug)]
 struct Pending {
     index: u64,
-    bytes: Vec<u8>,
+    written: Written,
     covered: u64,
+}
+
+/// A full stream's chunk is always hashed: its bytes go straight into a
+/// chunk buffer. An increment's chunk is hashed only if records cover it
+/// whole, so it keeps the pieces (offset in the chunk, bytes) until then:
+/// scattered 4 KiB records must not cost a chunk buffer each.
+#[derive(Debug)]
+enum Written {
+    Buffer(Vec<u8>),
+    Pieces(Vec<(usize, Vec<u8>)>),
 }
 
 /// What the records said, once they ended.
@@ -43,21 +53,6 @@ pub struct ChunkOutcome {
     pub undetermined: Vec<Range<u64>>,
     /// Chunks a HOLE record covers whole: zero.
     pub zeroed: Vec<Range<u64>>,
-}
-
-impl ChunkOutcome {
-    /// Every chunk the records changed (determined or not), as sorted,
-    /// merged ranges: the dirty chunks of a derived manifest.
-    pub fn changed(&self) -> Vec<Range<u64>> {
-        let mut set = ChunkSet::new(1);
-        for (i, _) in &self.determined {
-            set.add_chunks(*i..i + 1);
-        }
-        for r in &self.undetermined {
-            set.add_chunks(r.clone());
-        }
-        set.into_ranges()
-    }
 }
 
 impl RecordChunks {
@@ -82,7 +77,10 @@ impl RecordChunks {
             let n = bytes.len().min((start + len - at) as usize);
             let p = self.pending_for(i);
             let from = (at - start) as usize;
-            p.bytes[from..from + n].copy_from_slice(&bytes[..n]);
+            match &mut p.written {
+                Written::Buffer(b) => b[from..from + n].copy_from_slice(&bytes[..n]),
+                Written::Pieces(v) => v.push((from, bytes[..n].to_vec())),
+            }
             p.covered += n as u64;
             at += n as u64;
             bytes = &bytes[n..];
@@ -98,8 +96,7 @@ impl RecordChunks {
             for i in r {
                 let (start, len) = self.geometry.chunk(i);
                 let overlap = end.min(start + len).saturating_sub(offset.max(start));
-                // The chunk's buffer is zero there already (records do not
-                // overlap): only the coverage counts.
+                // Zero there: only the coverage counts.
                 self.pending_for(i).covered += overlap;
             }
         }
@@ -120,17 +117,33 @@ impl RecordChunks {
         if self.pending.as_ref().is_some_and(|p| p.index != i) {
             self.close();
         }
-        let len = self.geometry.chunk(i).1 as usize;
-        self.pending.get_or_insert_with(|| Pending { index: i, bytes: vec![0; len], covered: 0 })
+        let (zero_elsewhere, len) = (self.zero_elsewhere, self.geometry.chunk(i).1 as usize);
+        self.pending.get_or_insert_with(|| Pending {
+            index: i,
+            written: if zero_elsewhere { Written::Buffer(vec![0; len]) } else { Written::Pieces(Vec::new()) },
+            covered: 0,
+        })
     }
 
     fn close(&mut self) {
         let Some(p) = self.pending.take() else { return };
-        if self.zero_elsewhere || p.covered == p.bytes.len() as u64 {
-            self.determined.push((p.index, Entry::of(&p.bytes)));
-        } else {
+        let len = self.geometry.chunk(p.index).1;
+        if !self.zero_elsewhere && p.covered < len {
             self.undetermined.add_chunks(p.index..p.index + 1);
+            return;
         }
+        let bytes = match p.written {
+            Written::Buffer(b) => b,
+            Written::Pieces(pieces) => {
+                // Records do not overlap: what no piece wrote is zero.
+                let mut b = vec![0u8; len as usize];
+                for (at, piece) in &pieces {
+                    b[*at..*at + piece.len()].copy_from_slice(piece);
+                }
+                b
+            }
+        };
+        self.determined.push((p.index, Entry::of(&bytes)));
     }
 }
 
