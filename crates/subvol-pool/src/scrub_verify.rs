@@ -285,15 +285,7 @@ mod tests {
     const C: u64 = 65536;
 
     fn prov() -> Provenance {
-        Provenance {
-            built_by: BuiltBy::Snapshot,
-            base: None,
-            built_at: 0,
-            bytes_read: 0,
-            chunks_hashed: 0,
-            chunks_copied: 0,
-            build_us: 0,
-        }
+        Provenance::unmeasured(BuiltBy::Snapshot)
     }
 
     fn member(table: &mut HashTable, extents: Vec<(u64, u64)>, entries: Vec<Entry>, size: u64) -> Member {

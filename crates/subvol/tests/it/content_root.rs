@@ -8,7 +8,7 @@ use crate::harness::*;
 use crate::require_privileges;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use subvol_core::stream::{Record, StreamReader, StreamWriter};
+use subvol_core::stream::{ContentRoot, Record, StreamHeader, StreamReader, StreamWriter};
 
 /// The manifests' chunk size.
 const C: u64 = 256 << 10;
@@ -74,29 +74,56 @@ fn second_snapshot(a: &TestHost, dir: &Path) -> PathBuf {
     s2
 }
 
-/// Rewrites a stream as an attacker would: one byte of its first DATA
-/// record changed, every record checksum and the END hash made anew, the
-/// header (and its content root) kept.
-fn forge(stream: &Path, out: &Path) {
+/// Writes `stream` anew to `out`, as an attacker who can compute checksums
+/// would: `header` may change the header, `data` the DATA records' bytes;
+/// every record checksum and the END hash are made anew.
+fn rewrite(stream: &Path, out: &Path, header: impl FnOnce(&mut StreamHeader), mut data: impl FnMut(&mut Vec<u8>)) {
     let bytes = std::fs::read(stream).unwrap();
     let mut r = StreamReader::new(&bytes[..]).unwrap();
-    let mut w = StreamWriter::new(Vec::new(), r.header.clone(), None).unwrap();
-    let mut changed = false;
+    let mut h = r.header.clone();
+    header(&mut h);
+    let mut w = StreamWriter::new(Vec::new(), h, None).unwrap();
     while let Some(rec) = r.next_record().unwrap() {
         match rec {
-            Record::Data { offset, mut data } => {
-                if !changed {
-                    data[100] ^= 1;
-                    changed = true;
-                }
-                w.data(offset, &data).unwrap();
+            Record::Data { offset, data: mut d } => {
+                data(&mut d);
+                w.data(offset, &d).unwrap();
             }
             Record::Hole { offset, length } => w.hole(offset, length).unwrap(),
             Record::End(_) => {}
         }
     }
-    assert!(changed, "the stream has no DATA record to alter");
     std::fs::write(out, w.finish().unwrap().0).unwrap();
+}
+
+/// One byte of the stream's first DATA record changed, the header (and its
+/// content root) kept.
+fn forge(stream: &Path, out: &Path) {
+    let mut changed = false;
+    rewrite(
+        stream,
+        out,
+        |_| {},
+        |d| {
+            if !changed {
+                d[100] ^= 1;
+                changed = true;
+            }
+        },
+    );
+    assert!(changed, "the stream has no DATA record to alter");
+}
+
+/// Pools `a` and `b` on `kind` hosts; `b` holds `v@s1` received from `a`,
+/// and `a` has `v@s2` with its stream from `v@s1` (returned).
+fn pair_with_increment(kind: HostKind) -> (TestHost, TestHost, tempfile::TempDir, PathBuf) {
+    let a = TestHost::new(kind, "2G");
+    let b = TestHost::new(kind, "2G");
+    let dir = tempdir();
+    let s1 = first_snapshot(&a, dir.path());
+    receive(&b.pool, &s1).ok();
+    let s2 = second_snapshot(&a, dir.path());
+    (a, b, dir, s2)
 }
 
 /// A full and an incremental receive each verify the sender's root and
@@ -214,12 +241,7 @@ fn a_forged_stream_with_valid_checksums_is_refused_by_the_content_root() {
 #[test]
 fn a_rotten_base_on_the_replica_is_caught_by_the_content_root() {
     require_privileges!("a_rotten_base_on_the_replica_is_caught_by_the_content_root");
-    let a = TestHost::new(HostKind::Xfs, "2G");
-    let b = TestHost::new(HostKind::Xfs, "2G");
-    let dir = tempdir();
-    let s1 = first_snapshot(&a, dir.path());
-    receive(&b.pool, &s1).ok();
-    let s2 = second_snapshot(&a, dir.path());
+    let (_a, b, _dir, s2) = pair_with_increment(HostKind::Xfs);
     // Chunk 9 is rewritten at its start only; rot 64 KiB further in, in
     // the host block v and v@s1 share.
     crate::scrub::flip_host_block(&b, HostKind::Xfs, &image(&b, "v@s1"), 9 * C + (64 << 10));
@@ -235,15 +257,7 @@ fn root_of(image: &Path, chunk_size: u32) -> String {
     use subvol_core::manifest::{BuiltBy, Entry, Geometry, Manifest, Provenance};
     let bytes = std::fs::read(image).unwrap();
     let g = Geometry::new(chunk_size, bytes.len() as u64).unwrap();
-    let prov = Provenance {
-        built_by: BuiltBy::Snapshot,
-        base: None,
-        built_at: 0,
-        bytes_read: 0,
-        chunks_hashed: 0,
-        chunks_copied: 0,
-        build_us: 0,
-    };
+    let prov = Provenance::unmeasured(BuiltBy::Snapshot);
     let entries = (0..g.chunks()).map(|i| {
         let (o, l) = g.chunk(i);
         Entry::of(&bytes[o as usize..(o + l) as usize])
@@ -257,28 +271,12 @@ fn root_of(image: &Path, chunk_size: u32) -> String {
 #[test]
 fn a_root_at_another_chunk_size_is_checked_by_reading_the_data() {
     require_privileges!("a_root_at_another_chunk_size_is_checked_by_reading_the_data");
-    let a = TestHost::new(HostKind::Xfs, "2G");
-    let b = TestHost::new(HostKind::Xfs, "2G");
-    let dir = tempdir();
-    let s1 = first_snapshot(&a, dir.path());
-    receive(&b.pool, &s1).ok();
-    let s2 = second_snapshot(&a, dir.path());
+    let (a, b, dir, s2) = pair_with_increment(HostKind::Xfs);
     const BIG: u32 = 8 << 20;
     let root = root_of(&image(&a, "v@s2"), BIG);
     let rechunk = |root: String, out: &Path| {
-        let bytes = std::fs::read(&s2).unwrap();
-        let mut r = StreamReader::new(&bytes[..]).unwrap();
-        let mut h = r.header.clone();
-        h.manifest = Some(subvol_core::stream::ContentRoot { chunk_size: BIG, root });
-        let mut w = StreamWriter::new(Vec::new(), h, None).unwrap();
-        while let Some(rec) = r.next_record().unwrap() {
-            match rec {
-                Record::Data { offset, data } => w.data(offset, &data).unwrap(),
-                Record::Hole { offset, length } => w.hole(offset, length).unwrap(),
-                Record::End(_) => {}
-            }
-        }
-        std::fs::write(out, w.finish().unwrap().0).unwrap();
+        let at_big = |h: &mut StreamHeader| h.manifest = Some(ContentRoot { chunk_size: BIG, root });
+        rewrite(&s2, out, at_big, |_| {});
     };
     let wrong = dir.path().join("wrong");
     rechunk("0".repeat(64), &wrong);
