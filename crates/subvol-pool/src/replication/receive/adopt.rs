@@ -28,15 +28,14 @@
 //! hold is released and the record removed. Both leave NAME as a completed
 //! or a never-started receive would.
 
+use super::follow::FollowingImage;
 use super::Receive;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::Layout;
 use crate::subvolume::{open_existing, open_image, read_meta};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use subvol_core::meta::Followed;
+use std::path::Path;
 use subvol_core::SubvolumeMeta;
 
 /// The hold tag a receive puts on the base it may rebuild NAME from. It
@@ -213,31 +212,16 @@ pub(super) fn clone_as_subvolume(
     intent: &AdoptIntent,
     guid: uuid::Uuid,
 ) -> Result<()> {
-    let tmp_path: PathBuf = layout.tmp_image("follow", &intent.name);
-    let result = (|| {
-        let src = open_existing(from, false)?;
-        let tmp = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp_path)
-            .map_err(|e| Error::io("cannot create the new image", e))?;
-        if intent.hint > 0 {
-            let _ = subvol_os::hints::set_extent_hints(&tmp, Some(intent.hint), None);
-        }
-        subvol_os::reflink::ficlone(&tmp, &src).map_err(|e| Error::os("cannot clone the snapshot", e))?;
-        let mut meta = intent.meta.clone();
-        meta.followed = Some(Followed { snapshot_guid: guid, stamp: crate::snapshot::content_stamp(&tmp)? });
-        crate::snapshot::write_meta(&tmp, &meta)?;
-        tmp.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
-        crate::subvolume::rename_noreplace(&tmp_path, image)
-            .map_err(|e| Error::os(format!("cannot put {} back", intent.name), e))?;
-        subvol_os::fsync::fsync_dir(&layout.subvolumes_dir())
-            .map_err(|e| Error::os("cannot make the change durable", e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp_path);
+    FollowingImage {
+        from,
+        image,
+        name: &intent.name,
+        meta: intent.meta.clone(),
+        hint: intent.hint,
+        snapshot_guid: guid,
     }
-    result
+    .write(layout, true, |tmp, image| {
+        crate::subvolume::rename_noreplace(tmp, image)
+            .map_err(|e| Error::os(format!("cannot put {} back", intent.name), e))
+    })
 }

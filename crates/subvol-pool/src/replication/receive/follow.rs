@@ -8,6 +8,7 @@ use super::adopt::{self, AdoptIntent};
 use super::target::Target;
 use super::Receive;
 use crate::error::{Error, ErrorKind, Result};
+use crate::layout::Layout;
 use crate::pool::Pool;
 use crate::snapshot::write_meta;
 use crate::subvolume::{open_existing, open_image, read_meta};
@@ -86,9 +87,8 @@ impl Pool {
     ) -> Result<()> {
         let image = self.layout.subvolume_image(n);
         // The new image keeps the subvolume's metadata and extent size hint
-        // (a new subvolume gets the default hint). XFS only takes the hint
-        // on a file without extents, so it is set before the clone.
-        let (mut meta, hint) = match open_image(&image, false) {
+        // (a new subvolume gets the default hint).
+        let (meta, hint) = match open_image(&image, false) {
             Ok(f) => {
                 let meta = read_meta(&f).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{n}: {e}")))?;
                 (meta, subvol_os::hints::extent_hints(&f).map(|(ext, _)| ext).unwrap_or(0))
@@ -101,9 +101,44 @@ impl Pool {
                 (m, crate::subvolume::DEFAULT_EXTENT_HINT_BYTES)
             }
         };
-        let tmp_path = self.layout.tmp_image("follow", n);
+        FollowingImage { from: snap_path, image: &image, name: n, meta, hint, snapshot_guid }.write(
+            &self.layout,
+            self.meta.reflink,
+            |tmp, image| std::fs::rename(tmp, image).map_err(|e| Error::io(format!("cannot update {n}"), e)),
+        )
+    }
+}
+
+/// The image a subvolume gets when it follows a snapshot: a copy of the
+/// snapshot (a reflink clone on hosts that have them) with the subvolume's
+/// metadata, extent size hint and a follow record, written to a private
+/// temporary file, synced, and renamed into place.
+pub(super) struct FollowingImage<'a> {
+    /// The snapshot image.
+    pub(super) from: &'a Path,
+    /// Where the subvolume's image goes.
+    pub(super) image: &'a Path,
+    /// The subvolume, for messages.
+    pub(super) name: &'a str,
+    pub(super) meta: SubvolumeMeta,
+    /// XFS only takes the hint on a file without extents: set before the
+    /// clone; 0 sets none.
+    pub(super) hint: u32,
+    pub(super) snapshot_guid: uuid::Uuid,
+}
+
+impl FollowingImage<'_> {
+    /// `rename` puts the temporary file in place: replacing what is there,
+    /// or refusing to (never replace a NAME created meanwhile).
+    pub(super) fn write(
+        mut self,
+        layout: &Layout,
+        reflink: bool,
+        rename: impl FnOnce(&Path, &Path) -> Result<()>,
+    ) -> Result<()> {
+        let tmp_path = layout.tmp_image("follow", self.name);
         let result = (|| {
-            let src = open_existing(snap_path, false)?;
+            let src = open_existing(self.from, false)?;
             let tmp = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -111,10 +146,10 @@ impl Pool {
                 .mode(0o600)
                 .open(&tmp_path)
                 .map_err(|e| Error::io("cannot create the new image", e))?;
-            if hint > 0 {
-                let _ = subvol_os::hints::set_extent_hints(&tmp, Some(hint), None);
+            if self.hint > 0 {
+                let _ = subvol_os::hints::set_extent_hints(&tmp, Some(self.hint), None);
             }
-            if self.meta.reflink {
+            if reflink {
                 subvol_os::reflink::ficlone(&tmp, &src).map_err(|e| Error::os("cannot clone the snapshot", e))?;
             } else {
                 let size = src.metadata().map_err(|e| Error::io("cannot stat the image", e))?.len();
@@ -129,11 +164,11 @@ impl Pool {
             // The stamp after the last data write; the xattr below changes
             // only the change time.
             let stamp = crate::snapshot::content_stamp(&tmp)?;
-            meta.followed = Some(Followed { snapshot_guid, stamp });
-            write_meta(&tmp, &meta)?;
+            self.meta.followed = Some(Followed { snapshot_guid: self.snapshot_guid, stamp });
+            write_meta(&tmp, &self.meta)?;
             tmp.sync_all().map_err(|e| Error::io("cannot sync the image", e))?;
-            std::fs::rename(&tmp_path, &image).map_err(|e| Error::io(format!("cannot update {n}"), e))?;
-            subvol_os::fsync::fsync_dir(&self.layout.subvolumes_dir())
+            rename(&tmp_path, self.image)?;
+            subvol_os::fsync::fsync_dir(&layout.subvolumes_dir())
                 .map_err(|e| Error::os("cannot make the change durable", e))
         })();
         if result.is_err() {
